@@ -1,0 +1,142 @@
+//! The `anteroom` binary: command-line parsing and start-up only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anteroom::config::{Config, Raw, Source};
+use anteroom::server::Server;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "anteroom",
+    version,
+    about = "A single-room chat broker speaking MessagePack over TCP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve(ServeArgs),
+}
+
+/// Flags override `ANTEROOM_*` environment variables, which override the file.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Configuration file (TOML). Also ANTEROOM_CONFIG.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Chat listener address (listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Metrics listener address (metrics_listen).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Room capacity (max_active).
+    #[arg(long, value_name = "N")]
+    max_active: Option<String>,
+    /// Queue capacity (max_waiting).
+    #[arg(long, value_name = "N")]
+    max_waiting: Option<String>,
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = Config::default();
+    let path = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("ANTEROOM_CONFIG").map(PathBuf::from));
+    if let Some(path) = path {
+        let text = std::fs::read_to_string(&path).map_err(|error| {
+            anteroom::config::ConfigError::Read {
+                path: path.clone(),
+                error,
+            }
+        })?;
+        config.apply_toml(&text, &path)?;
+    }
+    config.apply_env(|var| std::env::var(var).ok())?;
+    let flags = [
+        ("listen", "--listen", &args.listen),
+        ("metrics_listen", "--metrics-listen", &args.metrics_listen),
+        ("max_active", "--max-active", &args.max_active),
+        ("max_waiting", "--max-waiting", &args.max_waiting),
+    ];
+    for (key, flag, value) in flags {
+        if let Some(value) = value {
+            config.set(key, Raw::Text(value), &Source::Flag(flag.to_string()))?;
+        }
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    init_logging();
+    let server = Server::bind(config.clone()).await.map_err(|error| {
+        anyhow::anyhow!(
+            "cannot bind listen={} / metrics_listen={}: {error}",
+            config.listen,
+            config.metrics_listen
+        )
+    })?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    server.run(shutdown).await;
+    Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the broker with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    token.cancel();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("anteroom: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    };
+    // Do not wait for connections the grace period already gave up on.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("anteroom: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Every metric the broker exports, named in one place and registered at zero
+//! on start-up so dashboards see each series before anything happens.
+//!
+//! Components hold the pre-registered handles in [`Metrics`]; the hot path
+//! never formats a name or looks up a label set.
+
+use std::sync::OnceLock;
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Buckets for latencies on a chat broker: from 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Buckets for time spent waiting in the queue: from 10 ms to an hour.
+const QUEUE_WAIT_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// Reasons a request is refused, each a label value of `anteroom_rejected_total`.
+pub const REJECT_REASONS: &[&str] = &[
+    "server_full",
+    "name_taken",
+    "name_invalid",
+    "rate_limited",
+    "protocol_error",
+    "bad_request",
+    "not_admitted",
+    "handshake_required",
+    "message_too_long",
+    "unknown_type",
+    "bad_frame",
+];
+
+/// Handles to every series, registered once per process.
+pub struct Metrics {
+    pub conn_handshake: Gauge,
+    pub conn_active: Gauge,
+    pub conn_waiting: Gauge,
+    pub room_capacity: Gauge,
+    pub published_room: Counter,
+    pub published_presence: Counter,
+    pub published_queue: Counter,
+    pub lag_room_delivery: Gauge,
+    pub lag_roster: Gauge,
+    pub lag_waitlist: Gauge,
+    pub lag_admission: Gauge,
+    pub dropped_room_delivery_slow: Counter,
+    pub dropped_waitlist_slow: Counter,
+    pub delivered: Counter,
+    pub delivery_latency: Histogram,
+    pub queue_wait: Histogram,
+    pub promotions: Counter,
+    rejected: Vec<(&'static str, Counter)>,
+}
+
+impl Metrics {
+    fn register() -> Self {
+        let conns = |state: &'static str| gauge!("anteroom_connections", "state" => state);
+        let published =
+            |topic: &'static str| counter!("anteroom_bus_published_total", "topic" => topic);
+        let lag =
+            |component: &'static str| gauge!("anteroom_subscriber_lag", "component" => component);
+        let dropped = |component: &'static str| counter!("anteroom_subscribers_dropped_total", "component" => component, "reason" => "slow_consumer");
+        let m = Metrics {
+            conn_handshake: conns("handshake"),
+            conn_active: conns("active"),
+            conn_waiting: conns("waiting"),
+            room_capacity: gauge!("anteroom_room_capacity"),
+            published_room: published("room"),
+            published_presence: published("presence"),
+            published_queue: published("queue"),
+            lag_room_delivery: lag("room_delivery"),
+            lag_roster: lag("roster"),
+            lag_waitlist: lag("waitlist"),
+            lag_admission: lag("admission"),
+            dropped_room_delivery_slow: dropped("room_delivery"),
+            dropped_waitlist_slow: dropped("waitlist"),
+            delivered: counter!("anteroom_messages_delivered_total"),
+            delivery_latency: histogram!("anteroom_delivery_latency_seconds"),
+            queue_wait: histogram!("anteroom_queue_wait_seconds"),
+            promotions: counter!("anteroom_promotions_total"),
+            rejected: REJECT_REASONS
+                .iter()
+                .map(|r| (*r, counter!("anteroom_rejected_total", "reason" => *r)))
+                .collect(),
+        };
+        // Touch every series so it is rendered at zero from start-up.
+        for g in [
+            &m.conn_handshake,
+            &m.conn_active,
+            &m.conn_waiting,
+            &m.room_capacity,
+        ] {
+            g.increment(0.0);
+        }
+        for g in [
+            &m.lag_room_delivery,
+            &m.lag_roster,
+            &m.lag_waitlist,
+            &m.lag_admission,
+        ] {
+            g.set(0.0);
+        }
+        for c in [
+            &m.published_room,
+            &m.published_presence,
+            &m.published_queue,
+            &m.dropped_room_delivery_slow,
+            &m.dropped_waitlist_slow,
+            &m.delivered,
+            &m.promotions,
+        ] {
+            c.increment(0);
+        }
+        for (_, c) in &m.rejected {
+            c.increment(0);
+        }
+        m
+    }
+
+    /// Counts one refusal. `reason` is one of [`REJECT_REASONS`].
+    pub fn rejected(&self, reason: &str) {
+        if let Some((_, c)) = self.rejected.iter().find(|(r, _)| *r == reason) {
+            c.increment(1);
+        }
+    }
+}
+
+struct Telemetry {
+    handle: PrometheusHandle,
+    metrics: Metrics,
+}
+
+static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
+
+fn telemetry() -> &'static Telemetry {
+    TELEMETRY.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    "anteroom_delivery_latency_seconds".into(),
+                ),
+                LATENCY_BUCKETS,
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "anteroom_queue_wait_seconds".into(),
+                    ),
+                    QUEUE_WAIT_BUCKETS,
+                )
+            })
+            .expect("bucket lists are non-empty constants");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // A process has one global recorder; a second server in the same
+        // process (as in tests) shares it.
+        let _ = metrics::set_global_recorder(recorder);
+        Telemetry {
+            handle,
+            metrics: Metrics::register(),
+        }
+    })
+}
+
+/// The process-wide metric handles, installing the recorder on first use.
+pub fn metrics() -> &'static Metrics {
+    &telemetry().metrics
+}
+
+/// Renders every series in the Prometheus text format.
+pub fn render() -> String {
+    telemetry().handle.render()
+}
+
+/// Drains histogram samples into their buckets; call periodically so that
+/// memory stays bounded between scrapes.
+pub fn upkeep() {
+    telemetry().handle.run_upkeep();
+}

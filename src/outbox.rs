@@ -1,0 +1,490 @@
+//! A connection's bounded outbound queue and the writer task that drains it.
+//!
+//! Producers (room delivery, the waitlist, the session itself) push encoded
+//! frames without ever waiting: a push takes a short, uncontended lock and
+//! wakes the writer only when the queue goes from empty to non-empty, so a busy
+//! room costs one wake-up per batch, not one per message. The writer takes
+//! everything queued at once and writes it with vectored writes, many frames
+//! per system call. Every push is bounded; what happens on overflow is the
+//! caller's policy (see [`Push`]).
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::metrics::metrics;
+use crate::protocol::ServerMessage;
+
+/// Frames handed to the kernel per `writev` at most.
+const MAX_IOVECS: usize = 128;
+
+/// How many frames of replies (pong, users, error) may be pending beyond the
+/// event limit before a client that asks but never reads is cut off.
+const REPLY_SLACK: usize = 64;
+
+/// The result of offering a frame to an outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Queued; `depth` frames are now waiting to be written.
+    Queued { depth: usize },
+    /// Over the limit under the `skip` policy: dropped and counted for `gap`.
+    Skipped,
+    /// Over the limit: the connection is a slow consumer and must be cut off.
+    Overflow,
+    /// The connection is closing; the frame was discarded.
+    Closed,
+}
+
+#[derive(Debug)]
+struct Entry {
+    bytes: Bytes,
+    /// When the `say` behind a `message` frame was read, for delivery latency.
+    posted: Option<Instant>,
+    /// Whether this is a room event (`message`, `joined`, `left`, `gap`),
+    /// counted in `anteroom_messages_delivered_total`.
+    event: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Entry>,
+    /// The latest `queued` frame not yet written; a newer one replaces it, so
+    /// a waiting client never has more than one position update pending.
+    position: Option<Bytes>,
+    /// Room events dropped under the `skip` policy, not yet reported by `gap`.
+    missed: u64,
+    /// A `welcome` has been queued: position updates no longer apply.
+    member: bool,
+    /// No more frames are accepted; the writer flushes what is queued and ends.
+    closing: bool,
+}
+
+/// One connection's outbound queue. Shared by everything that sends to it.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    wake: Notify,
+    limit: usize,
+}
+
+/// What the writer took in one go.
+#[derive(Debug, Default)]
+pub struct Batch {
+    entries: Vec<Entry>,
+    closing: bool,
+}
+
+impl Batch {
+    /// The frames taken, in write order.
+    pub fn frames(&self) -> impl Iterator<Item = &Bytes> {
+        self.entries.iter().map(|e| &e.bytes)
+    }
+}
+
+impl Outbox {
+    /// An outbox holding at most `limit` room events. Allocates nothing until
+    /// the first frame is pushed.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            limit,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the queue inconsistent
+        // (every critical section is a few field updates), so keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn enqueue(&self, state: &mut State, entry: Entry) -> usize {
+        let was_idle = state.frames.is_empty() && state.position.is_none();
+        state.frames.push_back(entry);
+        if was_idle {
+            self.wake.notify_one();
+        }
+        state.frames.len()
+    }
+
+    /// Offers a room event (`message`, `joined`, `left`), shared by all members.
+    ///
+    /// With `skip` set, an event over the limit is dropped and remembered for
+    /// the next `gap`; otherwise the caller must cut the connection off.
+    pub fn push_event(&self, bytes: Bytes, posted: Option<Instant>, skip: bool) -> Push {
+        let mut state = self.lock();
+        if state.closing {
+            return Push::Closed;
+        }
+        if state.frames.len() >= self.limit {
+            if skip {
+                state.missed += 1;
+                return Push::Skipped;
+            }
+            return Push::Overflow;
+        }
+        if state.missed > 0 {
+            let gap = gap_frame(std::mem::take(&mut state.missed));
+            self.enqueue(
+                &mut state,
+                Entry {
+                    bytes: gap,
+                    posted: None,
+                    event: true,
+                },
+            );
+        }
+        let depth = self.enqueue(
+            &mut state,
+            Entry {
+                bytes,
+                posted,
+                event: true,
+            },
+        );
+        Push::Queued { depth }
+    }
+
+    /// Queues a direct reply (pong, users, error, ping). Replies are never
+    /// skipped, but a client that keeps asking without reading overflows.
+    pub fn push_reply(&self, bytes: Bytes) -> Push {
+        let mut state = self.lock();
+        if state.closing {
+            return Push::Closed;
+        }
+        if state.frames.len() >= self.limit + REPLY_SLACK {
+            return Push::Overflow;
+        }
+        let depth = self.enqueue(
+            &mut state,
+            Entry {
+                bytes,
+                posted: None,
+                event: false,
+            },
+        );
+        Push::Queued { depth }
+    }
+
+    /// Queues the `welcome` and marks the connection a member: any pending
+    /// position update is withdrawn so nothing `queued` follows the welcome.
+    pub fn push_welcome(&self, bytes: Bytes) -> Push {
+        let mut state = self.lock();
+        if state.closing {
+            return Push::Closed;
+        }
+        state.member = true;
+        state.position = None;
+        let depth = self.enqueue(
+            &mut state,
+            Entry {
+                bytes,
+                posted: None,
+                event: false,
+            },
+        );
+        Push::Queued { depth }
+    }
+
+    /// Replaces the pending position update of a waiting client. Returns
+    /// false once the client is a member or closing.
+    pub fn set_position(&self, bytes: Bytes) -> bool {
+        let mut state = self.lock();
+        if state.closing || state.member {
+            return false;
+        }
+        let was_idle = state.frames.is_empty() && state.position.is_none();
+        state.position = Some(bytes);
+        if was_idle {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    /// Queues the last frames (an `error`, a `bye`) and stops accepting more.
+    /// With `discard_pending`, whatever was still queued is dropped first: a
+    /// slow consumer gets its `bye` now, not after a backlog it cannot take.
+    pub fn close(&self, last: &[Bytes], discard_pending: bool) {
+        let mut state = self.lock();
+        if state.closing {
+            return;
+        }
+        if discard_pending {
+            state.frames.clear();
+            state.position = None;
+        }
+        for bytes in last {
+            state.frames.push_back(Entry {
+                bytes: bytes.clone(),
+                posted: None,
+                event: false,
+            });
+        }
+        state.closing = true;
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Whether the outbox has stopped accepting frames.
+    pub fn is_closing(&self) -> bool {
+        self.lock().closing
+    }
+
+    /// Frames waiting to be written.
+    pub fn depth(&self) -> usize {
+        self.lock().frames.len()
+    }
+
+    /// Moves everything queued into `batch`, waiting until there is something
+    /// or the outbox is closing.
+    pub async fn next_batch(&self, batch: &mut Batch) {
+        batch.entries.clear();
+        loop {
+            {
+                let mut state = self.lock();
+                batch.entries.extend(state.frames.drain(..));
+                if let Some(position) = state.position.take() {
+                    batch.entries.push(Entry {
+                        bytes: position,
+                        posted: None,
+                        event: false,
+                    });
+                }
+                if state.missed > 0 && !state.closing {
+                    // Every event dropped came after everything queued, so the
+                    // gap is reported after it.
+                    let gap = gap_frame(std::mem::take(&mut state.missed));
+                    batch.entries.push(Entry {
+                        bytes: gap,
+                        posted: None,
+                        event: true,
+                    });
+                }
+                // Give back memory a burst made the queue grow to.
+                if state.frames.capacity() > 64 {
+                    state.frames.shrink_to(16);
+                }
+                batch.closing = state.closing;
+            }
+            if !batch.entries.is_empty() || batch.closing {
+                return;
+            }
+            self.wake.notified().await;
+        }
+    }
+}
+
+fn gap_frame(missed: u64) -> Bytes {
+    ServerMessage::Gap { missed }.to_frame()
+}
+
+/// Why the writer stopped before the outbox closed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("socket accepted no bytes for {0:?}")]
+    Stalled(Duration),
+    #[error("write failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Drains `outbox` into `io` until the outbox closes (then shuts the sending
+/// side down) or the socket fails or stalls for `write_timeout` (`None`: wait
+/// as long as it takes, the `skip` policy's choice).
+pub async fn run_writer<W>(
+    outbox: &Outbox,
+    mut io: W,
+    write_timeout: Option<Duration>,
+) -> Result<(), WriteError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut batch = Batch::default();
+    loop {
+        outbox.next_batch(&mut batch).await;
+        write_batch(&mut io, &batch.entries, write_timeout).await?;
+        record_delivery(&batch.entries);
+        if batch.closing {
+            // Send FIN so the client reads everything before the close.
+            let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+            return Ok(());
+        }
+    }
+}
+
+fn record_delivery(entries: &[Entry]) {
+    let m = metrics();
+    let now = Instant::now();
+    let mut events = 0u64;
+    for entry in entries {
+        if entry.event {
+            events += 1;
+        }
+        if let Some(posted) = entry.posted {
+            m.delivery_latency
+                .record(now.duration_since(posted).as_secs_f64());
+        }
+    }
+    if events > 0 {
+        m.delivered.increment(events);
+    }
+}
+
+/// Writes every entry, as many per `writev` as the kernel takes. Each system
+/// call gets its own deadline: the timeout measures a socket that accepts
+/// nothing, not a large batch that takes long to drain.
+async fn write_batch<W>(
+    io: &mut W,
+    entries: &[Entry],
+    write_timeout: Option<Duration>,
+) -> Result<(), WriteError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut index = 0;
+    let mut offset = 0;
+    while index < entries.len() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = 0;
+        for (i, entry) in entries[index..].iter().take(MAX_IOVECS).enumerate() {
+            let start = if i == 0 { offset } else { 0 };
+            slices[count] = IoSlice::new(&entry.bytes[start..]);
+            count += 1;
+        }
+        let write = io.write_vectored(&slices[..count]);
+        let mut written = match write_timeout {
+            Some(limit) => tokio::time::timeout(limit, write)
+                .await
+                .map_err(|_| WriteError::Stalled(limit))??,
+            None => write.await?,
+        };
+        if written == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+        }
+        while written > 0 {
+            let remaining = entries[index].bytes.len() - offset;
+            if written >= remaining {
+                written -= remaining;
+                index += 1;
+                offset = 0;
+            } else {
+                offset += written;
+                written = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u8) -> Bytes {
+        Bytes::from(vec![n; 3])
+    }
+
+    #[tokio::test]
+    async fn batches_everything_queued_in_order() {
+        let outbox = Outbox::new(8);
+        for n in 0..5 {
+            assert!(matches!(
+                outbox.push_event(frame(n), None, false),
+                Push::Queued { .. }
+            ));
+        }
+        let mut batch = Batch::default();
+        outbox.next_batch(&mut batch).await;
+        let firsts: Vec<u8> = batch.entries.iter().map(|e| e.bytes[0]).collect();
+        assert_eq!(firsts, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn overflow_and_skip() {
+        let outbox = Outbox::new(2);
+        outbox.push_event(frame(0), None, false);
+        outbox.push_event(frame(1), None, false);
+        assert_eq!(outbox.push_event(frame(2), None, false), Push::Overflow);
+        assert_eq!(outbox.push_event(frame(2), None, true), Push::Skipped);
+        assert_eq!(outbox.push_event(frame(3), None, true), Push::Skipped);
+        assert_eq!(outbox.lock().missed, 2);
+    }
+
+    #[tokio::test]
+    async fn gap_follows_what_was_queued_before_the_drop() {
+        let outbox = Outbox::new(1);
+        outbox.push_event(frame(0), None, true);
+        outbox.push_event(frame(1), None, true);
+        outbox.push_event(frame(2), None, true);
+        let mut batch = Batch::default();
+        outbox.next_batch(&mut batch).await;
+        assert_eq!(batch.entries.len(), 2);
+        assert_eq!(batch.entries[0].bytes[0], 0);
+        let gap = rmpv::decode::read_value(&mut &batch.entries[1].bytes[4..]).unwrap();
+        assert_eq!(gap["missed"].as_u64(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn welcome_withdraws_pending_position() {
+        let outbox = Outbox::new(4);
+        assert!(outbox.set_position(frame(9)));
+        outbox.push_welcome(frame(1));
+        assert!(!outbox.set_position(frame(8)));
+        let mut batch = Batch::default();
+        outbox.next_batch(&mut batch).await;
+        assert_eq!(batch.entries.len(), 1);
+        assert_eq!(batch.entries[0].bytes[0], 1);
+    }
+
+    #[tokio::test]
+    async fn position_updates_are_conflated() {
+        let outbox = Outbox::new(4);
+        for n in 0..10 {
+            outbox.set_position(frame(n));
+        }
+        let mut batch = Batch::default();
+        outbox.next_batch(&mut batch).await;
+        assert_eq!(batch.entries.len(), 1);
+        assert_eq!(batch.entries[0].bytes[0], 9);
+    }
+
+    #[tokio::test]
+    async fn writer_writes_all_bytes_then_shuts_down() {
+        let outbox = Outbox::new(1024);
+        let (client, mut server) = tokio::io::duplex(7); // tiny pipe: many partial writes
+        for n in 0..100 {
+            outbox.push_event(frame(n), None, false);
+        }
+        outbox.close(&[frame(200)], false);
+        let reader = tokio::spawn(async move {
+            let mut out = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut server, &mut out)
+                .await
+                .unwrap();
+            out
+        });
+        run_writer(&outbox, client, Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        let out = reader.await.unwrap();
+        assert_eq!(out.len(), 303);
+        assert_eq!(&out[297..300], &[99, 99, 99]);
+        assert_eq!(&out[300..], &[200, 200, 200]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_socket_times_out() {
+        let outbox = Outbox::new(1024);
+        let (client, _server) = tokio::io::duplex(4);
+        outbox.push_event(frame(1), None, false);
+        outbox.push_event(frame(2), None, false);
+        let err = run_writer(&outbox, client, Some(Duration::from_secs(10)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WriteError::Stalled(_)));
+    }
+}

@@ -1,0 +1,279 @@
+//! Frames a client sends, decoded and validated into [`ClientMessage`].
+//!
+//! Decoding goes through a generic MessagePack value first so that each way a
+//! frame can be wrong maps to the exact error code the contract asks for:
+//! not a map with a string `type` is `bad_frame`, an unknown `type` is
+//! `unknown_type`, a missing or mistyped field is `bad_request`.
+
+use rmpv::Value;
+
+use super::server::ErrorCode;
+
+/// Nesting deeper than this is refused; no valid client frame nests at all,
+/// and the bound keeps a hostile frame from exhausting the stack.
+const MAX_DEPTH: usize = 16;
+
+/// A request from a client, already checked for shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientMessage {
+    /// Asks to join the room under `name` (not yet validated as a name).
+    Hello { name: String },
+    /// A chat line for the room (length not yet checked against the limit).
+    Say { text: String },
+    /// Asks for the list of users in the room.
+    Who,
+    /// Liveness check; answered with a `pong` echoing `id`.
+    Ping { id: Option<i64> },
+    /// Answer to a server `ping`.
+    Pong { id: i64 },
+    /// The client is leaving.
+    Bye,
+}
+
+/// Why a frame could not be turned into a [`ClientMessage`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct DecodeError {
+    /// The code sent back in the `error` frame.
+    pub code: ErrorCode,
+    /// Human-readable explanation sent as the error's `text`.
+    pub detail: String,
+}
+
+impl DecodeError {
+    fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl ClientMessage {
+    /// Decodes one frame payload (without its length prefix).
+    pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
+        let mut cursor = payload;
+        let value =
+            rmpv::decode::read_value_with_max_depth(&mut cursor, MAX_DEPTH).map_err(|_| {
+                DecodeError::new(ErrorCode::BadFrame, "payload is not valid MessagePack")
+            })?;
+        if !cursor.is_empty() {
+            return Err(DecodeError::new(
+                ErrorCode::BadFrame,
+                "bytes left over after the MessagePack value",
+            ));
+        }
+        let Value::Map(entries) = value else {
+            return Err(DecodeError::new(
+                ErrorCode::BadFrame,
+                "payload is not a map",
+            ));
+        };
+        let fields = Fields(&entries);
+        let kind = match fields.get("type") {
+            Some(Value::String(s)) => s.as_str().ok_or_else(|| {
+                DecodeError::new(ErrorCode::BadFrame, "`type` is not valid UTF-8")
+            })?,
+            Some(_) => {
+                return Err(DecodeError::new(
+                    ErrorCode::BadFrame,
+                    "`type` is not a string",
+                ));
+            }
+            None => {
+                return Err(DecodeError::new(
+                    ErrorCode::BadFrame,
+                    "map has no `type` key",
+                ));
+            }
+        };
+        match kind {
+            "hello" => Ok(ClientMessage::Hello {
+                name: fields.string("name")?,
+            }),
+            "say" => Ok(ClientMessage::Say {
+                text: fields.string("text")?,
+            }),
+            "who" => Ok(ClientMessage::Who),
+            "ping" => Ok(ClientMessage::Ping {
+                id: fields.optional_int("id")?,
+            }),
+            "pong" => Ok(ClientMessage::Pong {
+                id: fields.optional_int("id")?.ok_or_else(|| {
+                    DecodeError::new(ErrorCode::BadRequest, "`pong` needs an integer `id`")
+                })?,
+            }),
+            "bye" => Ok(ClientMessage::Bye),
+            other => Err(DecodeError::new(
+                ErrorCode::UnknownType,
+                format!("unknown message type `{}`", truncate(other, 64)),
+            )),
+        }
+    }
+}
+
+/// Lookup over the decoded map; keys that are not strings are ignored like
+/// any other unknown key.
+struct Fields<'a>(&'a [(Value, Value)]);
+
+impl Fields<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
+    }
+
+    fn string(&self, key: &str) -> Result<String, DecodeError> {
+        match self.get(key) {
+            Some(Value::String(s)) => s.as_str().map(str::to_owned).ok_or_else(|| {
+                DecodeError::new(ErrorCode::BadRequest, format!("`{key}` is not valid UTF-8"))
+            }),
+            Some(_) => Err(DecodeError::new(
+                ErrorCode::BadRequest,
+                format!("`{key}` must be a string"),
+            )),
+            None => Err(DecodeError::new(
+                ErrorCode::BadRequest,
+                format!("missing field `{key}`"),
+            )),
+        }
+    }
+
+    /// An optional integer field; `nil` counts as absent.
+    fn optional_int(&self, key: &str) -> Result<Option<i64>, DecodeError> {
+        match self.get(key) {
+            None | Some(Value::Nil) => Ok(None),
+            Some(Value::Integer(n)) => n.as_i64().map(Some).ok_or_else(|| {
+                DecodeError::new(ErrorCode::BadRequest, format!("`{key}` is out of range"))
+            }),
+            Some(_) => Err(DecodeError::new(
+                ErrorCode::BadRequest,
+                format!("`{key}` must be an integer"),
+            )),
+        }
+    }
+}
+
+fn truncate(s: &str, max_chars: usize) -> &str {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmpv::Value;
+
+    fn encode(v: Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, &v).unwrap();
+        out
+    }
+
+    fn map(pairs: &[(&str, Value)]) -> Value {
+        Value::Map(
+            pairs
+                .iter()
+                .map(|(k, v)| (Value::from(*k), v.clone()))
+                .collect(),
+        )
+    }
+
+    fn code(payload: &[u8]) -> ErrorCode {
+        ClientMessage::decode(payload).unwrap_err().code
+    }
+
+    #[test]
+    fn decodes_each_client_type() {
+        let hello = encode(map(&[("type", "hello".into()), ("name", "ann".into())]));
+        assert_eq!(
+            ClientMessage::decode(&hello).unwrap(),
+            ClientMessage::Hello { name: "ann".into() }
+        );
+        let ping = encode(map(&[("type", "ping".into())]));
+        assert_eq!(
+            ClientMessage::decode(&ping).unwrap(),
+            ClientMessage::Ping { id: None }
+        );
+        let ping = encode(map(&[("type", "ping".into()), ("id", 7.into())]));
+        assert_eq!(
+            ClientMessage::decode(&ping).unwrap(),
+            ClientMessage::Ping { id: Some(7) }
+        );
+        let pong = encode(map(&[("type", "pong".into()), ("id", 3.into())]));
+        assert_eq!(
+            ClientMessage::decode(&pong).unwrap(),
+            ClientMessage::Pong { id: 3 }
+        );
+        for (t, m) in [("who", ClientMessage::Who), ("bye", ClientMessage::Bye)] {
+            assert_eq!(
+                ClientMessage::decode(&encode(map(&[("type", t.into())]))).unwrap(),
+                m
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_ignored() {
+        let say = encode(map(&[
+            ("type", "say".into()),
+            ("text", "hi".into()),
+            ("colour", "blue".into()),
+        ]));
+        assert_eq!(
+            ClientMessage::decode(&say).unwrap(),
+            ClientMessage::Say { text: "hi".into() }
+        );
+    }
+
+    #[test]
+    fn frame_level_errors_are_bad_frame() {
+        assert_eq!(code(&[0xc1]), ErrorCode::BadFrame); // never-used marker
+        assert_eq!(code(&encode(Value::from(3))), ErrorCode::BadFrame);
+        assert_eq!(
+            code(&encode(map(&[("name", "x".into())]))),
+            ErrorCode::BadFrame
+        );
+        assert_eq!(
+            code(&encode(map(&[("type", 1.into())]))),
+            ErrorCode::BadFrame
+        );
+        let mut trailing = encode(map(&[("type", "who".into())]));
+        trailing.push(0xc0);
+        assert_eq!(code(&trailing), ErrorCode::BadFrame);
+    }
+
+    #[test]
+    fn unknown_type_and_bad_request() {
+        assert_eq!(
+            code(&encode(map(&[("type", "dance".into())]))),
+            ErrorCode::UnknownType
+        );
+        assert_eq!(
+            code(&encode(map(&[("type", "say".into())]))),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(&encode(map(&[("type", "say".into()), ("text", 5.into())]))),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(&encode(map(&[("type", "pong".into())]))),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(&encode(map(&[("type", "ping".into()), ("id", "x".into())]))),
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let mut payload = vec![0x91; 100_000];
+        payload.push(0xc0);
+        assert_eq!(code(&payload), ErrorCode::BadFrame);
+    }
+}

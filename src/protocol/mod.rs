@@ -1,0 +1,11 @@
+//! The wire protocol: bytes to frames (`codec`), frames to typed messages
+//! (`client`, `server`). Sessions only ever see typed messages; this module owns
+//! every byte-level rule and limit so that no other module can get them wrong.
+
+pub mod client;
+pub mod codec;
+pub mod server;
+
+pub use client::{ClientMessage, DecodeError};
+pub use codec::{FrameError, frame_codec};
+pub use server::{ByeReason, ErrorCode, LeftReason, ServerMessage};

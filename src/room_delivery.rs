@@ -1,0 +1,163 @@
+//! Room delivery: fans the `room` topic out to every member's outbox.
+//!
+//! It is the room's sequencer: it reads the one ordered `room` stream, gives
+//! each message its id, encodes every event once and hands the same bytes to
+//! each member. It never waits on a member: a member whose outbox is full is
+//! cut off (`disconnect`) or skipped and told with `gap` (`skip`).
+
+use std::sync::Arc;
+
+use async_broadcast::Receiver;
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use crate::bus::RoomEvent;
+use crate::metrics::metrics;
+use crate::outbox::Push;
+use crate::peer::{ConnId, Peer};
+use crate::protocol::server::{WELCOME_DIRECT, WELCOME_FROM_QUEUE};
+use crate::protocol::{ByeReason, LeftReason, ServerMessage};
+
+struct Member {
+    id: ConnId,
+    name: Arc<str>,
+    peer: Arc<Peer>,
+}
+
+/// Room delivery's state: members in join order and the last message id.
+pub struct RoomDelivery {
+    members: Vec<Member>,
+    next_id: u64,
+    capacity: u64,
+    skip: bool,
+    /// Deepest member outbox seen during the current batch.
+    deepest: usize,
+}
+
+impl RoomDelivery {
+    /// `skip` selects the `skip` slow-consumer policy.
+    pub fn new(capacity: usize, skip: bool) -> Self {
+        Self {
+            members: Vec::new(),
+            next_id: 0,
+            capacity: capacity as u64,
+            skip,
+            deepest: 0,
+        }
+    }
+
+    /// Applies one event of the room stream.
+    pub fn handle(&mut self, event: RoomEvent) {
+        match event {
+            RoomEvent::MessagePosted {
+                from,
+                text,
+                ts,
+                read_at,
+            } => {
+                self.next_id += 1;
+                let frame = ServerMessage::Message {
+                    id: self.next_id,
+                    from: &from,
+                    text: &text,
+                    ts,
+                }
+                .to_frame();
+                self.fan_out(&frame, Some(read_at));
+            }
+            RoomEvent::MemberJoined {
+                peer,
+                name,
+                from_queue,
+                ts,
+            } => {
+                let joined = ServerMessage::Joined { name: &name, ts }.to_frame();
+                self.fan_out(&joined, None);
+                self.members.push(Member {
+                    id: peer.id,
+                    name: name.clone(),
+                    peer: peer.clone(),
+                });
+                let welcome = ServerMessage::Welcome {
+                    name: &name,
+                    users: self.members.iter().map(|m| &*m.name).collect(),
+                    capacity: self.capacity,
+                    text: if from_queue {
+                        WELCOME_FROM_QUEUE
+                    } else {
+                        WELCOME_DIRECT
+                    },
+                }
+                .to_frame();
+                peer.outbox.push_welcome(welcome);
+            }
+            RoomEvent::MemberLeft {
+                id,
+                name,
+                reason,
+                ts,
+            } => {
+                if let Some(i) = self.members.iter().position(|m| m.id == id) {
+                    self.members.remove(i);
+                }
+                let left = ServerMessage::Left {
+                    name: &name,
+                    reason,
+                    ts,
+                }
+                .to_frame();
+                self.fan_out(&left, None);
+            }
+        }
+    }
+
+    fn fan_out(&mut self, frame: &Bytes, posted: Option<std::time::Instant>) {
+        for member in &self.members {
+            match member
+                .peer
+                .outbox
+                .push_event(frame.clone(), posted, self.skip)
+            {
+                Push::Queued { depth } => self.deepest = self.deepest.max(depth),
+                Push::Overflow => {
+                    if member.peer.kick(
+                        LeftReason::SlowConsumer,
+                        Some(ByeReason::SlowConsumer.frame()),
+                    ) {
+                        warn!(conn_id = member.id, name = %member.name, "slow consumer cut off");
+                        metrics().dropped_room_delivery_slow.increment(1);
+                    }
+                }
+                Push::Skipped => {
+                    debug!(conn_id = member.id, "event skipped for slow consumer");
+                }
+                Push::Closed => {}
+            }
+        }
+    }
+
+    /// Members currently receiving.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Takes the deepest outbox seen since the last call.
+    pub fn take_deepest(&mut self) -> usize {
+        std::mem::take(&mut self.deepest)
+    }
+}
+
+/// The room delivery actor. Runs until the `room` topic closes.
+pub async fn run(mut room: Receiver<RoomEvent>, mut delivery: RoomDelivery) {
+    let m = metrics();
+    while let Ok(event) = room.recv_direct().await {
+        delivery.handle(event);
+        // Drain what else is ready before touching the gauges: one update
+        // per batch, not per event.
+        while let Ok(event) = room.try_recv() {
+            delivery.handle(event);
+        }
+        let lag = room.len() + delivery.take_deepest();
+        m.lag_room_delivery.set(lag as f64);
+    }
+}
