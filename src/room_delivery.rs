@@ -148,16 +148,27 @@ impl RoomDelivery {
 }
 
 /// The room delivery actor. Runs until the `room` topic closes.
-pub async fn run(mut room: Receiver<RoomEvent>, mut delivery: RoomDelivery) {
+///
+/// Events are handled in batches of at most `batch` (a quarter of the
+/// outbox limit), and the task yields between full batches: writers then get
+/// to drain outboxes before more is pushed, so a burst of messages is not
+/// mistaken for a slow member.
+pub async fn run(mut room: Receiver<RoomEvent>, mut delivery: RoomDelivery, outbox_limit: usize) {
     let m = metrics();
+    let batch = (outbox_limit / 4).clamp(1, 64);
     while let Ok(event) = room.recv_direct().await {
         delivery.handle(event);
-        // Drain what else is ready before touching the gauges: one update
-        // per batch, not per event.
-        while let Ok(event) = room.try_recv() {
+        let mut handled = 1;
+        while handled < batch {
+            let Ok(event) = room.try_recv() else { break };
             delivery.handle(event);
+            handled += 1;
         }
+        // One gauge update per batch, not per event.
         let lag = room.len() + delivery.take_deepest();
         m.lag_room_delivery.set(lag as f64);
+        if handled == batch {
+            tokio::task::yield_now().await;
+        }
     }
 }

@@ -79,6 +79,7 @@ impl Server {
             tokio::spawn(room_delivery::run(
                 subscriptions.room_delivery,
                 RoomDelivery::new(config.max_active, skip),
+                config.outbox_limit,
             )),
             tokio::spawn(roster::run(subscriptions.roster, roster_state.clone())),
             tokio::spawn(admission::run(

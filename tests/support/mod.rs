@@ -29,6 +29,11 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a broker on free ports with `adjust` applied to the defaults.
     pub async fn start(adjust: impl FnOnce(&mut Config)) -> Self {
+        // Logs show with RUST_LOG=debug and --nocapture.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             metrics_listen: "127.0.0.1:0".parse().unwrap(),
