@@ -283,6 +283,12 @@ async fn under_skip_a_slow_member_gets_gap_and_carries_on() {
     let mut slow = stalled_member(&s, "slow").await;
     let mut reader = s.join("reader").await;
     let (mut talker, _) = flood_and_check(&s, &mut reader, 6000).await;
+    // The stalled member delays neither new connections nor other members.
+    let newcomer = tokio::time::timeout(Duration::from_secs(2), s.join("newcomer")).await;
+    assert!(
+        newcomer.is_ok(),
+        "joining took too long while a member is stalled"
+    );
     // Now read everything that was kept: somewhere there is a gap.
     let mut missed = 0;
     let mut messages = 0;

@@ -374,3 +374,59 @@ async fn pipelined_hello_and_say_are_judged_after_admission() {
     assert_eq!(c.recv().await["text"].as_str(), Some("first"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn error_and_bye_survive_input_sent_after_a_protocol_error() {
+    let s = TestServer::start(|_| {}).await;
+    let mut c = s.connect().await;
+    // An oversized length, then a flood the server must discard, not reset on.
+    let mut burst = u32::MAX.to_be_bytes().to_vec();
+    burst.extend(std::iter::repeat_n(0x5a, 256 * 1024));
+    let (mut rx, mut tx) = c.stream.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut tx, &burst).await;
+        tx
+    });
+    let mut frames = Vec::new();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut rx, &mut buf),
+    )
+    .await;
+    assert!(
+        read.expect("closed in time").is_ok(),
+        "connection reset instead of closed"
+    );
+    let mut rest = &buf[..];
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        let v = rmpv::decode::read_value(&mut &rest[4..4 + len]).unwrap();
+        frames.push(v["type"].as_str().unwrap().to_string());
+        rest = &rest[4 + len..];
+    }
+    assert_eq!(frames, ["error", "bye"]);
+    drop(writer);
+    c = Client::connect(s.addr).await;
+    c.send_type("ping", &[]).await;
+    c.recv_type("pong").await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn server_frames_may_exceed_max_frame_bytes() {
+    let s = TestServer::start(|c| {
+        c.max_frame_bytes = 128;
+        c.max_message_bytes = 64;
+    })
+    .await;
+    let mut members = Vec::new();
+    for i in 0..20 {
+        members.push(s.join(&format!("a-rather-long-name-{i:02}")).await);
+    }
+    let mut last = s.connect().await;
+    last.hello("last").await;
+    let w = last.recv_type("welcome").await;
+    assert_eq!(w["users"].as_array().unwrap().len(), 21);
+    s.stop().await;
+}

@@ -396,9 +396,7 @@ impl Session {
             self.refuse(ErrorCode::RateLimited, "too many messages; slow down");
             return None;
         }
-        let Some(from) = self.name.clone() else {
-            return None;
-        };
+        let from = self.name.clone()?;
         let posted = RoomEvent::MessagePosted {
             from,
             text: text.into(),

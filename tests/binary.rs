@@ -1,0 +1,312 @@
+//! The real `anteroom` binary: start-up, configuration precedence and
+//! errors, the metrics endpoint of a fresh process, and SIGTERM shutdown.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Client, http_get, metric};
+
+const BIN: &str = env!("CARGO_BIN_EXE_anteroom");
+
+/// A running `anteroom serve` with the addresses it logged.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    metrics_addr: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve").args(args);
+    // Isolate from the caller's environment.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ANTEROOM_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Starts the server on free ports and waits for its two address lines.
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut all = vec!["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut child = command(&all, env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run anteroom");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut addr = None;
+    let mut metrics_addr = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while addr.is_none() || metrics_addr.is_none() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("server logged its addresses");
+        let after = |marker: &str| {
+            line.split_once(marker).map(|(_, rest)| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse::<SocketAddr>()
+                    .unwrap()
+            })
+        };
+        addr = addr.or(after("listening on "));
+        metrics_addr = metrics_addr.or(after("metrics on "));
+    }
+    Running {
+        child,
+        addr: addr.unwrap(),
+        metrics_addr: metrics_addr.unwrap(),
+    }
+}
+
+/// Runs the binary expecting it to refuse to start; returns its stderr.
+fn refuses(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = command(args, env).output().expect("run anteroom");
+    assert!(!out.status.success(), "started despite bad configuration");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn capacity_of(running: &Running) -> u64 {
+    let mut c = Client::connect(running.addr).await;
+    c.hello("probe").await;
+    c.recv_type("welcome").await["capacity"].as_u64().unwrap()
+}
+
+fn temp_config(contents: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("anteroom-test-{}-{n}.toml", std::process::id()));
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn flag_beats_env_beats_file_beats_default() {
+    let file = temp_config("max_active = 3\n");
+    let file = file.to_str().unwrap();
+    let default = spawn(&[], &[]);
+    assert_eq!(capacity_of(&default).await, 1000);
+    let from_file = spawn(&["--config", file], &[]);
+    assert_eq!(capacity_of(&from_file).await, 3);
+    let from_env_file = spawn(&[], &[("ANTEROOM_CONFIG", file)]);
+    assert_eq!(capacity_of(&from_env_file).await, 3);
+    let from_env = spawn(&["--config", file], &[("ANTEROOM_MAX_ACTIVE", "4")]);
+    assert_eq!(capacity_of(&from_env).await, 4);
+    let from_flag = spawn(
+        &["--config", file, "--max-active", "5"],
+        &[("ANTEROOM_MAX_ACTIVE", "4")],
+    );
+    assert_eq!(capacity_of(&from_flag).await, 5);
+}
+
+#[test]
+fn bad_configuration_stops_start_up_naming_the_key() {
+    let e = refuses(&["--max-active", "lots"], &[]);
+    assert!(e.contains("max_active") && e.contains("lots"), "{e}");
+    let e = refuses(&[], &[("ANTEROOM_IDLE_TIMEOUT", "soon")]);
+    assert!(e.contains("idle_timeout") && e.contains("soon"), "{e}");
+    let e = refuses(&["--listen", "not-an-address"], &[]);
+    assert!(e.contains("listen") && e.contains("not-an-address"), "{e}");
+    let file = temp_config("max_waiting = -1\n");
+    let e = refuses(&["--config", file.to_str().unwrap()], &[]);
+    assert!(e.contains("max_waiting") && e.contains("-1"), "{e}");
+    let file = temp_config("colour = \"blue\"\n");
+    let e = refuses(&["--config", file.to_str().unwrap()], &[]);
+    assert!(e.contains("colour"), "{e}");
+    let file = temp_config("slow_consumer = \"sometimes\"\n");
+    let e = refuses(&["--config", file.to_str().unwrap()], &[]);
+    assert!(
+        e.contains("slow_consumer") && e.contains("sometimes"),
+        "{e}"
+    );
+    let e = refuses(&["--config", "/nonexistent/anteroom.toml"], &[]);
+    assert!(e.contains("/nonexistent/anteroom.toml"), "{e}");
+    let e = refuses(&["--bogus-flag"], &[]);
+    assert!(e.contains("--bogus-flag"), "{e}");
+}
+
+#[tokio::test]
+async fn every_required_series_exists_from_start_up() {
+    let running = spawn(&["--max-active", "7"], &[]);
+    let (status, body) = http_get(running.metrics_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for state in ["handshake", "active", "waiting"] {
+        let v = metric(&body, &format!("anteroom_connections{{state=\"{state}\"}}"));
+        assert_eq!(v, Some(0.0), "connections {state}\n{body}");
+    }
+    assert_eq!(metric(&body, "anteroom_room_capacity"), Some(7.0));
+    for topic in ["room", "presence", "queue"] {
+        let v = metric(
+            &body,
+            &format!("anteroom_bus_published_total{{topic=\"{topic}\"}}"),
+        );
+        assert_eq!(v, Some(0.0), "published {topic}");
+    }
+    for component in ["room_delivery", "roster", "waitlist"] {
+        let v = metric(
+            &body,
+            &format!("anteroom_subscriber_lag{{component=\"{component}\"}}"),
+        );
+        assert_eq!(v, Some(0.0), "lag {component}");
+    }
+    let dropped = metric(
+        &body,
+        "anteroom_subscribers_dropped_total{component=\"room_delivery\",reason=\"slow_consumer\"}",
+    );
+    assert_eq!(dropped, Some(0.0));
+    assert_eq!(
+        metric(&body, "anteroom_messages_delivered_total"),
+        Some(0.0)
+    );
+    assert_eq!(metric(&body, "anteroom_promotions_total"), Some(0.0));
+    for reason in [
+        "server_full",
+        "name_taken",
+        "name_invalid",
+        "rate_limited",
+        "protocol_error",
+    ] {
+        let v = metric(
+            &body,
+            &format!("anteroom_rejected_total{{reason=\"{reason}\"}}"),
+        );
+        assert_eq!(v, Some(0.0), "rejected {reason}");
+    }
+    for histogram in [
+        "anteroom_delivery_latency_seconds",
+        "anteroom_queue_wait_seconds",
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {histogram} histogram")),
+            "{histogram}\n{body}"
+        );
+        assert_eq!(
+            metric(&body, &format!("{histogram}_count")),
+            Some(0.0),
+            "{histogram}"
+        );
+    }
+    assert_eq!(http_get(running.metrics_addr, "/healthz").await.0, 200);
+    assert_eq!(http_get(running.metrics_addr, "/readyz").await.0, 200);
+    assert_eq!(http_get(running.metrics_addr, "/nope").await.0, 404);
+}
+
+#[tokio::test]
+async fn metrics_follow_traffic() {
+    let running = spawn(&["--max-active", "1", "--max-waiting", "1"], &[]);
+    let mut ann = Client::connect(running.addr).await;
+    ann.hello("ann").await;
+    ann.recv_type("welcome").await;
+    let mut bob = Client::connect(running.addr).await;
+    bob.hello("bob").await;
+    bob.recv_type("queued").await;
+    let mut cid = Client::connect(running.addr).await;
+    cid.hello("cid").await;
+    cid.expect_bye("server_full").await;
+    let mut dan = Client::connect(running.addr).await;
+    dan.hello("ann").await;
+    dan.expect_error("name_taken").await;
+    ann.say("hello").await;
+    ann.recv_type("message").await;
+    let body = http_get(running.metrics_addr, "/metrics").await.1;
+    assert_eq!(
+        metric(&body, "anteroom_connections{state=\"active\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&body, "anteroom_connections{state=\"waiting\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&body, "anteroom_connections{state=\"handshake\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&body, "anteroom_rejected_total{reason=\"server_full\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&body, "anteroom_rejected_total{reason=\"name_taken\"}"),
+        Some(1.0)
+    );
+    assert!(metric(&body, "anteroom_bus_published_total{topic=\"room\"}").unwrap() >= 2.0);
+    assert!(metric(&body, "anteroom_bus_published_total{topic=\"presence\"}").unwrap() >= 3.0);
+    assert_eq!(
+        metric(&body, "anteroom_bus_published_total{topic=\"queue\"}"),
+        Some(1.0)
+    );
+    assert!(metric(&body, "anteroom_messages_delivered_total").unwrap() >= 1.0);
+    assert!(metric(&body, "anteroom_delivery_latency_seconds_count").unwrap() >= 1.0);
+    ann.send_type("bye", &[]).await;
+    ann.expect_bye("bye").await;
+    bob.recv_type("welcome").await;
+    let body = http_get(running.metrics_addr, "/metrics").await.1;
+    assert_eq!(metric(&body, "anteroom_promotions_total"), Some(1.0));
+    assert_eq!(
+        metric(&body, "anteroom_queue_wait_seconds_count"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&body, "anteroom_connections{state=\"waiting\"}"),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn sigterm_says_goodbye_to_everyone_and_exits_zero_within_grace() {
+    let mut running = spawn(&["--max-active", "1"], &[("ANTEROOM_SHUTDOWN_GRACE", "3s")]);
+    let mut member = Client::connect(running.addr).await;
+    member.hello("ann").await;
+    member.recv_type("welcome").await;
+    let mut queued = Client::connect(running.addr).await;
+    queued.hello("bob").await;
+    queued.recv_type("queued").await;
+    let mut fresh = Client::connect(running.addr).await;
+    fresh.send_type("ping", &[]).await;
+    fresh.recv_type("pong").await;
+
+    let pid = nix::unistd::Pid::from_raw(running.child.id() as i32);
+    let sent = Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    for c in [&mut member, &mut queued, &mut fresh] {
+        let v = c.recv_type("bye").await;
+        assert_eq!(v["reason"].as_str(), Some("shutdown"), "{v}");
+        c.expect_closed().await;
+    }
+    let status = loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(4),
+            "did not exit within the grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+}
