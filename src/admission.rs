@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_broadcast::Receiver;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::bus::{Bus, PresenceEvent, QueueEvent, RoomEvent, unix_millis};
@@ -105,6 +106,13 @@ impl<K: Copy + Eq + Hash> Admission<K> {
         }
     }
 
+    /// Closes the room for shutdown: nobody is admitted or promoted any more,
+    /// so a queued client's last frame is its `bye`, not a late `welcome`.
+    pub fn close(&mut self) {
+        self.max_active = 0;
+        self.max_waiting = 0;
+    }
+
     /// Whether `key` is in the room or the queue.
     pub fn contains(&self, key: &K) -> bool {
         self.active.contains_key(key) || self.tickets.contains_key(key)
@@ -138,11 +146,15 @@ pub async fn run(
     bus: Bus,
     max_active: usize,
     max_waiting: usize,
+    shutdown: CancellationToken,
 ) {
     let m = metrics();
     let mut rules = Admission::new(max_active, max_waiting);
     let mut known: HashMap<ConnId, Known> = HashMap::new();
     while let Ok(event) = presence.recv_direct().await {
+        if shutdown.is_cancelled() {
+            rules.close();
+        }
         let published = match event {
             PresenceEvent::ClientArrived { peer, name } => {
                 arrive(&mut rules, &mut known, &bus, peer, name).await
@@ -282,6 +294,17 @@ mod tests {
         assert_eq!(a.depart(&1), Departure::Member { promoted: Some(3) });
         assert_eq!(a.depart(&4), Departure::Unknown);
         assert_eq!((a.active_len(), a.waiting_len()), (2, 0));
+    }
+
+    #[test]
+    fn a_closed_room_promotes_nobody() {
+        let mut a = Admission::new(1, 5);
+        a.arrive(1);
+        a.arrive(2);
+        a.close();
+        assert_eq!(a.depart(&1), Departure::Member { promoted: None });
+        assert_eq!(a.depart(&2), Departure::Queued);
+        assert_eq!(a.arrive(3), Decision::Rejected);
     }
 
     #[test]

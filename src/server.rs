@@ -87,6 +87,7 @@ impl Server {
                 bus.clone(),
                 config.max_active,
                 config.max_waiting,
+                shutdown.clone(),
             )),
             tokio::spawn(waitlist::run(subscriptions.waitlist, Waitlist::new())),
         ];
