@@ -430,3 +430,18 @@ async fn server_frames_may_exceed_max_frame_bytes() {
     assert_eq!(w["users"].as_array().unwrap().len(), 21);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn ping_ids_of_any_integer_width_are_echoed() {
+    let s = TestServer::start(|_| {}).await;
+    let mut c = s.connect().await;
+    for id in [
+        Value::from(-5),
+        Value::from(u64::MAX),
+        Value::from(i64::MIN),
+    ] {
+        c.send_type("ping", &[("id", id.clone())]).await;
+        assert_eq!(c.recv_type("pong").await["id"], id);
+    }
+    s.stop().await;
+}

@@ -24,7 +24,7 @@ use crate::outbox::{Push, WriteError, run_writer};
 use crate::peer::{Peer, Phase};
 use crate::protocol::server::error_frame;
 use crate::protocol::{
-    ByeReason, ClientMessage, ErrorCode, FrameError, LeftReason, ServerMessage, frame_codec,
+    ByeReason, ClientMessage, ErrorCode, FrameError, LeftReason, PingId, ServerMessage, frame_codec,
 };
 
 /// Initial read buffer: enough for typical frames, small enough that an idle
@@ -241,7 +241,7 @@ impl Session {
                 self.ping_id += 1;
                 self.reply(
                     ServerMessage::Ping {
-                        id: Some(self.ping_id),
+                        id: Some(PingId::Signed(self.ping_id)),
                     }
                     .to_frame(),
                 );

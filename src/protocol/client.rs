@@ -7,7 +7,7 @@
 
 use rmpv::Value;
 
-use super::server::ErrorCode;
+use super::server::{ErrorCode, PingId};
 
 /// Nesting deeper than this is refused; no valid client frame nests at all,
 /// and the bound keeps a hostile frame from exhausting the stack.
@@ -23,9 +23,9 @@ pub enum ClientMessage {
     /// Asks for the list of users in the room.
     Who,
     /// Liveness check; answered with a `pong` echoing `id`.
-    Ping { id: Option<i64> },
+    Ping { id: Option<PingId> },
     /// Answer to a server `ping`.
-    Pong { id: i64 },
+    Pong { id: PingId },
     /// The client is leaving.
     Bye,
 }
@@ -140,13 +140,14 @@ impl Fields<'_> {
         }
     }
 
-    /// An optional integer field; `nil` counts as absent.
-    fn optional_int(&self, key: &str) -> Result<Option<i64>, DecodeError> {
+    /// An optional integer field (any MessagePack integer); `nil` counts as absent.
+    fn optional_int(&self, key: &str) -> Result<Option<PingId>, DecodeError> {
         match self.get(key) {
             None | Some(Value::Nil) => Ok(None),
-            Some(Value::Integer(n)) => n.as_i64().map(Some).ok_or_else(|| {
-                DecodeError::new(ErrorCode::BadRequest, format!("`{key}` is out of range"))
-            }),
+            Some(Value::Integer(n)) => Ok(Some(match n.as_i64() {
+                Some(i) => PingId::Signed(i),
+                None => PingId::Unsigned(n.as_u64().unwrap_or(u64::MAX)),
+            })),
             Some(_) => Err(DecodeError::new(
                 ErrorCode::BadRequest,
                 format!("`{key}` must be an integer"),
@@ -201,12 +202,16 @@ mod tests {
         let ping = encode(map(&[("type", "ping".into()), ("id", 7.into())]));
         assert_eq!(
             ClientMessage::decode(&ping).unwrap(),
-            ClientMessage::Ping { id: Some(7) }
+            ClientMessage::Ping {
+                id: Some(PingId::Signed(7))
+            }
         );
         let pong = encode(map(&[("type", "pong".into()), ("id", 3.into())]));
         assert_eq!(
             ClientMessage::decode(&pong).unwrap(),
-            ClientMessage::Pong { id: 3 }
+            ClientMessage::Pong {
+                id: PingId::Signed(3)
+            }
         );
         for (t, m) in [("who", ClientMessage::Who), ("bye", ClientMessage::Bye)] {
             assert_eq!(

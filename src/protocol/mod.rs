@@ -8,4 +8,4 @@ pub mod server;
 
 pub use client::{ClientMessage, DecodeError};
 pub use codec::{FrameError, frame_codec};
-pub use server::{ByeReason, ErrorCode, LeftReason, ServerMessage};
+pub use server::{ByeReason, ErrorCode, LeftReason, PingId, ServerMessage};

@@ -17,6 +17,14 @@ pub const WELCOME_FROM_QUEUE: &str = "A spot has opened up! You are now connecte
 /// `welcome.text` for a client that entered directly.
 pub const WELCOME_DIRECT: &str = "Welcome to anteroom! You are now connected to the chat.";
 
+/// A ping or pong `id`: any MessagePack integer, echoed back unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum PingId {
+    Signed(i64),
+    Unsigned(u64),
+}
+
 /// A frame from server to client. Borrowed fields keep encoding free of copies.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -59,11 +67,11 @@ pub enum ServerMessage<'a> {
     },
     Ping {
         #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<i64>,
+        id: Option<PingId>,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<i64>,
+        id: Option<PingId>,
     },
     Bye {
         reason: ByeReason,
@@ -189,7 +197,10 @@ mod tests {
 
     #[test]
     fn frames_are_length_prefixed_maps_with_type() {
-        let frame = ServerMessage::Pong { id: Some(7) }.to_frame();
+        let frame = ServerMessage::Pong {
+            id: Some(PingId::Signed(7)),
+        }
+        .to_frame();
         let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
         assert_eq!(len, frame.len() - 4);
         let value = rmpv::decode::read_value(&mut &frame[4..]).unwrap();
