@@ -62,3 +62,35 @@ fn respond<B>(req: &Request<B>, ready: &AtomicBool) -> Response<Full<Bytes>> {
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }
+
+/// Fetches `path` from an HTTP server and returns the status code; used by
+/// `anteroom healthcheck` in containers that ship no HTTP client.
+pub async fn probe(addr: std::net::SocketAddr, path: &str) -> Result<u16, ProbeError> {
+    let work = async {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let request = Request::get(path)
+            .header(hyper::header::HOST, addr.to_string())
+            .body(http_body_util::Empty::<Bytes>::new())?;
+        let response = sender.send_request(request).await?;
+        Ok::<_, ProbeError>(response.status().as_u16())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(3), work)
+        .await
+        .map_err(|_| ProbeError::Timeout)?
+}
+
+/// Why a health probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot connect: {0}")]
+    Connect(#[from] std::io::Error),
+    #[error("HTTP error: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("bad request: {0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("no answer within 3 s")]
+    Timeout,
+}

@@ -23,6 +23,28 @@ struct Cli {
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    /// Probe a running broker's health endpoint; exits 0 when it answers 200.
+    /// Meant for container health checks, where no HTTP client is installed.
+    Healthcheck(HealthArgs),
+}
+
+#[derive(clap::Args)]
+struct HealthArgs {
+    /// The metrics listener to probe.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9878")]
+    addr: std::net::SocketAddr,
+    /// `/readyz` (accepting connections) or `/healthz` (process alive).
+    #[arg(long, default_value = "/readyz")]
+    path: String,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 /// Flags override `ANTEROOM_*` environment variables, which override the file.
@@ -43,6 +65,9 @@ struct ServeArgs {
     /// Queue capacity (max_waiting).
     #[arg(long, value_name = "N")]
     max_waiting: Option<String>,
+    /// Log format. Also ANTEROOM_LOG_FORMAT. Filter with RUST_LOG (default `info`).
+    #[arg(long, value_enum, env = "ANTEROOM_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -76,18 +101,33 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+async fn healthcheck(args: HealthArgs) -> anyhow::Result<()> {
+    let status = anteroom::http::probe(args.addr, &args.path).await?;
+    anyhow::ensure!(status == 200, "{} answered {status}", args.path);
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
-    init_logging();
+    init_logging(args.log_format);
     let server = Server::bind(config.clone()).await.map_err(|error| {
         anyhow::anyhow!(
             "cannot bind listen={} / metrics_listen={}: {error}",
@@ -129,6 +169,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Healthcheck(args) => runtime.block_on(healthcheck(args)),
     };
     // Do not wait for connections the grace period already gave up on.
     runtime.shutdown_background();

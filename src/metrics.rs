@@ -54,6 +54,7 @@ pub struct Metrics {
     pub delivery_latency: Histogram,
     pub queue_wait: Histogram,
     pub promotions: Counter,
+    pub queue_abandoned: Counter,
     rejected: Vec<(&'static str, Counter)>,
 }
 
@@ -83,6 +84,7 @@ impl Metrics {
             delivery_latency: histogram!("anteroom_delivery_latency_seconds"),
             queue_wait: histogram!("anteroom_queue_wait_seconds"),
             promotions: counter!("anteroom_promotions_total"),
+            queue_abandoned: counter!("anteroom_queue_abandoned_total"),
             rejected: REJECT_REASONS
                 .iter()
                 .map(|r| (*r, counter!("anteroom_rejected_total", "reason" => *r)))
@@ -113,6 +115,7 @@ impl Metrics {
             &m.dropped_waitlist_slow,
             &m.delivered,
             &m.promotions,
+            &m.queue_abandoned,
         ] {
             c.increment(0);
         }

@@ -68,7 +68,10 @@ impl Waitlist {
                 m.promotions.increment(1);
                 m.queue_wait.record(waited.as_secs_f64());
             }
-            QueueEvent::ClientAbandoned { id, .. } => self.remove(id),
+            QueueEvent::ClientAbandoned { id, .. } => {
+                self.remove(id);
+                m.queue_abandoned.increment(1);
+            }
         }
     }
 

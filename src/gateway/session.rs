@@ -63,6 +63,7 @@ impl End {
 
     fn protocol_error(code: ErrorCode, text: &str) -> Self {
         metrics().rejected("protocol_error");
+        warn!(code = code.as_str(), "protocol error; closing");
         End::Close {
             bye: ByeReason::ProtocolError,
             error: Some(error_frame(code, text)),
