@@ -201,6 +201,13 @@ async fn arrive(
                     queued_at: Some(Instant::now()),
                 },
             );
+            // The first `queued` is part of the decision: queued before any
+            // `welcome` can be, so even a client promoted at once sees it.
+            let position = position as u64;
+            peer.outbox.push_reply(crate::waitlist::queued_frame(
+                position,
+                rules.waiting_len() as u64,
+            ));
             peer.set_phase(Phase::Waiting);
             bus.queue.publish(QueueEvent::ClientQueued { peer }).await?;
         }

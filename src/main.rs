@@ -128,6 +128,9 @@ async fn healthcheck(args: HealthArgs) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     init_logging(args.log_format);
+    // Install the handlers before binding, so a signal can never find the
+    // default action (immediate death) in place.
+    let signals = Signals::install()?;
     let server = Server::bind(config.clone()).await.map_err(|error| {
         anyhow::anyhow!(
             "cannot bind listen={} / metrics_listen={}: {error}",
@@ -136,24 +139,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(cancel_on_signal(signals, shutdown.clone()));
     server.run(shutdown).await;
     Ok(())
 }
 
+/// SIGINT and SIGTERM, installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
 /// Cancels `token` on SIGINT or SIGTERM.
-async fn cancel_on_signal(token: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the broker with SIGKILL");
-        return;
-    };
+async fn cancel_on_signal(mut signals: Signals, token: CancellationToken) {
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        _ = signals.term.recv() => {}
+        _ = signals.int.recv() => {}
     }
     token.cancel();
 }

@@ -59,7 +59,55 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    fn describe() {
+        use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+        describe_gauge!(
+            "anteroom_connections",
+            "Open connections by state (handshake, waiting, active)."
+        );
+        describe_gauge!(
+            "anteroom_room_capacity",
+            "Configured room capacity (max_active)."
+        );
+        describe_counter!(
+            "anteroom_bus_published_total",
+            "Events published on the internal bus, by topic."
+        );
+        describe_gauge!(
+            "anteroom_subscriber_lag",
+            "Events a bus component is behind; for room_delivery, the most-behind member."
+        );
+        describe_counter!(
+            "anteroom_subscribers_dropped_total",
+            "Subscribers a component dropped, by component and reason."
+        );
+        describe_counter!(
+            "anteroom_messages_delivered_total",
+            "Room event frames written to members."
+        );
+        describe_histogram!(
+            "anteroom_delivery_latency_seconds",
+            Unit::Seconds,
+            "Time from a say being read to its message frame being written to a member."
+        );
+        describe_histogram!(
+            "anteroom_queue_wait_seconds",
+            Unit::Seconds,
+            "Time from being queued to being welcomed into the room."
+        );
+        describe_counter!(
+            "anteroom_promotions_total",
+            "Queued clients promoted into the room."
+        );
+        describe_counter!(
+            "anteroom_queue_abandoned_total",
+            "Queued clients that left before promotion."
+        );
+        describe_counter!("anteroom_rejected_total", "Requests refused, by reason.");
+    }
+
     fn register() -> Self {
+        Self::describe();
         let conns = |state: &'static str| gauge!("anteroom_connections", "state" => state);
         let published =
             |topic: &'static str| counter!("anteroom_bus_published_total", "topic" => topic);

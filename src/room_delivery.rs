@@ -145,7 +145,19 @@ impl RoomDelivery {
     pub fn take_deepest(&mut self) -> usize {
         std::mem::take(&mut self.deepest)
     }
+
+    /// The most frames any member has waiting right now.
+    pub fn deepest_now(&self) -> usize {
+        self.members
+            .iter()
+            .map(|m| m.peer.outbox.depth())
+            .max()
+            .unwrap_or(0)
+    }
 }
+
+/// How often the lag gauge is refreshed when no events flow.
+const LAG_SAMPLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The room delivery actor. Runs until the `room` topic closes.
 ///
@@ -156,7 +168,21 @@ impl RoomDelivery {
 pub async fn run(mut room: Receiver<RoomEvent>, mut delivery: RoomDelivery, outbox_limit: usize) {
     let m = metrics();
     let batch = (outbox_limit / 4).clamp(1, 64);
-    while let Ok(event) = room.recv_direct().await {
+    let mut sample = tokio::time::interval(LAG_SAMPLE);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            event = room.recv_direct() => match event {
+                Ok(event) => event,
+                Err(_) => break,
+            },
+            // While the room is quiet, keep the lag gauge true: it falls
+            // back to zero as writers drain.
+            _ = sample.tick() => {
+                m.lag_room_delivery.set((room.len() + delivery.deepest_now()) as f64);
+                continue;
+            }
+        };
         delivery.handle(event);
         let mut handled = 1;
         while handled < batch {

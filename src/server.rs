@@ -121,7 +121,7 @@ impl Server {
         info!("shutting down");
         gateway.tracker.close();
         // Leave a margin inside the grace period for the rest of the exit.
-        let wait = grace.saturating_sub(Duration::from_millis(250));
+        let wait = grace.saturating_sub(Duration::from_millis(400));
         if tokio::time::timeout(wait, gateway.tracker.wait())
             .await
             .is_err()
@@ -133,11 +133,14 @@ impl Server {
         }
         // Phase two: stop the components and the metrics endpoint.
         bus.close();
-        for component in components {
-            let _ = tokio::time::timeout(Duration::from_millis(100), component).await;
-        }
         http_stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_millis(100), http_task).await;
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            for component in components {
+                let _ = component.await;
+            }
+            let _ = http_task.await;
+        })
+        .await;
         upkeep.abort();
     }
 }

@@ -44,8 +44,9 @@ impl Waitlist {
         Self::default()
     }
 
-    /// Applies one queue event. Entry is answered at once; departures only
-    /// mark positions as stale until the next [`Waitlist::flush`].
+    /// Applies one queue event. Admission already told an entering client
+    /// its position; departures mark positions as stale until the next
+    /// [`Waitlist::flush`].
     pub fn handle(&mut self, event: QueueEvent) {
         let m = metrics();
         match event {
@@ -53,7 +54,6 @@ impl Waitlist {
                 let ticket = self.next_ticket;
                 self.next_ticket += 1;
                 let position = self.by_ticket.len() as u64 + 1;
-                peer.outbox.set_position(queued_frame(position, position));
                 self.ticket_of.insert(peer.id, ticket);
                 self.by_ticket.insert(
                     ticket,
@@ -118,7 +118,8 @@ impl Waitlist {
     }
 }
 
-fn queued_frame(position: u64, waiting: u64) -> bytes::Bytes {
+/// A `queued` frame for `position` in a queue of `waiting`.
+pub fn queued_frame(position: u64, waiting: u64) -> bytes::Bytes {
     ServerMessage::Queued {
         position,
         waiting,
@@ -176,8 +177,8 @@ mod tests {
         for p in &peers {
             w.handle(QueueEvent::ClientQueued { peer: p.clone() });
         }
-        let told: Vec<_> = peers.iter().map(|p| position_of(p)).collect();
-        assert_eq!(told, vec![Some(1), Some(2), Some(3), Some(4), Some(5)]);
+        // Entry positions are told by admission, not repeated here.
+        assert!(peers.iter().all(|p| position_of(p).is_none()));
         // Three departures, then one flush: one frame per changed client.
         w.handle(QueueEvent::ClientPromoted {
             id: peers[0].id,

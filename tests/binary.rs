@@ -3,86 +3,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::process::{Running, command, spawn};
 use support::{Client, http_get, metric};
-
-const BIN: &str = env!("CARGO_BIN_EXE_anteroom");
-
-/// A running `anteroom serve` with the addresses it logged.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-    metrics_addr: SocketAddr,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("serve").args(args);
-    // Isolate from the caller's environment.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ANTEROOM_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-/// Starts the server on free ports and waits for its two address lines.
-fn spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut all = vec!["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
-    all.extend_from_slice(args);
-    let mut child = command(&all, env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run anteroom");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut addr = None;
-    let mut metrics_addr = None;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while addr.is_none() || metrics_addr.is_none() {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("server logged its addresses");
-        let after = |marker: &str| {
-            line.split_once(marker).map(|(_, rest)| {
-                rest.split_whitespace()
-                    .next()
-                    .unwrap()
-                    .parse::<SocketAddr>()
-                    .unwrap()
-            })
-        };
-        addr = addr.or(after("listening on "));
-        metrics_addr = metrics_addr.or(after("metrics on "));
-    }
-    Running {
-        child,
-        addr: addr.unwrap(),
-        metrics_addr: metrics_addr.unwrap(),
-    }
-}
 
 /// Runs the binary expecting it to refuse to start; returns its stderr.
 fn refuses(args: &[&str], env: &[(&str, &str)]) -> String {

@@ -359,11 +359,17 @@ impl Session {
         // Wait for admission before reading on, so a pipelined `say` after
         // `hello` is judged against the outcome.
         let decided = tokio::select! {
-            phase = self.peer.phase_after(Phase::Pending) => phase,
+            // Shutdown first: a closing room refuses everyone, and that
+            // refusal must read as `shutdown`, not `server_full`.
+            biased;
             _ = self.gateway.shutdown.cancelled() => {
                 return Some(End::close(ByeReason::Shutdown, LeftReason::Shutdown));
             }
+            phase = self.peer.phase_after(Phase::Pending) => phase,
         };
+        if decided == Phase::Rejected && self.gateway.shutdown.is_cancelled() {
+            return Some(End::close(ByeReason::Shutdown, LeftReason::Shutdown));
+        }
         match decided {
             Phase::Rejected => {
                 metrics().rejected("server_full");
