@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::process::{Running, command, spawn};
-use support::{Client, http_get, metric};
+use support::{Client, http_get, metric, wait_metric};
 
 /// Runs the binary expecting it to refuse to start; returns its stderr.
 fn refuses(args: &[&str], env: &[(&str, &str)]) -> String {
@@ -157,48 +157,35 @@ async fn metrics_follow_traffic() {
     dan.expect_error("name_taken").await;
     ann.say("hello").await;
     ann.recv_type("message").await;
-    let body = http_get(running.metrics_addr, "/metrics").await.1;
-    assert_eq!(
-        metric(&body, "anteroom_connections{state=\"active\"}"),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(&body, "anteroom_connections{state=\"waiting\"}"),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(&body, "anteroom_connections{state=\"handshake\"}"),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(&body, "anteroom_rejected_total{reason=\"server_full\"}"),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(&body, "anteroom_rejected_total{reason=\"name_taken\"}"),
-        Some(1.0)
-    );
-    assert!(metric(&body, "anteroom_bus_published_total{topic=\"room\"}").unwrap() >= 2.0);
-    assert!(metric(&body, "anteroom_bus_published_total{topic=\"presence\"}").unwrap() >= 3.0);
-    assert_eq!(
-        metric(&body, "anteroom_bus_published_total{topic=\"queue\"}"),
-        Some(1.0)
-    );
-    assert!(metric(&body, "anteroom_messages_delivered_total").unwrap() >= 1.0);
-    assert!(metric(&body, "anteroom_delivery_latency_seconds_count").unwrap() >= 1.0);
+    let m = running.metrics_addr;
+    let eq = |want: f64| move |v: f64| v == want;
+    wait_metric(m, "anteroom_connections{state=\"active\"}", eq(1.0)).await;
+    wait_metric(m, "anteroom_connections{state=\"waiting\"}", eq(1.0)).await;
+    wait_metric(m, "anteroom_connections{state=\"handshake\"}", eq(1.0)).await;
+    wait_metric(
+        m,
+        "anteroom_rejected_total{reason=\"server_full\"}",
+        eq(1.0),
+    )
+    .await;
+    wait_metric(m, "anteroom_rejected_total{reason=\"name_taken\"}", eq(1.0)).await;
+    wait_metric(m, "anteroom_bus_published_total{topic=\"room\"}", |v| {
+        v >= 2.0
+    })
+    .await;
+    wait_metric(m, "anteroom_bus_published_total{topic=\"presence\"}", |v| {
+        v >= 3.0
+    })
+    .await;
+    wait_metric(m, "anteroom_bus_published_total{topic=\"queue\"}", eq(1.0)).await;
+    wait_metric(m, "anteroom_messages_delivered_total", |v| v >= 1.0).await;
+    wait_metric(m, "anteroom_delivery_latency_seconds_count", |v| v >= 1.0).await;
     ann.send_type("bye", &[]).await;
     ann.expect_bye("bye").await;
     bob.recv_type("welcome").await;
-    let body = http_get(running.metrics_addr, "/metrics").await.1;
-    assert_eq!(metric(&body, "anteroom_promotions_total"), Some(1.0));
-    assert_eq!(
-        metric(&body, "anteroom_queue_wait_seconds_count"),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric(&body, "anteroom_connections{state=\"waiting\"}"),
-        Some(0.0)
-    );
+    wait_metric(m, "anteroom_promotions_total", eq(1.0)).await;
+    wait_metric(m, "anteroom_queue_wait_seconds_count", eq(1.0)).await;
+    wait_metric(m, "anteroom_connections{state=\"waiting\"}", eq(0.0)).await;
 }
 
 #[tokio::test]
@@ -214,7 +201,7 @@ async fn sigterm_says_goodbye_to_everyone_and_exits_zero_within_grace() {
     fresh.send_type("ping", &[]).await;
     fresh.recv_type("pong").await;
 
-    let pid = nix::unistd::Pid::from_raw(running.child.id() as i32);
+    let pid = nix::unistd::Pid::from_raw(running.child().id() as i32);
     let sent = Instant::now();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     for c in [&mut member, &mut queued, &mut fresh] {
@@ -223,7 +210,7 @@ async fn sigterm_says_goodbye_to_everyone_and_exits_zero_within_grace() {
         c.expect_closed().await;
     }
     let status = loop {
-        if let Some(status) = running.child.try_wait().unwrap() {
+        if let Some(status) = running.child().try_wait().unwrap() {
             break status;
         }
         assert!(

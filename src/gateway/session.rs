@@ -184,6 +184,11 @@ where
                 if let Some(end) = session.handle(&payload).await {
                     break end;
                 }
+                // Frames already buffered are decoded without touching the
+                // socket, so take part in tokio's cooperative budget here:
+                // a client pipelining thousands of frames must not starve
+                // the writers that drain everyone's outboxes.
+                tokio::task::consume_budget().await;
             }
             // Handshake deadline, heartbeat or idle timeout.
             _ = tokio::time::sleep_until(deadline) => {

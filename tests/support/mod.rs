@@ -105,6 +105,21 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Scrapes `/metrics` until `series` satisfies `ok` (metrics are updated by
+/// components on their own schedule), failing after a few seconds.
+pub async fn wait_metric(metrics_addr: SocketAddr, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let mut last = None;
+    for _ in 0..150 {
+        let body = http_get(metrics_addr, "/metrics").await.1;
+        last = metric(&body, series);
+        if last.is_some_and(&ok) {
+            return last.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{series} never reached the expected value; last {last:?}");
+}
+
 /// Reads the value of a series (exact name with labels) from a scrape.
 pub fn metric(scrape: &str, series: &str) -> Option<f64> {
     scrape.lines().find_map(|line| {
@@ -131,6 +146,23 @@ pub fn frame_of(v: &Value) -> Vec<u8> {
     let mut out = (payload.len() as u32).to_be_bytes().to_vec();
     out.extend(payload);
     out
+}
+
+/// Reads one server frame from any byte stream, checking its shape;
+/// `None` when the stream ends.
+pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(stream: &mut R) -> Option<Value> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.ok()?;
+    let len = u32::from_be_bytes(len) as usize;
+    assert!(len <= 16 * 1024 * 1024, "server frame too large: {len}");
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.ok()?;
+    let mut cursor = &payload[..];
+    let v = rmpv::decode::read_value(&mut cursor).expect("server sent valid MessagePack");
+    assert!(cursor.is_empty(), "trailing bytes in server frame");
+    assert!(v.is_map(), "server frame is a map");
+    assert!(v["type"].is_str(), "server frame has a string type");
+    Some(v)
 }
 
 /// A raw protocol client.
@@ -169,18 +201,7 @@ impl Client {
 
     /// Reads one frame; `None` on a clean close.
     pub async fn try_recv(&mut self) -> Option<Value> {
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).await.ok()?;
-        let len = u32::from_be_bytes(len) as usize;
-        assert!(len <= 16 * 1024 * 1024, "server frame too large: {len}");
-        let mut payload = vec![0u8; len];
-        self.stream.read_exact(&mut payload).await.ok()?;
-        let mut cursor = &payload[..];
-        let v = rmpv::decode::read_value(&mut cursor).expect("server sent valid MessagePack");
-        assert!(cursor.is_empty(), "trailing bytes in server frame");
-        assert!(v.is_map(), "server frame is a map");
-        assert!(v["type"].is_str(), "server frame has a string type");
-        Some(v)
+        read_frame(&mut self.stream).await
     }
 
     /// Reads one frame, failing the test after [`RECV_TIMEOUT`].

@@ -9,15 +9,33 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_anteroom");
 
 /// A running `anteroom serve` with the addresses it logged.
 pub struct Running {
-    pub child: Child,
+    pub child: Option<Child>,
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
 }
 
+impl Running {
+    /// The addresses of a server owned elsewhere.
+    pub fn borrowed(addr: SocketAddr, metrics_addr: SocketAddr) -> Self {
+        Running {
+            child: None,
+            addr,
+            metrics_addr,
+        }
+    }
+
+    /// The child process.
+    pub fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("an owned server")
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -49,7 +67,12 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        // TEST_SERVER_LOGS=1 shows the server's log while debugging a test.
+        let echo = std::env::var_os("TEST_SERVER_LOGS").is_some();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("server: {line}");
+            }
             let _ = tx.send(line);
         }
     });
@@ -73,7 +96,7 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
         metrics_addr = metrics_addr.or(after("metrics on "));
     }
     Running {
-        child,
+        child: Some(child),
         addr: addr.unwrap(),
         metrics_addr: metrics_addr.unwrap(),
     }
