@@ -17,7 +17,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use crate::metrics::metrics;
+use crate::metrics::{LocalLatency, metrics};
 use crate::protocol::ServerMessage;
 
 /// Frames handed to the kernel per `writev` at most.
@@ -304,10 +304,11 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut batch = Batch::default();
+    let mut latency = LocalLatency::default();
     loop {
         outbox.next_batch(&mut batch).await;
         write_batch(&mut io, &batch.entries, write_timeout).await?;
-        record_delivery(&batch.entries);
+        record_delivery(&batch.entries, &mut latency);
         if batch.closing {
             // Send FIN so the client reads everything before the close.
             let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
@@ -316,19 +317,17 @@ where
     }
 }
 
-fn record_delivery(entries: &[Entry]) {
+fn record_delivery(entries: &[Entry], latency: &mut LocalLatency) {
     let m = metrics();
     let now = Instant::now();
     let mut events = 0u64;
     for entry in entries {
-        if entry.event {
-            events += 1;
-        }
+        events += u64::from(entry.event);
         if let Some(posted) = entry.posted {
-            m.delivery_latency
-                .record(now.duration_since(posted).as_secs_f64());
+            latency.record(now.saturating_duration_since(posted));
         }
     }
+    m.delivery_latency.publish(latency);
     if events > 0 {
         m.delivered.increment(events);
     }

@@ -4,16 +4,14 @@
 //! Components hold the pre-registered handles in [`Metrics`]; the hot path
 //! never formats a name or looks up a label set.
 
+mod latency;
+
 use std::sync::OnceLock;
+
+pub use latency::{LatencyHistogram, LocalLatency};
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-/// Buckets for latencies on a chat broker: from 100 µs to 10 s.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
-];
 
 /// Buckets for time spent waiting in the queue: from 10 ms to an hour.
 const QUEUE_WAIT_BUCKETS: &[f64] = &[
@@ -51,7 +49,9 @@ pub struct Metrics {
     pub dropped_room_delivery_slow: Counter,
     pub dropped_waitlist_slow: Counter,
     pub delivered: Counter,
-    pub delivery_latency: Histogram,
+    /// Recorded per delivered frame, so it is not a `metrics` histogram;
+    /// see [`LatencyHistogram`].
+    pub delivery_latency: LatencyHistogram,
     pub queue_wait: Histogram,
     pub promotions: Counter,
     pub queue_abandoned: Counter,
@@ -84,11 +84,6 @@ impl Metrics {
         describe_counter!(
             "anteroom_messages_delivered_total",
             "Room event frames written to members."
-        );
-        describe_histogram!(
-            "anteroom_delivery_latency_seconds",
-            Unit::Seconds,
-            "Time from a say being read to its message frame being written to a member."
         );
         describe_histogram!(
             "anteroom_queue_wait_seconds",
@@ -129,7 +124,10 @@ impl Metrics {
             dropped_room_delivery_slow: dropped("room_delivery"),
             dropped_waitlist_slow: dropped("waitlist"),
             delivered: counter!("anteroom_messages_delivered_total"),
-            delivery_latency: histogram!("anteroom_delivery_latency_seconds"),
+            delivery_latency: LatencyHistogram::new(
+                "anteroom_delivery_latency_seconds",
+                "Time from a say being read to its message frame being written to a member.",
+            ),
             queue_wait: histogram!("anteroom_queue_wait_seconds"),
             promotions: counter!("anteroom_promotions_total"),
             queue_abandoned: counter!("anteroom_queue_abandoned_total"),
@@ -192,19 +190,9 @@ fn telemetry() -> &'static Telemetry {
     TELEMETRY.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full(
-                    "anteroom_delivery_latency_seconds".into(),
-                ),
-                LATENCY_BUCKETS,
+                metrics_exporter_prometheus::Matcher::Full("anteroom_queue_wait_seconds".into()),
+                QUEUE_WAIT_BUCKETS,
             )
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full(
-                        "anteroom_queue_wait_seconds".into(),
-                    ),
-                    QUEUE_WAIT_BUCKETS,
-                )
-            })
             .expect("bucket lists are non-empty constants");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -225,7 +213,13 @@ pub fn metrics() -> &'static Metrics {
 
 /// Renders every series in the Prometheus text format.
 pub fn render() -> String {
-    telemetry().handle.render()
+    let telemetry = telemetry();
+    let mut out = telemetry.handle.render();
+    if !out.is_empty() && !out.ends_with("\n\n") {
+        out.push('\n');
+    }
+    telemetry.metrics.delivery_latency.render(&mut out);
+    out
 }
 
 /// Drains histogram samples into their buckets; call periodically so that
