@@ -221,3 +221,36 @@ async fn sigterm_says_goodbye_to_everyone_and_exits_zero_within_grace() {
     };
     assert!(status.success(), "exit status {status}");
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut child = command(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ],
+        &[],
+    )
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let first = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let entry: serde_json::Value = serde_json::from_str(&first).expect("a JSON object per line");
+    assert_eq!(entry["level"], "INFO", "{first}");
+    assert!(
+        entry["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("listening on 127.0.0.1:"),
+        "{first}"
+    );
+    assert!(entry["timestamp"].is_string(), "{first}");
+}
