@@ -204,10 +204,14 @@ async fn arrive(
             // The first `queued` is part of the decision: queued before any
             // `welcome` can be, so even a client promoted at once sees it.
             let position = position as u64;
-            peer.outbox.push_reply(crate::waitlist::queued_frame(
-                position,
-                rules.waiting_len() as u64,
-            ));
+            let first = crate::waitlist::queued_frame(position, rules.waiting_len() as u64);
+            if peer.outbox.push_reply(first) == crate::outbox::Push::Overflow {
+                // It asked for more replies than it read: a slow consumer.
+                peer.kick(
+                    LeftReason::SlowConsumer,
+                    Some(crate::protocol::ByeReason::SlowConsumer.frame()),
+                );
+            }
             peer.set_phase(Phase::Waiting);
             bus.queue.publish(QueueEvent::ClientQueued { peer }).await?;
         }
@@ -264,6 +268,12 @@ async fn depart(
                     .take()
                     .map(|t| t.elapsed())
                     .unwrap_or_default();
+                info!(
+                    conn_id = next.peer.id,
+                    name = %next.name,
+                    waited_ms = waited.as_millis() as u64,
+                    "promoted from the queue"
+                );
                 bus.queue
                     .publish(QueueEvent::ClientPromoted {
                         id: next.peer.id,

@@ -23,9 +23,27 @@ struct Cli {
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    /// Chat in the room: a full-screen interface on a terminal, one line per
+    /// event when piped.
+    Chat(ChatArgs),
     /// Probe a running broker's health endpoint; exits 0 when it answers 200.
     /// Meant for container health checks, where no HTTP client is installed.
     Healthcheck(HealthArgs),
+}
+
+#[derive(clap::Args)]
+struct ChatArgs {
+    /// Your name in the room (1 to 32 characters).
+    #[arg(long)]
+    name: String,
+    /// The broker's chat address.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:7878",
+        env = "ANTEROOM_SERVER"
+    )]
+    server: String,
 }
 
 #[derive(clap::Args)]
@@ -181,6 +199,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Healthcheck(args) => runtime.block_on(healthcheck(args)),
+        Command::Chat(args) => runtime
+            .block_on(anteroom::client::chat::run(args.server, args.name))
+            .map_err(anyhow::Error::msg),
     };
     // Do not wait for connections the grace period already gave up on.
     runtime.shutdown_background();

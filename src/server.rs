@@ -121,7 +121,7 @@ impl Server {
         info!("shutting down");
         gateway.tracker.close();
         // Leave a margin inside the grace period for the rest of the exit.
-        let wait = grace.saturating_sub(Duration::from_millis(400));
+        let wait = grace.saturating_sub(Duration::from_millis(400).min(grace / 5));
         if tokio::time::timeout(wait, gateway.tracker.wait())
             .await
             .is_err()

@@ -32,7 +32,7 @@ pub async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>) {
                 // Frames are batched by the writer; do not add Nagle's delay.
                 let _ = stream.set_nodelay(true);
                 let (reader, writer) = stream.into_split();
-                let span = info_span!("conn", peer = %peer_addr, conn_id = tracing::field::Empty, name = tracing::field::Empty);
+                let span = info_span!("conn", peer = %peer_addr, conn_id = tracing::field::Empty, user = tracing::field::Empty);
                 gateway
                     .tracker
                     .spawn(run_session(gateway.clone(), reader, writer).instrument(span));

@@ -13,7 +13,7 @@ use governor::DefaultDirectRateLimiter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
-use tracing::{Span, debug, info, warn};
+use tracing::{Instrument, Span, debug, info, warn};
 
 use super::Gateway;
 use crate::bus::{PresenceEvent, RoomEvent, unix_millis};
@@ -136,6 +136,7 @@ where
                 }
             }
         }
+        .in_current_span()
     });
 
     let now = Instant::now();
@@ -203,7 +204,8 @@ where
 }
 
 /// Cuts a connection off as a slow consumer, counting it against the
-/// component that was feeding it.
+/// component that was feeding it (a connection still in its handshake
+/// subscribes to nothing, so it is only logged).
 fn cut_off_slow(peer: &Peer) {
     if peer.kick(
         LeftReason::SlowConsumer,
@@ -212,7 +214,8 @@ fn cut_off_slow(peer: &Peer) {
         warn!("slow consumer cut off");
         match peer.phase() {
             Phase::Waiting => metrics().dropped_waitlist_slow.increment(1),
-            _ => metrics().dropped_room_delivery_slow.increment(1),
+            Phase::Active => metrics().dropped_room_delivery_slow.increment(1),
+            _ => {}
         }
     }
 }
@@ -323,7 +326,7 @@ impl Session {
         if self.peer.phase() != Phase::Handshake {
             self.refuse(
                 ErrorCode::BadRequest,
-                "already joined; `hello` is only valid once",
+                "`hello` is only valid once; you are already in the room or in the queue",
             );
             return None;
         }
@@ -349,7 +352,7 @@ impl Session {
             }
         };
         let name: Arc<str> = name.into();
-        Span::current().record("name", &*name);
+        Span::current().record("user", &*name);
         self.claim = Some(claim);
         self.name = Some(name.clone());
         self.handshake.done();

@@ -75,7 +75,7 @@ impl Metrics {
         );
         describe_gauge!(
             "anteroom_subscriber_lag",
-            "Events a bus component is behind; for room_delivery, the most-behind member."
+            "Events a bus component is behind: events left on its topic (room_delivery adds the deepest member outbox)."
         );
         describe_counter!(
             "anteroom_subscribers_dropped_total",
