@@ -13,12 +13,14 @@
 //! * [`roster`]: who is in the room, in join order, for `who`.
 //! * [`waitlist`]: tells queued clients their position, conflated.
 //! * [`outbox`]: each connection's bounded outbound queue and writer.
+//! * [`bench`]: the load generator behind `anteroom bench`.
 //! * [`client`]: the client side of the protocol and the terminal client.
 //! * [`protocol`], [`names`], [`config`], [`metrics`], [`http`], [`server`].
 //!
 //! ARCHITECTURE.md explains the actors, the topics and the ordering rules.
 
 pub mod admission;
+pub mod bench;
 pub mod bus;
 pub mod client;
 pub mod config;

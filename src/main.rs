@@ -23,6 +23,9 @@ struct Cli {
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    /// Load generator: fan-out, connections and queue churn workloads.
+    #[command(subcommand)]
+    Bench(anteroom::bench::Workload),
     /// Chat in the room: a full-screen interface on a terminal, one line per
     /// event when piped.
     Chat(ChatArgs),
@@ -199,6 +202,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Healthcheck(args) => runtime.block_on(healthcheck(args)),
+        Command::Bench(workload) => runtime.block_on(anteroom::bench::run(workload)),
         Command::Chat(args) => runtime
             .block_on(anteroom::client::chat::run(args.server, args.name))
             .map_err(anyhow::Error::msg),

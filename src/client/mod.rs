@@ -248,6 +248,18 @@ impl Connection {
         }
     }
 
+    /// Returns the raw frame stream (buffered bytes included) and the socket's
+    /// sending half, for callers that decode frames their own way (the load
+    /// generator).
+    pub fn split_frames(
+        self,
+    ) -> (
+        FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+        OwnedWriteHalf,
+    ) {
+        (self.reader, self.writer.io)
+    }
+
     /// Splits into halves that can be used from different tasks. The reader
     /// then delivers pings, which the caller answers with `Request::Pong`.
     pub fn split(self) -> (Reader, Writer) {

@@ -1,0 +1,449 @@
+//! Fan-out: S members, P of them publishing B-byte messages at an offered
+//! rate R for D seconds, paced open loop: each message is due at a fixed
+//! time and carries that time, so a sender falling behind shows up as
+//! latency instead of hiding it (no coordinated omission).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+
+use super::server::ServerUnderTest;
+use super::{connect_spread, ms, progress};
+use crate::client::{Connection, Request};
+use crate::protocol::codec::encode_frame;
+
+/// Fan-out workload settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Members in the room (S).
+    #[arg(long, default_value_t = 1000)]
+    pub members: usize,
+    /// Members that publish (P), among the S.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Message size in bytes (B), at least 24.
+    #[arg(long, default_value_t = 128)]
+    pub payload: usize,
+    /// Offered rate, messages per second over all publishers (R).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// How long to publish (D).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Raise R until delivery drops below 99.9% or p99 exceeds 50 ms; report
+    /// the highest sustainable rate.
+    #[arg(long)]
+    pub sweep: bool,
+    /// Use a running broker instead of starting one.
+    #[arg(long)]
+    pub server: Option<SocketAddr>,
+}
+
+/// One measured run at one rate.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunReport {
+    pub workload: &'static str,
+    pub broker: &'static str,
+    pub members: usize,
+    pub publishers: usize,
+    pub payload: usize,
+    pub offered_rate: f64,
+    pub duration_s: f64,
+    pub sent: u64,
+    pub expected: u64,
+    pub delivered: u64,
+    pub delivered_ratio: f64,
+    pub deliveries_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub server_cpu_s: f64,
+    pub server_peak_rss_mb: f64,
+}
+
+impl RunReport {
+    /// Whether this rate is sustainable: >= 99.9% delivered, p99 <= 50 ms.
+    pub fn sustainable(&self) -> bool {
+        self.delivered_ratio >= 0.999 && self.p99_ms <= 50.0
+    }
+
+    fn print(&self) {
+        println!(
+            "{:>9.0} msg/s offered  {:>6} sent  {:>6.2}% delivered  {:>11.0} deliveries/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  max {:>7.2} ms  cpu {:>5.1} s  rss {:>6.1} MB",
+            self.offered_rate,
+            self.sent,
+            self.delivered_ratio * 100.0,
+            self.deliveries_per_s,
+            self.p50_ms,
+            self.p99_ms,
+            self.p999_ms,
+            self.max_ms,
+            self.server_cpu_s,
+            self.server_peak_rss_mb
+        );
+        println!("{}", serde_json::to_string(self).unwrap_or_default());
+    }
+}
+
+/// What each member's reader has seen in the current round.
+struct ReaderStats {
+    round: u32,
+    latency_us: Histogram<u64>,
+    count: u64,
+}
+
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(default, borrow)]
+    text: Option<&'a str>,
+}
+
+/// The connected room: readers running, publishers ready.
+struct Room {
+    epoch: Instant,
+    readers: Vec<Arc<Mutex<ReaderStats>>>,
+    publishers: Vec<OwnedWriteHalf>,
+    _idle_writers: Vec<OwnedWriteHalf>,
+    members: usize,
+    payload: usize,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
+}
+
+async fn connect_room(args: &Args, server: SocketAddr) -> anyhow::Result<Room> {
+    anyhow::ensure!(args.payload >= 24, "--payload must be at least 24 bytes");
+    anyhow::ensure!(
+        args.publishers >= 1 && args.publishers <= args.members,
+        "--publishers must be 1..=members"
+    );
+    let epoch = Instant::now();
+    let bar = progress(args.members as u64, "joining");
+    let mut readers = Vec::new();
+    let mut publishers = Vec::new();
+    let mut idle_writers = Vec::new();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(256));
+    let mut joins = Vec::new();
+    for i in 0..args.members {
+        let permit = semaphore.clone().acquire_owned().await?;
+        joins.push(tokio::spawn(async move {
+            let stream = connect_spread(server, i).await?;
+            let mut connection = Connection::from_stream(stream);
+            let admission = connection.join(&format!("m{i:05}")).await?;
+            drop(permit);
+            anyhow::ensure!(
+                matches!(admission, crate::client::Admission::Welcome { .. }),
+                "member {i} was queued: the room is smaller than --members"
+            );
+            Ok::<_, anyhow::Error>(connection)
+        }));
+    }
+    for (i, join) in joins.into_iter().enumerate() {
+        let connection = join.await??;
+        bar.inc(1);
+        let (reader, writer) = connection.split_frames();
+        let stats = Arc::new(Mutex::new(ReaderStats {
+            round: u32::MAX,
+            latency_us: histogram(),
+            count: 0,
+        }));
+        readers.push(stats.clone());
+        tokio::spawn(read_member(reader, stats, epoch));
+        if i < args.publishers {
+            publishers.push(writer);
+        } else {
+            // Dropping a write half sends FIN, which the server reads as
+            // the member leaving; keep it for the life of the room.
+            idle_writers.push(writer);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(Room {
+        epoch,
+        readers,
+        publishers,
+        _idle_writers: idle_writers,
+        members: args.members,
+        payload: args.payload,
+    })
+}
+
+/// Reads everything a member receives, timing the messages of the round.
+async fn read_member(
+    mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, LengthDelimitedCodec>,
+    stats: Arc<Mutex<ReaderStats>>,
+    epoch: Instant,
+) {
+    while let Some(Ok(frame)) = frames.next().await {
+        let Ok(frame) = rmp_serde::from_slice::<Frame<'_>>(&frame) else {
+            continue;
+        };
+        if frame.kind != "message" {
+            continue;
+        }
+        let Some((round, due_ns)) = frame.text.and_then(parse_stamp) else {
+            continue;
+        };
+        let now_ns = epoch.elapsed().as_nanos() as u64;
+        let latency_us = now_ns.saturating_sub(due_ns) / 1000;
+        let mut stats = stats.lock().unwrap_or_else(|e| e.into_inner());
+        if stats.round == round {
+            stats.count += 1;
+            let _ = stats.latency_us.record(latency_us.max(1));
+        }
+    }
+}
+
+fn stamp(round: u32, due_ns: u64, payload: usize) -> String {
+    let mut text = format!("{round:08x}{due_ns:016x}");
+    text.extend(std::iter::repeat_n('x', payload.saturating_sub(text.len())));
+    text
+}
+
+fn parse_stamp(text: &str) -> Option<(u32, u64)> {
+    let round = u32::from_str_radix(text.get(..8)?, 16).ok()?;
+    let due = u64::from_str_radix(text.get(8..24)?, 16).ok()?;
+    Some((round, due))
+}
+
+impl Room {
+    async fn round(
+        &mut self,
+        round: u32,
+        rate: f64,
+        duration: Duration,
+        server: &ServerUnderTest,
+    ) -> RunReport {
+        for stats in &self.readers {
+            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+            s.round = round;
+            s.count = 0;
+            s.latency_us.reset();
+        }
+        let before = server.usage();
+        let publishers = self.publishers.len();
+        let interval = Duration::from_secs_f64(publishers as f64 / rate);
+        let start = Instant::now() + Duration::from_millis(50);
+        let end = start + duration;
+        let bar = progress(duration.as_secs().max(1), &format!("{rate:.0} msg/s"));
+        let mut tasks = Vec::new();
+        for (p, mut writer) in std::mem::take(&mut self.publishers).into_iter().enumerate() {
+            let epoch = self.epoch;
+            let payload = self.payload;
+            // Stagger publishers evenly within one interval.
+            let offset = interval.mul_f64(p as f64 / publishers as f64);
+            tasks.push(tokio::spawn(async move {
+                let mut sent = 0u64;
+                let mut due = start + offset;
+                while due < end {
+                    tokio::time::sleep_until(due.into()).await;
+                    let text = stamp(round, due.duration_since(epoch).as_nanos() as u64, payload);
+                    let Ok(frame) = encode_frame(&Request::Say { text: &text }) else {
+                        break;
+                    };
+                    if writer.write_all(&frame).await.is_err() {
+                        break;
+                    }
+                    sent += 1;
+                    due += interval;
+                }
+                (writer, sent)
+            }));
+        }
+        let ticker = {
+            let bar = bar.clone();
+            tokio::spawn(async move {
+                while Instant::now() < end {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    bar.inc(1);
+                }
+            })
+        };
+        let mut sent = 0;
+        for task in tasks {
+            if let Ok((writer, n)) = task.await {
+                self.publishers.push(writer);
+                sent += n;
+            }
+        }
+        ticker.abort();
+        bar.finish_and_clear();
+        let expected = sent * self.members as u64;
+        // Wait for what is in flight, up to a grace period.
+        let grace_end = Instant::now() + Duration::from_secs(3);
+        let mut delivered = 0;
+        while Instant::now() < grace_end {
+            delivered = self.delivered();
+            if delivered >= expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let after = server.usage();
+        let mut merged = histogram();
+        for stats in &self.readers {
+            let s = stats.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = merged.add(&s.latency_us);
+        }
+        let q = |p: f64| merged.value_at_quantile(p) as f64 / 1000.0;
+        RunReport {
+            workload: "fanout",
+            broker: "anteroom",
+            members: self.members,
+            publishers,
+            payload: self.payload,
+            offered_rate: rate,
+            duration_s: duration.as_secs_f64(),
+            sent,
+            expected,
+            delivered,
+            delivered_ratio: if expected == 0 {
+                0.0
+            } else {
+                delivered as f64 / expected as f64
+            },
+            deliveries_per_s: delivered as f64 / elapsed.max(duration.as_secs_f64()),
+            p50_ms: q(0.5),
+            p99_ms: q(0.99),
+            p999_ms: q(0.999),
+            max_ms: merged.max() as f64 / 1000.0,
+            server_cpu_s: after.cpu_seconds - before.cpu_seconds,
+            server_peak_rss_mb: after.peak_rss_bytes as f64 / 1e6,
+        }
+    }
+
+    fn delivered(&self) -> u64 {
+        self.readers
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).count)
+            .sum()
+    }
+}
+
+/// Server settings for a fan-out run: a room big enough, no rate limit,
+/// no heartbeats during the measurement.
+pub fn server_settings(members: usize) -> Vec<(&'static str, String)> {
+    vec![
+        ("ANTEROOM_MAX_ACTIVE", members.to_string()),
+        ("ANTEROOM_MAX_WAITING", "0".into()),
+        ("ANTEROOM_RATE_LIMIT", "1000000000".into()),
+        ("ANTEROOM_RATE_BURST", "1000000000".into()),
+        ("ANTEROOM_HEARTBEAT_INTERVAL", "1h".into()),
+        ("ANTEROOM_IDLE_TIMEOUT", "2h".into()),
+    ]
+}
+
+/// Runs the fan-out workload.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let server = ServerUnderTest::start(args.server, &server_settings(args.members))?;
+    let mut room = connect_room(&args, server.addr)
+        .await
+        .context("joining the room")?;
+    println!(
+        "fanout: {} members, {} publishing, {}-byte messages, {:?} per rate, server {}{}",
+        args.members,
+        args.publishers,
+        args.payload,
+        args.duration,
+        server.addr,
+        if server.measurable() {
+            ""
+        } else {
+            " (external: no CPU/RSS figures)"
+        }
+    );
+    if !args.sweep {
+        room.round(0, args.rate, args.duration, &server)
+            .await
+            .print();
+    } else {
+        let best = sweep(&mut room, &args, &server).await;
+        match &best {
+            Some(best) => println!(
+                "highest sustainable rate: {:.0} msg/s ({:.0} deliveries/s, p99 {} ms)",
+                best.offered_rate,
+                best.deliveries_per_s,
+                ms((best.p99_ms * 1000.0) as u64)
+            ),
+            None => println!("no sustainable rate at or above {:.0} msg/s", args.rate),
+        }
+        if let Some(best) = sweep_summary(best) {
+            println!("{best}");
+        }
+    }
+    drop(room);
+    server.stop()
+}
+
+fn sweep_summary(best: Option<RunReport>) -> Option<String> {
+    let best = best?;
+    serde_json::to_string(&serde_json::json!({
+        "workload": "fanout-sweep",
+        "broker": best.broker,
+        "members": best.members,
+        "publishers": best.publishers,
+        "payload": best.payload,
+        "sustainable_rate": best.offered_rate,
+        "deliveries_per_s": best.deliveries_per_s,
+        "p99_ms": best.p99_ms,
+        "server_peak_rss_mb": best.server_peak_rss_mb,
+    }))
+    .ok()
+}
+
+/// Doubles the rate until it fails, then bisects three times.
+async fn sweep(room: &mut Room, args: &Args, server: &ServerUnderTest) -> Option<RunReport> {
+    let mut round = 0;
+    let mut best: Option<RunReport> = None;
+    let mut rate = args.rate;
+    let mut failed: Option<f64> = None;
+    while failed.is_none() {
+        let report = room.round(round, rate, args.duration, server).await;
+        round += 1;
+        report.print();
+        if report.sustainable() {
+            best = Some(report);
+            rate *= 2.0;
+        } else {
+            failed = Some(rate);
+        }
+        settle().await;
+    }
+    let mut low = best.as_ref().map_or(0.0, |b| b.offered_rate);
+    let mut high = failed.unwrap_or(rate);
+    for _ in 0..3 {
+        if low == 0.0 {
+            break;
+        }
+        let mid = (low + high) / 2.0;
+        let report = room.round(round, mid, args.duration, server).await;
+        round += 1;
+        report.print();
+        if report.sustainable() {
+            low = mid;
+            best = Some(report);
+        } else {
+            high = mid;
+        }
+        settle().await;
+    }
+    best
+}
+
+/// Lets queues drain between rates.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}

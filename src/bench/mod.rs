@@ -1,0 +1,97 @@
+//! `anteroom bench`: the load generator.
+//!
+//! Three workloads, each printing a human table and one JSON line per run:
+//! * [`fanout`]: S members, P of them publishing at an offered rate, paced
+//!   open loop; delivery ratio, deliveries/s, latency percentiles;
+//! * [`connections`]: C idle connections, most of them queued if asked;
+//!   connect rate and the server's memory per connection;
+//! * [`churn`]: a full room with a long queue and members leaving at a
+//!   steady rate; position correctness, promotion latency, server CPU.
+//!
+//! Unless `--server` names a running broker, the bench starts its own
+//! (`anteroom serve` from this executable) so it can report the server's
+//! CPU time and peak memory.
+
+pub mod churn;
+pub mod connections;
+pub mod fanout;
+pub mod server;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use clap::Subcommand;
+use tokio::net::{TcpSocket, TcpStream};
+
+/// The workloads.
+#[derive(Debug, Subcommand)]
+pub enum Workload {
+    /// Fan-out: every message said is written to every member.
+    Fanout(fanout::Args),
+    /// Many idle connections, most of them queued.
+    Connections(connections::Args),
+    /// A full room, a long queue, members leaving at a steady rate.
+    Churn(churn::Args),
+}
+
+/// Runs one workload.
+pub async fn run(workload: Workload) -> anyhow::Result<()> {
+    raise_fd_limit();
+    match workload {
+        Workload::Fanout(args) => fanout::run(args).await,
+        Workload::Connections(args) => connections::run(args).await,
+        Workload::Churn(args) => churn::run(args).await,
+    }
+}
+
+/// Lifts the soft descriptor limit to the hard one; big loads need it.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 1024,
+    }
+}
+
+/// Loopback source addresses used in turn, so that tens of thousands of
+/// connections do not run out of ephemeral ports on one address.
+const SOURCE_ADDRESSES: u8 = 16;
+
+/// Connects from 127.0.0.x, x chosen by `index`, when the server is on
+/// loopback; from anywhere otherwise.
+pub async fn connect_spread(server: SocketAddr, index: usize) -> std::io::Result<TcpStream> {
+    if server.ip().is_loopback() {
+        let source = Ipv4Addr::new(127, 0, 0, 1 + (index % SOURCE_ADDRESSES as usize) as u8);
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from((source, 0)))?;
+        socket.connect(server).await
+    } else {
+        TcpStream::connect(server).await
+    }
+}
+
+/// Formats a duration in microseconds as milliseconds with two decimals.
+pub fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// A progress bar on standard error (hidden when it is not a terminal).
+pub fn progress(len: u64, message: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {pos}/{len} ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}

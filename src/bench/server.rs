@@ -1,0 +1,139 @@
+//! The broker under test: started by the bench (so its CPU time and memory
+//! can be read from /proc) or already running elsewhere.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A broker the bench talks to.
+pub struct ServerUnderTest {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+}
+
+/// CPU time and memory of the server process.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Usage {
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
+    pub peak_rss_bytes: u64,
+}
+
+impl ServerUnderTest {
+    /// Uses `addr` if given, otherwise starts `anteroom serve` with `settings`
+    /// (`ANTEROOM_*` variables) on a free loopback port.
+    pub fn start(addr: Option<SocketAddr>, settings: &[(&str, String)]) -> anyhow::Result<Self> {
+        if let Some(addr) = addr {
+            return Ok(Self { addr, child: None });
+        }
+        let exe = std::env::current_exe().context("locating the anteroom executable")?;
+        let mut command = Command::new(exe);
+        command
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .env("RUST_LOG", "warn,anteroom::server=info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (key, value) in settings {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().context("starting anteroom serve")?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .context("the server did not report its address")?;
+            if let Some((_, rest)) = line.split_once("listening on ") {
+                let addr = rest.split_whitespace().next().unwrap_or_default().parse()?;
+                return Ok(Self {
+                    addr,
+                    child: Some(child),
+                });
+            }
+        }
+    }
+
+    /// Whether the bench owns the process (and can measure it).
+    pub fn measurable(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The server's CPU time and memory now (zero when not measurable).
+    pub fn usage(&self) -> Usage {
+        let Some(child) = &self.child else {
+            return Usage::default();
+        };
+        read_usage(child.id()).unwrap_or_default()
+    }
+
+    /// Stops the server with SIGTERM, then waits for it.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    bail!("the server did not stop within 10 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ServerUnderTest {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Reads utime + stime and VmRSS/VmHWM of a process from /proc.
+pub fn read_usage(pid: u32) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Some(Usage {
+        cpu_seconds: (utime + stime) as f64 / ticks,
+        rss_bytes: kb("VmRSS:") * 1024,
+        peak_rss_bytes: kb("VmHWM:") * 1024,
+    })
+}
