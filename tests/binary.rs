@@ -190,6 +190,15 @@ async fn metrics_follow_traffic() {
 
 #[tokio::test]
 async fn sigterm_says_goodbye_to_everyone_and_exits_zero_within_grace() {
+    goodbye_on(nix::sys::signal::Signal::SIGTERM).await;
+}
+
+#[tokio::test]
+async fn sigint_says_goodbye_to_everyone_and_exits_zero_within_grace() {
+    goodbye_on(nix::sys::signal::Signal::SIGINT).await;
+}
+
+async fn goodbye_on(signal: nix::sys::signal::Signal) {
     let mut running = spawn(&["--max-active", "1"], &[("ANTEROOM_SHUTDOWN_GRACE", "3s")]);
     let mut member = Client::connect(running.addr).await;
     member.hello("ann").await;
@@ -203,7 +212,7 @@ async fn sigterm_says_goodbye_to_everyone_and_exits_zero_within_grace() {
 
     let pid = nix::unistd::Pid::from_raw(running.child().id() as i32);
     let sent = Instant::now();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(pid, signal).unwrap();
     for c in [&mut member, &mut queued, &mut fresh] {
         let v = c.recv_type("bye").await;
         assert_eq!(v["reason"].as_str(), Some("shutdown"), "{v}");
