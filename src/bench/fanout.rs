@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
-use super::server::ServerUnderTest;
+use super::server::{Broker, ServerUnderTest};
 use super::{connect_spread, ms, progress};
 use crate::client::{Connection, Request};
 use crate::protocol::codec::encode_frame;
@@ -42,9 +42,34 @@ pub struct Args {
     /// the highest sustainable rate.
     #[arg(long)]
     pub sweep: bool,
-    /// Use a running broker instead of starting one.
+    /// Use a running anteroom instead of starting one.
     #[arg(long)]
     pub server: Option<SocketAddr>,
+    /// Which broker to measure; `all` runs anteroom, Redis and NATS one
+    /// after the other (needs the `compare` feature and the system's
+    /// redis-server and nats-server).
+    #[arg(long, default_value = "anteroom")]
+    pub broker: BrokerChoice,
+}
+
+/// A broker, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BrokerChoice {
+    Anteroom,
+    Redis,
+    Nats,
+    All,
+}
+
+impl BrokerChoice {
+    pub fn brokers(self) -> Vec<Broker> {
+        match self {
+            BrokerChoice::Anteroom => vec![Broker::Anteroom],
+            BrokerChoice::Redis => vec![Broker::Redis],
+            BrokerChoice::Nats => vec![Broker::Nats],
+            BrokerChoice::All => vec![Broker::Anteroom, Broker::Redis, Broker::Nats],
+        }
+    }
 }
 
 /// One measured run at one rate.
@@ -109,12 +134,49 @@ struct Frame<'a> {
     text: Option<&'a str>,
 }
 
+/// A connection that publishes.
+enum Publisher {
+    Anteroom(OwnedWriteHalf),
+    /// Redis: pre-encoded PUBLISH commands on a raw socket; a task drains
+    /// the replies, so publishing never waits for one (pipelined).
+    #[cfg(feature = "compare")]
+    Redis(OwnedWriteHalf),
+    #[cfg(feature = "compare")]
+    Nats(async_nats::Client),
+}
+
+impl Publisher {
+    async fn send(&mut self, text: &str) -> bool {
+        match self {
+            Publisher::Anteroom(writer) => match encode_frame(&Request::Say { text }) {
+                Ok(frame) => writer.write_all(&frame).await.is_ok(),
+                Err(_) => false,
+            },
+            #[cfg(feature = "compare")]
+            Publisher::Redis(writer) => {
+                let command = redis::cmd("PUBLISH")
+                    .arg("room")
+                    .arg(text)
+                    .get_packed_command();
+                writer.write_all(&command).await.is_ok()
+            }
+            #[cfg(feature = "compare")]
+            Publisher::Nats(client) => client
+                .publish("room", text.to_string().into())
+                .await
+                .is_ok(),
+        }
+    }
+}
+
 /// The connected room: readers running, publishers ready.
 struct Room {
+    broker: Broker,
     epoch: Instant,
     readers: Vec<Arc<Mutex<ReaderStats>>>,
-    publishers: Vec<OwnedWriteHalf>,
-    _idle_writers: Vec<OwnedWriteHalf>,
+    publishers: Vec<Publisher>,
+    /// Connections that must stay open for the room to exist.
+    _keep: Vec<Box<dyn std::any::Any + Send>>,
     members: usize,
     payload: usize,
 }
@@ -162,19 +224,20 @@ async fn connect_room(args: &Args, server: SocketAddr) -> anyhow::Result<Room> {
         readers.push(stats.clone());
         tokio::spawn(read_member(reader, stats, epoch));
         if i < args.publishers {
-            publishers.push(writer);
+            publishers.push(Publisher::Anteroom(writer));
         } else {
             // Dropping a write half sends FIN, which the server reads as
             // the member leaving; keep it for the life of the room.
-            idle_writers.push(writer);
+            idle_writers.push(Box::new(writer) as Box<dyn std::any::Any + Send>);
         }
     }
     bar.finish_and_clear();
     Ok(Room {
+        broker: Broker::Anteroom,
         epoch,
         readers,
         publishers,
-        _idle_writers: idle_writers,
+        _keep: idle_writers,
         members: args.members,
         payload: args.payload,
     })
@@ -190,19 +253,25 @@ async fn read_member(
         let Ok(frame) = rmp_serde::from_slice::<Frame<'_>>(&frame) else {
             continue;
         };
-        if frame.kind != "message" {
-            continue;
+        if frame.kind == "message" {
+            if let Some(text) = frame.text {
+                record(&stats, text.as_bytes(), epoch);
+            }
         }
-        let Some((round, due_ns)) = frame.text.and_then(parse_stamp) else {
-            continue;
-        };
-        let now_ns = epoch.elapsed().as_nanos() as u64;
-        let latency_us = now_ns.saturating_sub(due_ns) / 1000;
-        let mut stats = stats.lock().unwrap_or_else(|e| e.into_inner());
-        if stats.round == round {
-            stats.count += 1;
-            let _ = stats.latency_us.record(latency_us.max(1));
-        }
+    }
+}
+
+/// Counts a received message of the current round and its latency.
+fn record(stats: &Mutex<ReaderStats>, payload: &[u8], epoch: Instant) {
+    let Some((round, due_ns)) = parse_stamp(payload) else {
+        return;
+    };
+    let now_ns = epoch.elapsed().as_nanos() as u64;
+    let latency_us = now_ns.saturating_sub(due_ns) / 1000;
+    let mut stats = stats.lock().unwrap_or_else(|e| e.into_inner());
+    if stats.round == round {
+        stats.count += 1;
+        let _ = stats.latency_us.record(latency_us.max(1));
     }
 }
 
@@ -212,9 +281,10 @@ fn stamp(round: u32, due_ns: u64, payload: usize) -> String {
     text
 }
 
-fn parse_stamp(text: &str) -> Option<(u32, u64)> {
-    let round = u32::from_str_radix(text.get(..8)?, 16).ok()?;
-    let due = u64::from_str_radix(text.get(8..24)?, 16).ok()?;
+fn parse_stamp(payload: &[u8]) -> Option<(u32, u64)> {
+    let head = std::str::from_utf8(payload.get(..24)?).ok()?;
+    let round = u32::from_str_radix(&head[..8], 16).ok()?;
+    let due = u64::from_str_radix(&head[8..24], 16).ok()?;
     Some((round, due))
 }
 
@@ -250,10 +320,7 @@ impl Room {
                 while due < end {
                     tokio::time::sleep_until(due.into()).await;
                     let text = stamp(round, due.duration_since(epoch).as_nanos() as u64, payload);
-                    let Ok(frame) = encode_frame(&Request::Say { text: &text }) else {
-                        break;
-                    };
-                    if writer.write_all(&frame).await.is_err() {
+                    if !writer.send(&text).await {
                         break;
                     }
                     sent += 1;
@@ -301,7 +368,7 @@ impl Room {
         let q = |p: f64| merged.value_at_quantile(p) as f64 / 1000.0;
         RunReport {
             workload: "fanout",
-            broker: "anteroom",
+            broker: self.broker.name(),
             members: self.members,
             publishers,
             payload: self.payload,
@@ -346,14 +413,39 @@ pub fn server_settings(members: usize) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Runs the fan-out workload.
+/// Runs the fan-out workload on each chosen broker.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let server = ServerUnderTest::start(args.server, &server_settings(args.members))?;
-    let mut room = connect_room(&args, server.addr)
-        .await
-        .context("joining the room")?;
+    for broker in args.broker.brokers() {
+        run_broker(&args, broker).await?;
+    }
+    Ok(())
+}
+
+async fn run_broker(args: &Args, broker: Broker) -> anyhow::Result<()> {
+    let (server, mut room) = match broker {
+        Broker::Anteroom => {
+            let server = ServerUnderTest::start(args.server, &server_settings(args.members))?;
+            let room = connect_room(args, server.addr)
+                .await
+                .context("joining the room")?;
+            (server, room)
+        }
+        #[cfg(feature = "compare")]
+        other => {
+            let server = ServerUnderTest::start_external(other)?;
+            let room = connect_external_room(args, other, server.addr).await?;
+            (server, room)
+        }
+        #[cfg(not(feature = "compare"))]
+        other => anyhow::bail!(
+            "measuring {} needs a build with the compare feature: cargo run --release --features compare -- bench ...",
+            other.name()
+        ),
+    };
+    let args = args.clone();
     println!(
-        "fanout: {} members, {} publishing, {}-byte messages, {:?} per rate, server {}{}",
+        "fanout on {}: {} members, {} publishing, {}-byte messages, {:?} per rate, server {}{}",
+        broker.name(),
         args.members,
         args.publishers,
         args.payload,
@@ -446,4 +538,84 @@ async fn sweep(room: &mut Room, args: &Args, server: &ServerUnderTest) -> Option
 /// Lets queues drain between rates.
 async fn settle() {
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+#[cfg(feature = "compare")]
+async fn connect_external_room(
+    args: &Args,
+    broker: Broker,
+    server: SocketAddr,
+) -> anyhow::Result<Room> {
+    let epoch = Instant::now();
+    let bar = progress(args.members as u64, "subscribing");
+    let mut readers = Vec::new();
+    let mut keep: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
+    let mut publishers = Vec::new();
+    let url = format!("redis://{server}/");
+    for _ in 0..args.members {
+        let stats = Arc::new(Mutex::new(ReaderStats {
+            round: u32::MAX,
+            latency_us: histogram(),
+            count: 0,
+        }));
+        readers.push(stats.clone());
+        match broker {
+            Broker::Redis => {
+                let client = redis::Client::open(url.as_str())?;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe("room").await?;
+                let mut messages = pubsub.into_on_message();
+                tokio::spawn(async move {
+                    while let Some(message) = messages.next().await {
+                        record(&stats, message.get_payload_bytes(), epoch);
+                    }
+                });
+            }
+            Broker::Nats => {
+                let client = async_nats::connect(server.to_string()).await?;
+                let mut subscriber = client.subscribe("room").await?;
+                client.flush().await?;
+                keep.push(Box::new(client));
+                tokio::spawn(async move {
+                    while let Some(message) = subscriber.next().await {
+                        record(&stats, &message.payload, epoch);
+                    }
+                });
+            }
+            Broker::Anteroom => unreachable!("anteroom rooms are joined by connect_room"),
+        }
+        bar.inc(1);
+    }
+    for _ in 0..args.publishers {
+        match broker {
+            Broker::Redis => {
+                let (mut replies, writer) =
+                    tokio::net::TcpStream::connect(server).await?.into_split();
+                // Drain the integer replies; their content does not matter.
+                tokio::spawn(async move {
+                    let mut sink = vec![0u8; 64 * 1024];
+                    while let Ok(n) = tokio::io::AsyncReadExt::read(&mut replies, &mut sink).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                });
+                publishers.push(Publisher::Redis(writer));
+            }
+            Broker::Nats => publishers.push(Publisher::Nats(
+                async_nats::connect(server.to_string()).await?,
+            )),
+            Broker::Anteroom => unreachable!(),
+        }
+    }
+    bar.finish_and_clear();
+    Ok(Room {
+        broker,
+        epoch,
+        readers,
+        publishers,
+        _keep: keep,
+        members: args.members,
+        payload: args.payload,
+    })
 }

@@ -8,9 +8,31 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// Which broker is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Broker {
+    Anteroom,
+    /// Redis Pub/Sub on one channel (`redis-server` from the system).
+    Redis,
+    /// NATS core on one subject (`nats-server` from the system).
+    Nats,
+}
+
+impl Broker {
+    pub fn name(self) -> &'static str {
+        match self {
+            Broker::Anteroom => "anteroom",
+            Broker::Redis => "redis",
+            Broker::Nats => "nats",
+        }
+    }
+}
+
 /// A broker the bench talks to.
 pub struct ServerUnderTest {
     pub addr: SocketAddr,
+    pub broker: Broker,
     child: Option<Child>,
 }
 
@@ -27,7 +49,11 @@ impl ServerUnderTest {
     /// (`ANTEROOM_*` variables) on a free loopback port.
     pub fn start(addr: Option<SocketAddr>, settings: &[(&str, String)]) -> anyhow::Result<Self> {
         if let Some(addr) = addr {
-            return Ok(Self { addr, child: None });
+            return Ok(Self {
+                addr,
+                broker: Broker::Anteroom,
+                child: None,
+            });
         }
         let exe = std::env::current_exe().context("locating the anteroom executable")?;
         let mut command = Command::new(exe);
@@ -64,10 +90,72 @@ impl ServerUnderTest {
                 let addr = rest.split_whitespace().next().unwrap_or_default().parse()?;
                 return Ok(Self {
                     addr,
+                    broker: Broker::Anteroom,
                     child: Some(child),
                 });
             }
         }
+    }
+
+    /// Starts Redis or NATS from the system's packages on a free loopback
+    /// port, with settings that make it comparable (no persistence, enough
+    /// clients), and waits until it accepts connections.
+    pub fn start_external(broker: Broker) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let (program, args): (&str, Vec<String>) = match broker {
+            Broker::Redis => (
+                "redis-server",
+                [
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--maxclients",
+                    "100000",
+                    "--protected-mode",
+                    "no",
+                    "--loglevel",
+                    "warning",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ),
+            Broker::Nats => (
+                "nats-server",
+                ["-a", "127.0.0.1", "-p", &port.to_string()]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            ),
+            Broker::Anteroom => bail!("start anteroom with ServerUnderTest::start"),
+        };
+        let child = Command::new(program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {program} (install Debian's {program} package)"))?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                bail!("{program} did not start listening on {addr}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self {
+            addr,
+            broker,
+            child: Some(child),
+        })
     }
 
     /// Whether the bench owns the process (and can measure it).
