@@ -253,10 +253,8 @@ async fn read_member(
         let Ok(frame) = rmp_serde::from_slice::<Frame<'_>>(&frame) else {
             continue;
         };
-        if frame.kind == "message" {
-            if let Some(text) = frame.text {
-                record(&stats, text.as_bytes(), epoch);
-            }
+        if let ("message", Some(text)) = (frame.kind, frame.text) {
+            record(&stats, text.as_bytes(), epoch);
         }
     }
 }
