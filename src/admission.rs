@@ -197,7 +197,7 @@ async fn arrive(
                 peer.id,
                 Known {
                     peer: peer.clone(),
-                    name,
+                    name: name.clone(),
                     queued_at: Some(Instant::now()),
                 },
             );
@@ -207,10 +207,13 @@ async fn arrive(
             let first = crate::waitlist::queued_frame(position, rules.waiting_len() as u64);
             if peer.outbox.push_reply(first) == crate::outbox::Push::Overflow {
                 // It asked for more replies than it read: a slow consumer.
-                peer.kick(
+                if peer.kick(
                     LeftReason::SlowConsumer,
                     Some(crate::protocol::ByeReason::SlowConsumer.frame()),
-                );
+                ) {
+                    tracing::warn!(conn_id = peer.id, %name, "slow consumer cut off on entering the queue");
+                    metrics().dropped_waitlist_slow.increment(1);
+                }
             }
             peer.set_phase(Phase::Waiting);
             bus.queue.publish(QueueEvent::ClientQueued { peer }).await?;

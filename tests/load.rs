@@ -1,29 +1,35 @@
 //! Several hundred clients over real sockets: every member receives every
 //! message exactly once, all in the same order, each sender's in send order,
-//! and never a message before its sender's join.
+//! and never a message before its sender's join, even from clients that
+//! join and speak while the room is busy.
 
 mod support;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use support::{Client, TestServer};
 
 const MEMBERS: usize = 300;
 const SENDERS: usize = 10;
 const PER_SENDER: usize = 20;
+const LATE: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_members_see_every_message_once_in_one_order() {
-    let s = TestServer::start(|c| c.max_active = MEMBERS).await;
+    let s = TestServer::start(|c| c.max_active = MEMBERS + LATE).await;
     let mut clients = Vec::new();
     for i in 0..MEMBERS {
         let mut c = Client::connect(s.addr).await;
         c.hello(&format!("user{i:03}")).await;
         clients.push(c);
     }
-    let total = SENDERS * PER_SENDER;
+    let total = SENDERS * PER_SENDER + LATE;
+    // Everyone starts talking once the whole first group is in the room.
+    let barrier = Arc::new(tokio::sync::Barrier::new(MEMBERS + 1));
     let mut tasks = Vec::new();
     for (i, mut c) in clients.into_iter().enumerate() {
+        let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             let welcome = c.recv_type("welcome").await;
             let mut known: HashSet<String> = welcome["users"]
@@ -32,10 +38,14 @@ async fn hundreds_of_members_see_every_message_once_in_one_order() {
                 .iter()
                 .map(|u| u.as_str().unwrap().to_string())
                 .collect();
+            while known.len() < MEMBERS {
+                let v = c.recv_type("joined").await;
+                known.insert(v["name"].as_str().unwrap().to_string());
+            }
+            barrier.wait().await;
             if i < SENDERS {
                 for n in 0..PER_SENDER {
                     c.say(&format!("{i}:{n}")).await;
-                    // Stay within the default rate limit (burst 40).
                 }
             }
             let mut seen = Vec::with_capacity(total);
@@ -63,12 +73,49 @@ async fn hundreds_of_members_see_every_message_once_in_one_order() {
             (c, seen)
         }));
     }
+    barrier.wait().await;
+    // Late joiners arrive mid-flood and speak at once.
+    let mut late = Vec::new();
+    for j in 0..LATE {
+        let addr = s.addr;
+        late.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            let name = format!("late{j:02}");
+            c.hello(&name).await;
+            c.recv_type("welcome").await;
+            c.say(&name).await;
+            let mut ids = Vec::new();
+            loop {
+                let v = c.recv().await;
+                if v["type"].as_str() == Some("message") {
+                    ids.push(v["id"].as_u64().unwrap());
+                    if v["text"].as_str() == Some(name.as_str()) {
+                        break;
+                    }
+                }
+            }
+            (c, ids)
+        }));
+    }
     let mut orders = Vec::new();
+    // Keep every connection open until all members are done reading: a
+    // member leaving early would show up as `left` in the others' streams.
+    let mut connections = Vec::new();
     for t in tasks {
         let (c, seen) = t.await.unwrap();
         orders.push(seen);
-        drop(c);
+        connections.push(c);
     }
+    for t in late {
+        let (c, ids) = t.await.unwrap();
+        // From its join on, a member misses nothing: its ids are contiguous.
+        assert!(
+            ids.windows(2).all(|w| w[1] == w[0] + 1),
+            "late joiner skipped ids: {ids:?}"
+        );
+        connections.push(c);
+    }
+    drop(connections);
     let reference = &orders[0];
     // Exactly once: ids strictly increase and every text appears once.
     assert!(reference.windows(2).all(|w| w[0].0 < w[1].0));

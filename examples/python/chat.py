@@ -55,7 +55,10 @@ def main():
     deadline = time.monotonic() + args.timeout
     said = False
     while time.monotonic() < deadline:
-        frame = recv(sock)
+        try:
+            frame = recv(sock)
+        except socket.timeout:
+            break
         print(json.dumps(frame, ensure_ascii=False), flush=True)
         kind = frame.get("type")
         if kind == "ping":

@@ -1,5 +1,7 @@
-//! The client side of the protocol, written once: the terminal client, the
-//! load generator and tests all talk to the broker through this module.
+//! The client side of the protocol, written once: the terminal client and
+//! the load generator talk to the broker through this module. (The
+//! integration tests keep their own raw client on purpose, so that they do
+//! not share code with what they check.)
 //!
 //! [`Connection`] owns a socket and speaks frames: typed [`Request`]s out,
 //! typed [`Event`]s in. [`Connection::join`] performs the handshake and

@@ -82,7 +82,7 @@ async fn run(
             &server,
             &name,
             retry,
-            ever_joined,
+            &mut ever_joined,
             &mut out,
             &net,
             &mut backoff,
@@ -104,7 +104,7 @@ async fn run(
             Ended::Lost(reason) => reason,
         };
         if backoff == FIRST_BACKOFF {
-            ever_joined = true;
+            // The connection that was just lost had joined: count afresh.
             attempt = 0;
         }
         let _ = net
@@ -138,7 +138,7 @@ async fn session(
     server: &str,
     name: &str,
     retry: Retry,
-    rejoining: bool,
+    joined_before: &mut bool,
     out: &mut mpsc::Receiver<Outgoing>,
     net: &mpsc::Sender<Net>,
     backoff: &mut Duration,
@@ -150,10 +150,11 @@ async fn session(
     match connection.join(name).await {
         Ok(admission) => {
             *backoff = FIRST_BACKOFF;
+            *joined_before = true;
             let _ = net.send(Net::Admitted(admission)).await;
         }
         // Rejoining, our old connection may not be gone yet: try again.
-        Err(ClientError::Refused { code, .. }) if code == "name_taken" && rejoining => {
+        Err(ClientError::Refused { code, .. }) if code == "name_taken" && *joined_before => {
             return Ended::Lost("the name is still held by the old connection".into());
         }
         Err(ClientError::Refused { code, text }) => return Ended::Fatal(format!("{code}: {text}")),

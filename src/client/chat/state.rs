@@ -15,10 +15,10 @@ pub enum Status {
     InRoom {
         capacity: u64,
     },
-    /// Lost the server; retrying (attempt number, seconds until the next try).
+    /// Lost the server; retrying (attempt number, time until the next try).
     Reconnecting {
         attempt: u32,
-        retry_in_secs: u64,
+        retry_in_ms: u64,
         reason: String,
     },
 }

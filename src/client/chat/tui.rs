@@ -36,7 +36,11 @@ pub async fn run(server: String, name: String) -> Result<(), String> {
                         }
                         KeyCode::Enter => match state.submit() {
                             Action::Say(text) => {
-                                let _ = out.send(Outgoing::Say(text)).await;
+                                if matches!(state.status, Status::InRoom { .. }) {
+                                    let _ = out.send(Outgoing::Say(text)).await;
+                                } else {
+                                    state.notice("not in the room yet; message not sent");
+                                }
                             }
                             Action::Who => {
                                 let _ = out.send(Outgoing::Who).await;
@@ -51,6 +55,8 @@ pub async fn run(server: String, name: String) -> Result<(), String> {
                             state.input.clear();
                             state.cursor = 0;
                         }
+                        // Other control chords have no meaning here.
+                        KeyCode::Char(_) if ctrl => {}
                         KeyCode::Char(c) => state.insert(c),
                         KeyCode::Backspace => state.backspace(),
                         KeyCode::Delete => state.delete(),
@@ -60,7 +66,10 @@ pub async fn run(server: String, name: String) -> Result<(), String> {
                         KeyCode::End => state.end(),
                         KeyCode::Up => state.history_up(),
                         KeyCode::Down => state.history_down(),
-                        KeyCode::PageUp => state.scroll_back = state.scroll_back.saturating_add(10),
+                        KeyCode::PageUp => {
+                            let most = u16::try_from(state.entries.len()).unwrap_or(u16::MAX);
+                            state.scroll_back = state.scroll_back.saturating_add(10).min(most);
+                        }
                         KeyCode::PageDown => state.scroll_back = state.scroll_back.saturating_sub(10),
                         _ => {}
                     }
@@ -88,7 +97,7 @@ pub async fn run(server: String, name: String) -> Result<(), String> {
                     state.notice(format!("disconnected: {reason}"));
                     state.status = Status::Reconnecting {
                         attempt,
-                        retry_in_secs: retry_in.as_secs().max(1),
+                        retry_in_ms: retry_in.as_millis() as u64,
                         reason,
                     };
                 }

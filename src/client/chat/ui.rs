@@ -144,11 +144,12 @@ fn draw_status(frame: &mut Frame<'_>, area: Rect, state: &ChatState) {
         ),
         Status::Reconnecting {
             attempt,
-            retry_in_secs,
+            retry_in_ms,
             reason,
         } => (
             format!(
-                "disconnected ({reason}); reconnecting in {retry_in_secs}s (attempt {attempt})"
+                "disconnected ({reason}); reconnecting in {:.1}s (attempt {attempt})",
+                *retry_in_ms as f64 / 1000.0
             ),
             Color::Red,
         ),
@@ -280,12 +281,12 @@ mod tests {
         let mut s = in_room();
         s.status = Status::Reconnecting {
             attempt: 2,
-            retry_in_secs: 4,
+            retry_in_ms: 4000,
             reason: "connection lost".into(),
         };
         let screen = render(&s, 80, 10);
         assert!(
-            screen.contains("disconnected (connection lost); reconnecting in 4s (attempt 2)"),
+            screen.contains("disconnected (connection lost); reconnecting in 4.0s (attempt 2)"),
             "{screen}"
         );
     }
