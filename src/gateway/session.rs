@@ -200,7 +200,7 @@ where
         }
     };
 
-    session.finish(end, frames.into_inner(), writer_task).await;
+    Box::pin(session.finish(end, frames.into_inner(), writer_task)).await;
 }
 
 /// Cuts a connection off as a slow consumer, counting it against the
@@ -284,7 +284,9 @@ impl Session {
             }
         };
         match message {
-            ClientMessage::Hello { name } => self.hello(&name).await,
+            // Boxed: the handshake's state lives on the heap only while it
+            // runs, keeping every idle connection's task small.
+            ClientMessage::Hello { name } => Box::pin(self.hello(&name)).await,
             ClientMessage::Say { text } => self.say(text, read_at).await,
             ClientMessage::Who => {
                 if self.admitted("who") {
@@ -469,7 +471,7 @@ impl Session {
         if linger {
             // Read and discard so closing does not reset the connection
             // while our last frames are still in flight.
-            let mut sink = [0u8; 1024];
+            let mut sink = vec![0u8; 1024];
             let _ = tokio::time::timeout(LINGER, async {
                 while let Ok(n) = reader.read(&mut sink).await {
                     if n == 0 {
