@@ -19,6 +19,22 @@ use crate::roster::Roster;
 use crate::waitlist::Waitlist;
 use crate::{admission, http, room_delivery, roster, waitlist};
 
+/// Pending connections the kernel may hold for the chat listener. Bursts of
+/// thousands of clients (a reconnect storm) otherwise overflow the default
+/// queue, and each dropped handshake costs its client a one-second retry.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind_chat(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// A broker with its sockets bound, ready to run.
 pub struct Server {
     config: Config,
@@ -30,7 +46,7 @@ impl Server {
     /// Binds the chat and metrics listeners named in `config` (port 0 picks a
     /// free port, which tests use).
     pub async fn bind(config: Config) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = bind_chat(config.listen)?;
         let metrics_listener = TcpListener::bind(config.metrics_listen).await?;
         Ok(Self {
             config,

@@ -42,6 +42,9 @@ pub struct Args {
     /// the highest sustainable rate.
     #[arg(long)]
     pub sweep: bool,
+    /// Stop a sweep at this rate even if it is still sustainable.
+    #[arg(long)]
+    pub max_rate: Option<f64>,
     /// Use a running anteroom instead of starting one.
     #[arg(long)]
     pub server: Option<SocketAddr>,
@@ -507,6 +510,9 @@ async fn sweep(room: &mut Room, args: &Args, server: &ServerUnderTest) -> Option
         if report.sustainable() {
             best = Some(report);
             rate *= 2.0;
+            if args.max_rate.is_some_and(|max| rate > max) {
+                return best;
+            }
         } else {
             failed = Some(rate);
         }
