@@ -410,3 +410,49 @@ async fn the_client_reconnects_under_the_same_name_when_the_server_returns() {
     ann.finish();
     again.stop().await;
 }
+
+#[tokio::test]
+async fn the_client_library_joins_waits_and_chats() {
+    use anteroom::client::{Admission, Connection, Event, Request};
+    let server = TestServer::start(|c| c.max_active = 1).await;
+    let addr = server.addr.to_string();
+    let mut ann = Connection::connect(&addr).await.unwrap();
+    assert!(
+        matches!(ann.join("ann").await.unwrap(), Admission::Welcome { ref users, .. } if users == &["ann"])
+    );
+    let mut bob = Connection::connect(&addr).await.unwrap();
+    match bob.join("bob").await.unwrap() {
+        Admission::Queued { position, text, .. } => {
+            assert_eq!(position, 1);
+            assert!(text.ends_with("you are at 1 in queue"));
+        }
+        other => panic!("expected to wait, got {other:?}"),
+    }
+    // A refused name is an error and the connection stays usable.
+    let mut again = Connection::connect(&addr).await.unwrap();
+    let refused = again.join("ANN").await.unwrap_err().to_string();
+    assert!(refused.contains("name_taken"), "{refused}");
+    ann.send(&Request::Bye).await.unwrap();
+    loop {
+        match bob.next_event().await.unwrap() {
+            Event::Welcome { users, .. } => {
+                assert_eq!(users, ["bob"]);
+                break;
+            }
+            Event::Queued { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    bob.send(&Request::Say { text: "hello" }).await.unwrap();
+    assert!(
+        matches!(bob.next_event().await.unwrap(), Event::Message { ref text, .. } if text == "hello")
+    );
+    bob.send(&Request::Who).await.unwrap();
+    assert_eq!(
+        bob.next_event().await.unwrap(),
+        Event::Users {
+            names: vec!["bob".into()]
+        }
+    );
+    server.stop().await;
+}
