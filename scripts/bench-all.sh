@@ -5,6 +5,9 @@
 # compare feature. Writes every run's JSON line to the results file.
 #
 #   scripts/bench-all.sh [results.jsonl] [repetitions]
+#
+# Then: python3 scripts/bench-report.py results.jsonl (tables) and the charts
+# it draws into benchmarks/ (deliveries/s and p99 against the offered rate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-bench-results.jsonl}"
@@ -34,3 +37,4 @@ for rep in $(seq "$reps"); do
         run churn --members 1000 --queued "$queued" --departures 1000 --duration 10s
     done
 done
+"$bench" bench plot --input "$out" --output benchmarks

@@ -39,10 +39,15 @@ def fanout_table(runs):
         "|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for m, p in configs:
-        ours = [r["sustainable_rate"] for r in sweeps.get((m, p, "anteroom"), [])]
+        ours = [r["sustainable_rate"] for r in sweeps.get((m, p, "anteroom"), []) if r["sustainable_rate"]]
         for broker in BROKERS:
-            rs = sweeps.get((m, p, broker), [])
+            all_rs = sweeps.get((m, p, broker), [])
+            rs = [r for r in all_rs if r["sustainable_rate"]]
             rates = [r["sustainable_rate"] for r in rs]
+            if all_rs and not rs:
+                start = min(r["start_rate"] for r in all_rs)
+                out.append(f"| {m:,} | {p} | {broker} | none at >= {start:,.0f} | – | – | – | – |")
+                continue
             ratio = "–"
             if broker != "anteroom" and rates and ours:
                 ratio = f"{statistics.median(ours) / statistics.median(rates):.2f}x"
@@ -52,7 +57,6 @@ def fanout_table(runs):
                 f"{spread([r['p99_ms'] for r in rs], lambda v: f'{v:.1f}')} | "
                 f"{spread([r['server_peak_rss_mb'] for r in rs], lambda v: f'{v:.0f}')} | {ratio} |"
             )
-    # Configurations where a broker never held the criteria at any rate.
     return "\n".join(out)
 
 

@@ -160,6 +160,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut stale = 0u64;
     let bar = progress(args.duration.as_secs().max(1), "churning");
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut next_check = started + Duration::from_secs(1);
     while Instant::now() < end {
         tick.tick().await;
         let now = Instant::now();
@@ -179,7 +180,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .find(|(t, _)| now.duration_since(*t) <= Duration::from_secs(1))
             .map(|(_, p)| *p);
         drop(samples_guard);
-        if now.duration_since(started).as_millis() % 1000 < 100 {
+        if now >= next_check {
+            next_check += Duration::from_secs(1);
             bar.set_position(now.duration_since(started).as_secs());
             if let Some(then) =
                 second_ago.filter(|_| now.duration_since(started) > Duration::from_secs(1))

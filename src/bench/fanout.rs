@@ -403,9 +403,14 @@ impl Room {
 
 /// Server settings for a fan-out run: a room big enough, no rate limit,
 /// no heartbeats during the measurement.
-pub fn server_settings(members: usize) -> Vec<(&'static str, String)> {
+pub fn server_settings(members: usize, payload: usize) -> Vec<(&'static str, String)> {
     vec![
         ("ANTEROOM_MAX_ACTIVE", members.to_string()),
+        ("ANTEROOM_MAX_MESSAGE_BYTES", payload.max(4096).to_string()),
+        (
+            "ANTEROOM_MAX_FRAME_BYTES",
+            (payload + 1024).max(65_536).to_string(),
+        ),
         ("ANTEROOM_MAX_WAITING", "0".into()),
         ("ANTEROOM_RATE_LIMIT", "1000000000".into()),
         ("ANTEROOM_RATE_BURST", "1000000000".into()),
@@ -425,7 +430,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 async fn run_broker(args: &Args, broker: Broker) -> anyhow::Result<()> {
     let (server, mut room) = match broker {
         Broker::Anteroom => {
-            let server = ServerUnderTest::start(args.server, &server_settings(args.members))?;
+            let server =
+                ServerUnderTest::start(args.server, &server_settings(args.members, args.payload))?;
             let room = connect_room(args, server.addr)
                 .await
                 .context("joining the room")?;
@@ -473,28 +479,30 @@ async fn run_broker(args: &Args, broker: Broker) -> anyhow::Result<()> {
             ),
             None => println!("no sustainable rate at or above {:.0} msg/s", args.rate),
         }
-        if let Some(best) = sweep_summary(best) {
-            println!("{best}");
-        }
+        println!("{}", sweep_summary(&args, broker, best.as_ref()));
     }
     drop(room);
     server.stop()
 }
 
-fn sweep_summary(best: Option<RunReport>) -> Option<String> {
-    let best = best?;
-    serde_json::to_string(&serde_json::json!({
+/// The sweep's JSON line; `sustainable_rate` is null when even the
+/// starting rate failed, and `capped` says `--max-rate` stopped the sweep.
+fn sweep_summary(args: &Args, broker: Broker, best: Option<&RunReport>) -> String {
+    let capped = best.is_some_and(|b| args.max_rate.is_some_and(|max| b.offered_rate * 2.0 > max));
+    serde_json::json!({
         "workload": "fanout-sweep",
-        "broker": best.broker,
-        "members": best.members,
-        "publishers": best.publishers,
-        "payload": best.payload,
-        "sustainable_rate": best.offered_rate,
-        "deliveries_per_s": best.deliveries_per_s,
-        "p99_ms": best.p99_ms,
-        "server_peak_rss_mb": best.server_peak_rss_mb,
-    }))
-    .ok()
+        "broker": broker.name(),
+        "members": args.members,
+        "publishers": args.publishers,
+        "payload": args.payload,
+        "start_rate": args.rate,
+        "sustainable_rate": best.map(|b| b.offered_rate),
+        "deliveries_per_s": best.map(|b| b.deliveries_per_s),
+        "p99_ms": best.map(|b| b.p99_ms),
+        "server_peak_rss_mb": best.map(|b| b.server_peak_rss_mb),
+        "capped": capped,
+    })
+    .to_string()
 }
 
 /// Doubles the rate until it fails, then bisects three times.

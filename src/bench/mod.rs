@@ -15,6 +15,7 @@
 pub mod churn;
 pub mod connections;
 pub mod fanout;
+pub mod plot;
 pub mod server;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -32,6 +33,9 @@ pub enum Workload {
     Connections(connections::Args),
     /// A full room, a long queue, members leaving at a steady rate.
     Churn(churn::Args),
+    /// Draws deliveries/s and p99 against the offered rate from fan-out
+    /// sweep results (SVG).
+    Plot(plot::Args),
 }
 
 /// Runs one workload.
@@ -41,6 +45,7 @@ pub async fn run(workload: Workload) -> anyhow::Result<()> {
         Workload::Fanout(args) => fanout::run(args).await,
         Workload::Connections(args) => connections::run(args).await,
         Workload::Churn(args) => churn::run(args).await,
+        Workload::Plot(args) => plot::run(args),
     }
 }
 

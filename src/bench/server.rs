@@ -70,6 +70,12 @@ impl ServerUnderTest {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        // Only the settings given here: nothing inherited from the shell.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ANTEROOM_") {
+                command.env_remove(key);
+            }
+        }
         for (key, value) in settings {
             command.env(key, value);
         }
