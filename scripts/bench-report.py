@@ -48,11 +48,12 @@ def fanout_table(runs):
                 start = min(r["start_rate"] for r in all_rs)
                 out.append(f"| {m:,} | {p} | {broker} | none at >= {start:,.0f} | – | – | – | – |")
                 continue
+            held = "" if len(rs) == len(all_rs) else f" in {len(rs)} of {len(all_rs)} runs"
             ratio = "–"
             if broker != "anteroom" and rates and ours:
                 ratio = f"{statistics.median(ours) / statistics.median(rates):.2f}x"
             out.append(
-                f"| {m:,} | {p} | {broker} | {spread(rates, lambda v: f'{v:,.0f}')} | "
+                f"| {m:,} | {p} | {broker} | {spread(rates, lambda v: f'{v:,.0f}')}{held} | "
                 f"{spread([r['deliveries_per_s'] for r in rs], lambda v: f'{v:,.0f}')} | "
                 f"{spread([r['p99_ms'] for r in rs], lambda v: f'{v:.1f}')} | "
                 f"{spread([r['server_peak_rss_mb'] for r in rs], lambda v: f'{v:.0f}')} | {ratio} |"

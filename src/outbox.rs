@@ -50,6 +50,24 @@ struct Entry {
     event: bool,
 }
 
+impl Entry {
+    fn event(bytes: Bytes, posted: Option<Instant>) -> Self {
+        Self {
+            bytes,
+            posted,
+            event: true,
+        }
+    }
+
+    fn reply(bytes: Bytes) -> Self {
+        Self {
+            bytes,
+            posted: None,
+            event: false,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<Entry>,
@@ -130,23 +148,9 @@ impl Outbox {
         }
         if state.missed > 0 {
             let gap = gap_frame(std::mem::take(&mut state.missed));
-            self.enqueue(
-                &mut state,
-                Entry {
-                    bytes: gap,
-                    posted: None,
-                    event: true,
-                },
-            );
+            self.enqueue(&mut state, Entry::event(gap, None));
         }
-        let depth = self.enqueue(
-            &mut state,
-            Entry {
-                bytes,
-                posted,
-                event: true,
-            },
-        );
+        let depth = self.enqueue(&mut state, Entry::event(bytes, posted));
         Push::Queued { depth }
     }
 
@@ -160,14 +164,7 @@ impl Outbox {
         if state.frames.len() >= self.limit + REPLY_SLACK {
             return Push::Overflow;
         }
-        let depth = self.enqueue(
-            &mut state,
-            Entry {
-                bytes,
-                posted: None,
-                event: false,
-            },
-        );
+        let depth = self.enqueue(&mut state, Entry::reply(bytes));
         Push::Queued { depth }
     }
 
@@ -180,14 +177,7 @@ impl Outbox {
         }
         state.member = true;
         state.position = None;
-        let depth = self.enqueue(
-            &mut state,
-            Entry {
-                bytes,
-                posted: None,
-                event: false,
-            },
-        );
+        let depth = self.enqueue(&mut state, Entry::reply(bytes));
         Push::Queued { depth }
     }
 
@@ -219,11 +209,7 @@ impl Outbox {
             state.position = None;
         }
         for bytes in last {
-            state.frames.push_back(Entry {
-                bytes: bytes.clone(),
-                posted: None,
-                event: false,
-            });
+            state.frames.push_back(Entry::reply(bytes.clone()));
         }
         state.closing = true;
         drop(state);
@@ -249,21 +235,13 @@ impl Outbox {
                 let mut state = self.lock();
                 batch.entries.extend(state.frames.drain(..));
                 if let Some(position) = state.position.take() {
-                    batch.entries.push(Entry {
-                        bytes: position,
-                        posted: None,
-                        event: false,
-                    });
+                    batch.entries.push(Entry::reply(position));
                 }
                 if state.missed > 0 && !state.closing {
                     // Every event dropped came after everything queued, so the
                     // gap is reported after it.
                     let gap = gap_frame(std::mem::take(&mut state.missed));
-                    batch.entries.push(Entry {
-                        bytes: gap,
-                        posted: None,
-                        event: true,
-                    });
+                    batch.entries.push(Entry::event(gap, None));
                 }
                 // Give back memory a burst made the queue grow to.
                 if state.frames.capacity() > 64 {

@@ -112,13 +112,7 @@ impl ChatState {
                 users,
                 capacity,
                 text,
-            } => {
-                self.users = users.clone();
-                self.status = Status::InRoom {
-                    capacity: *capacity,
-                };
-                self.notice(text.clone());
-            }
+            } => self.entered(users, *capacity, text),
             Admission::Queued {
                 position,
                 waiting,
@@ -133,6 +127,13 @@ impl ChatState {
         }
     }
 
+    /// In the room, directly or from the queue.
+    fn entered(&mut self, users: &[String], capacity: u64, text: &str) {
+        self.users = users.to_vec();
+        self.status = Status::InRoom { capacity };
+        self.notice(text);
+    }
+
     /// Applies one server event.
     pub fn apply(&mut self, event: &Event) {
         match event {
@@ -141,13 +142,7 @@ impl ChatState {
                 capacity,
                 text,
                 ..
-            } => {
-                self.users = users.clone();
-                self.status = Status::InRoom {
-                    capacity: *capacity,
-                };
-                self.notice(text.clone());
-            }
+            } => self.entered(users, *capacity, text),
             Event::Queued {
                 position, waiting, ..
             } => {
