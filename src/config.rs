@@ -26,6 +26,9 @@ pub const KEYS: &[&str] = &[
     "rate_limit",
     "rate_burst",
     "shutdown_grace",
+    "max_connections",
+    "max_connections_per_ip",
+    "max_outbox_bytes",
 ];
 
 /// What to do with a member whose outbox overflows.
@@ -55,6 +58,22 @@ pub struct Config {
     pub rate_limit: f64,
     pub rate_burst: u32,
     pub shutdown_grace: Duration,
+    /// Open connections in any state; 0 means `max_active + max_waiting + 1000`.
+    pub max_connections: usize,
+    /// Open connections from one IP address; 0 means no limit.
+    pub max_connections_per_ip: usize,
+    /// Bytes waiting in one connection's outbox before it is a slow consumer.
+    pub max_outbox_bytes: usize,
+}
+
+impl Config {
+    /// The total connection cap, with 0 resolved to its automatic value.
+    pub fn connection_cap(&self) -> usize {
+        match self.max_connections {
+            0 => self.max_active + self.max_waiting + 1000,
+            n => n,
+        }
+    }
 }
 
 impl Default for Config {
@@ -75,6 +94,9 @@ impl Default for Config {
             rate_limit: 20.0,
             rate_burst: 40,
             shutdown_grace: Duration::from_secs(5),
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            max_outbox_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -187,6 +209,18 @@ impl Config {
             }
             "shutdown_grace" => {
                 self.shutdown_grace = parse_duration(raw).ok_or_else(|| invalid(DURATION))?
+            }
+            "max_connections" => {
+                self.max_connections = parse_count(raw, 0)
+                    .ok_or_else(|| invalid("expected an integer >= 0 (0: automatic)"))?
+            }
+            "max_connections_per_ip" => {
+                self.max_connections_per_ip = parse_count(raw, 0)
+                    .ok_or_else(|| invalid("expected an integer >= 0 (0: no limit)"))?
+            }
+            "max_outbox_bytes" => {
+                self.max_outbox_bytes =
+                    parse_count(raw, 1024).ok_or_else(|| invalid("expected an integer >= 1024"))?
             }
             "outbox_limit" => {
                 self.outbox_limit =

@@ -74,6 +74,8 @@ struct State {
     /// The latest `queued` frame not yet written; a newer one replaces it, so
     /// a waiting client never has more than one position update pending.
     position: Option<Bytes>,
+    /// Bytes in `frames`.
+    bytes: usize,
     /// Room events dropped under the `skip` policy, not yet reported by `gap`.
     missed: u64,
     /// A `welcome` has been queued: position updates no longer apply.
@@ -88,6 +90,7 @@ pub struct Outbox {
     state: Mutex<State>,
     wake: Notify,
     limit: usize,
+    max_bytes: usize,
 }
 
 /// What the writer took in one go.
@@ -108,10 +111,17 @@ impl Outbox {
     /// An outbox holding at most `limit` room events. Allocates nothing until
     /// the first frame is pushed.
     pub fn new(limit: usize) -> Self {
+        Self::with_byte_limit(limit, usize::MAX)
+    }
+
+    /// An outbox that also holds at most `max_bytes` of frames: a member
+    /// falling behind on large messages is slow long before `limit` frames.
+    pub fn with_byte_limit(limit: usize, max_bytes: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             limit,
+            max_bytes,
         }
     }
 
@@ -123,6 +133,7 @@ impl Outbox {
 
     fn enqueue(&self, state: &mut State, entry: Entry) -> usize {
         let was_idle = state.frames.is_empty() && state.position.is_none();
+        state.bytes += entry.bytes.len();
         state.frames.push_back(entry);
         if was_idle {
             self.wake.notify_one();
@@ -139,7 +150,7 @@ impl Outbox {
         if state.closing {
             return Push::Closed;
         }
-        if state.frames.len() >= self.limit {
+        if state.frames.len() >= self.limit || state.bytes + bytes.len() > self.max_bytes {
             if skip {
                 state.missed += 1;
                 return Push::Skipped;
@@ -161,7 +172,9 @@ impl Outbox {
         if state.closing {
             return Push::Closed;
         }
-        if state.frames.len() >= self.limit + REPLY_SLACK {
+        if state.frames.len() >= self.limit + REPLY_SLACK
+            || state.bytes + bytes.len() > self.max_bytes
+        {
             return Push::Overflow;
         }
         let depth = self.enqueue(&mut state, Entry::reply(bytes));
@@ -206,6 +219,7 @@ impl Outbox {
         }
         if discard_pending {
             state.frames.clear();
+            state.bytes = 0;
             state.position = None;
         }
         for bytes in last {
@@ -234,6 +248,7 @@ impl Outbox {
             {
                 let mut state = self.lock();
                 batch.entries.extend(state.frames.drain(..));
+                state.bytes = 0;
                 if let Some(position) = state.position.take() {
                     batch.entries.push(Entry::reply(position));
                 }
@@ -391,6 +406,21 @@ mod tests {
         assert_eq!(outbox.push_event(frame(2), None, true), Push::Skipped);
         assert_eq!(outbox.push_event(frame(3), None, true), Push::Skipped);
         assert_eq!(outbox.lock().missed, 2);
+    }
+
+    #[test]
+    fn the_byte_limit_counts_as_falling_behind() {
+        let outbox = Outbox::with_byte_limit(100, 7);
+        assert!(matches!(
+            outbox.push_event(frame(0), None, false),
+            Push::Queued { .. }
+        ));
+        assert!(matches!(
+            outbox.push_event(frame(1), None, false),
+            Push::Queued { .. }
+        ));
+        assert_eq!(outbox.push_event(frame(2), None, false), Push::Overflow);
+        assert_eq!(outbox.push_event(frame(2), None, true), Push::Skipped);
     }
 
     #[tokio::test]

@@ -60,9 +60,15 @@ pub struct Peer {
 impl Peer {
     /// A new connection with a fresh id and an outbox of `outbox_limit` events.
     pub fn new(outbox_limit: usize) -> Self {
+        Self::with_limits(outbox_limit, usize::MAX)
+    }
+
+    /// A new connection whose outbox holds at most `outbox_limit` frames and
+    /// `max_outbox_bytes` bytes.
+    pub fn with_limits(outbox_limit: usize, max_outbox_bytes: usize) -> Self {
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            outbox: Outbox::new(outbox_limit),
+            outbox: Outbox::with_byte_limit(outbox_limit, max_outbox_bytes),
             phase: AtomicU8::new(Phase::Handshake as u8),
             phase_changed: Notify::new(),
             kicked: Mutex::new(None),

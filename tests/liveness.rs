@@ -333,3 +333,20 @@ async fn under_skip_a_slow_member_gets_gap_and_carries_on() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_member_behind_by_more_than_max_outbox_bytes_is_cut_off() {
+    let s = TestServer::start(|c| {
+        flood_config(c);
+        // Far more frames than will ever queue; the byte cap must act first.
+        c.outbox_limit = 1_000_000;
+        c.max_outbox_bytes = 256 * 1024;
+    })
+    .await;
+    let _slow = stalled_member(&s, "slow").await;
+    let mut reader = s.join("reader").await;
+    let (_talker, seen) = flood_and_check(&s, &mut reader, 6000).await;
+    let left = left_of("slow", seen, &mut reader).await;
+    assert_eq!(left["reason"].as_str(), Some("slow_consumer"));
+    s.stop().await;
+}

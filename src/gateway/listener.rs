@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Gateway;
+use super::limits::refuse;
 use super::session::run_session;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
@@ -31,11 +32,22 @@ pub async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>) {
                 }
                 // Frames are batched by the writer; do not add Nagle's delay.
                 let _ = stream.set_nodelay(true);
+                let Some(place) = gateway.limits.admit(peer_addr.ip()) else {
+                    debug!(peer = %peer_addr, "connection cap reached; refused");
+                    gateway.tracker.spawn(refuse(stream));
+                    continue;
+                };
                 let (reader, writer) = stream.into_split();
                 let span = info_span!("conn", peer = %peer_addr, conn_id = tracing::field::Empty, user = tracing::field::Empty);
-                gateway
-                    .tracker
-                    .spawn(run_session(gateway.clone(), reader, writer).instrument(span));
+                let session = run_session(gateway.clone(), reader, writer);
+                gateway.tracker.spawn(
+                    async move {
+                        // The place under the caps lasts as long as the session.
+                        let _place = place;
+                        session.await;
+                    }
+                    .instrument(span),
+                );
             }
             Err(error) if is_per_connection(&error) => {}
             Err(error) => {

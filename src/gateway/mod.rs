@@ -4,6 +4,7 @@
 //! byte streams, so the TCP listener here and later transports (TLS,
 //! WebSocket) share it unchanged.
 
+pub mod limits;
 pub mod listener;
 pub mod session;
 
@@ -30,6 +31,8 @@ pub struct Gateway {
     pub tracker: TaskTracker,
     /// Per-member rate limit for `say`.
     pub quota: Quota,
+    /// Total and per-IP connection caps.
+    pub limits: limits::Limits,
 }
 
 impl Gateway {
@@ -41,8 +44,10 @@ impl Gateway {
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MAX))
             .allow_burst(burst);
+        let limits = limits::Limits::new(config.connection_cap(), config.max_connections_per_ip);
         Self {
             config,
+            limits,
             bus,
             names: Arc::new(Names::new()),
             roster,

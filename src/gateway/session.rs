@@ -116,7 +116,10 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let config = &gateway.config;
-    let peer = Arc::new(Peer::new(config.outbox_limit));
+    let peer = Arc::new(Peer::with_limits(
+        config.outbox_limit,
+        config.max_outbox_bytes,
+    ));
     Span::current().record("conn_id", peer.id);
     debug!("connected");
 
