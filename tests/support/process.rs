@@ -50,9 +50,32 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     }
     cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
     for (k, v) in env {
-        cmd.env(k, v);
+        if *k == "TEST_NOFILE" {
+            // Run the server with a low descriptor limit.
+            let limit: u64 = v.parse().unwrap();
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(
+                        nix::sys::resource::Resource::RLIMIT_NOFILE,
+                        limit,
+                        limit,
+                    )
+                    .map_err(std::io::Error::from)
+                });
+            }
+        } else {
+            cmd.env(k, v);
+        }
     }
     cmd
+}
+
+/// CPU seconds (user + system) a process has used.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    anteroom::bench::server::read_usage(pid).map_or(0.0, |u| u.cpu_seconds)
 }
 
 /// Starts the server on free ports and waits for its two address lines.
