@@ -205,17 +205,11 @@ async fn arrive(
             // `welcome` can be, so even a client promoted at once sees it.
             let position = position as u64;
             let first = crate::waitlist::queued_frame(position, rules.waiting_len() as u64);
+            peer.set_phase(Phase::Waiting);
             if peer.outbox.push_reply(first) == crate::outbox::Push::Overflow {
                 // It asked for more replies than it read: a slow consumer.
-                if peer.kick(
-                    LeftReason::SlowConsumer,
-                    Some(crate::protocol::ByeReason::SlowConsumer.frame()),
-                ) {
-                    tracing::warn!(conn_id = peer.id, %name, "slow consumer cut off on entering the queue");
-                    metrics().dropped_waitlist_slow.increment(1);
-                }
+                peer.cut_off_slow();
             }
-            peer.set_phase(Phase::Waiting);
             bus.queue.publish(QueueEvent::ClientQueued { peer }).await?;
         }
         Decision::Rejected => peer.set_phase(Phase::Rejected),

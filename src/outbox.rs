@@ -230,11 +230,6 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Whether the outbox has stopped accepting frames.
-    pub fn is_closing(&self) -> bool {
-        self.lock().closing
-    }
-
     /// Frames waiting to be written.
     pub fn depth(&self) -> usize {
         self.lock().frames.len()

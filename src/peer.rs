@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::metrics::metrics;
 use crate::outbox::Outbox;
-use crate::protocol::LeftReason;
+use crate::protocol::{ByeReason, LeftReason};
 
 /// Identifies a connection for its whole life; never reused in a process.
 pub type ConnId = u64;
@@ -112,6 +113,25 @@ impl Peer {
         self.outbox.close(last.as_slice(), true);
         self.kick.notify_one();
         true
+    }
+
+    /// Cuts the connection off as a slow consumer (best-effort `bye`), counted
+    /// against the component that feeds it in its phase: room delivery for a
+    /// member, the waitlist for a queued client; a connection in its
+    /// handshake subscribes to nothing and is only logged. One place for
+    /// every path that finds a connection too far behind.
+    pub fn cut_off_slow(&self) {
+        if self.kick(
+            LeftReason::SlowConsumer,
+            Some(ByeReason::SlowConsumer.frame()),
+        ) {
+            tracing::warn!(conn_id = self.id, "slow consumer cut off");
+            match self.phase() {
+                Phase::Waiting => metrics().dropped_waitlist_slow.increment(1),
+                Phase::Active => metrics().dropped_room_delivery_slow.increment(1),
+                _ => {}
+            }
+        }
     }
 
     /// Resolves with the reason once the connection has been kicked.

@@ -9,14 +9,14 @@ use std::sync::Arc;
 
 use async_broadcast::Receiver;
 use bytes::Bytes;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::bus::RoomEvent;
 use crate::metrics::metrics;
 use crate::outbox::Push;
 use crate::peer::{ConnId, Peer};
+use crate::protocol::ServerMessage;
 use crate::protocol::server::{WELCOME_DIRECT, WELCOME_FROM_QUEUE};
-use crate::protocol::{ByeReason, LeftReason, ServerMessage};
 
 struct Member {
     id: ConnId,
@@ -119,26 +119,13 @@ impl RoomDelivery {
                 .push_event(frame.clone(), posted, self.skip)
             {
                 Push::Queued { depth } => self.deepest = self.deepest.max(depth),
-                Push::Overflow => {
-                    if member.peer.kick(
-                        LeftReason::SlowConsumer,
-                        Some(ByeReason::SlowConsumer.frame()),
-                    ) {
-                        warn!(conn_id = member.id, name = %member.name, "slow consumer cut off");
-                        metrics().dropped_room_delivery_slow.increment(1);
-                    }
-                }
+                Push::Overflow => member.peer.cut_off_slow(),
                 Push::Skipped => {
                     debug!(conn_id = member.id, "event skipped for slow consumer");
                 }
                 Push::Closed => {}
             }
         }
-    }
-
-    /// Members currently receiving.
-    pub fn member_count(&self) -> usize {
-        self.members.len()
     }
 
     /// Takes the deepest outbox seen since the last call.

@@ -86,11 +86,11 @@ pub enum Event {
     },
     Ping {
         #[serde(default)]
-        id: Option<IdValue>,
+        id: Option<PingId>,
     },
     Pong {
         #[serde(default)]
-        id: Option<IdValue>,
+        id: Option<PingId>,
     },
     Bye {
         reason: String,
@@ -99,23 +99,6 @@ pub enum Event {
     /// A frame type this client does not know (a newer server).
     #[serde(other)]
     Unknown,
-}
-
-/// A ping or pong id as received: any MessagePack integer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum IdValue {
-    Signed(i64),
-    Unsigned(u64),
-}
-
-impl From<IdValue> for PingId {
-    fn from(id: IdValue) -> Self {
-        match id {
-            IdValue::Signed(i) => PingId::Signed(i),
-            IdValue::Unsigned(u) => PingId::Unsigned(u),
-        }
-    }
 }
 
 /// Why talking to the server failed.
@@ -206,8 +189,7 @@ impl Connection {
         loop {
             let event = next_event(&mut self.reader).await?;
             if let Event::Ping { id } = &event {
-                let id = id.map(PingId::from);
-                self.writer.send(&Request::Pong { id }).await?;
+                self.writer.send(&Request::Pong { id: *id }).await?;
                 continue;
             }
             return Ok(event);

@@ -30,7 +30,7 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Admitted {
     _slot: OwnedSemaphorePermit,
-    ip: Option<IpHeld>,
+    _ip: Option<IpHeld>,
 }
 
 #[derive(Debug)]
@@ -76,19 +76,15 @@ impl Limits {
                 ip,
             })
         };
-        Some(Admitted { _slot: slot, ip })
+        Some(Admitted {
+            _slot: slot,
+            _ip: ip,
+        })
     }
 
     /// Connections from `ip` now (0 when there is no per-IP cap).
     pub fn held_by(&self, ip: IpAddr) -> usize {
         self.by_ip.get(&ip).map_or(0, |n| *n)
-    }
-}
-
-impl Admitted {
-    /// Whether this place counts against a per-IP cap.
-    pub fn counts_per_ip(&self) -> bool {
-        self.ip.is_some()
     }
 }
 

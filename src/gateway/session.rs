@@ -132,7 +132,7 @@ where
         async move {
             match run_writer(&peer.outbox, writer, write_timeout).await {
                 Ok(()) => {}
-                Err(WriteError::Stalled(_)) => cut_off_slow(&peer),
+                Err(WriteError::Stalled(_)) => peer.cut_off_slow(),
                 Err(WriteError::Io(error)) => {
                     debug!(%error, "write failed");
                     peer.kick(LeftReason::Disconnected, None);
@@ -206,23 +206,6 @@ where
     Box::pin(session.finish(end, frames.into_inner(), writer_task)).await;
 }
 
-/// Cuts a connection off as a slow consumer, counting it against the
-/// component that was feeding it (a connection still in its handshake
-/// subscribes to nothing, so it is only logged).
-fn cut_off_slow(peer: &Peer) {
-    if peer.kick(
-        LeftReason::SlowConsumer,
-        Some(ByeReason::SlowConsumer.frame()),
-    ) {
-        warn!("slow consumer cut off");
-        match peer.phase() {
-            Phase::Waiting => metrics().dropped_waitlist_slow.increment(1),
-            Phase::Active => metrics().dropped_room_delivery_slow.increment(1),
-            _ => {}
-        }
-    }
-}
-
 impl Session {
     /// The next moment a timer must fire.
     fn deadline(&self) -> Instant {
@@ -267,7 +250,7 @@ impl Session {
     /// Queues a direct reply; a client that never reads its replies is cut off.
     fn reply(&self, frame: Bytes) {
         if self.peer.outbox.push_reply(frame) == Push::Overflow {
-            cut_off_slow(&self.peer);
+            self.peer.cut_off_slow();
         }
     }
 

@@ -18,7 +18,7 @@ pub const WELCOME_FROM_QUEUE: &str = "A spot has opened up! You are now connecte
 pub const WELCOME_DIRECT: &str = "Welcome to anteroom! You are now connected to the chat.";
 
 /// A ping or pong `id`: any MessagePack integer, echoed back unchanged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(untagged)]
 pub enum PingId {
     Signed(i64),

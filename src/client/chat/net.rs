@@ -169,7 +169,7 @@ async fn session(
         tokio::select! {
             event = reader.next_event() => match event {
                 Ok(Event::Ping { id }) => {
-                    let pong = Request::Pong { id: id.map(Into::into) };
+                    let pong = Request::Pong { id };
                     if let Err(error) = writer.send(&pong).await {
                         return Ended::Lost(error.to_string());
                     }
