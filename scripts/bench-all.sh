@@ -34,7 +34,7 @@ for rep in $(seq "$reps"); do
         run connections --broker all --connections "$connections" --max-active 1000 --hold 2s
     done
     for queued in 1000 5000 18000; do
-        run churn --members 1000 --queued "$queued" --departures 1000 --duration 10s
+        run churn --members 1000 --queued "$queued" --departures 1000 --duration 30s
     done
 done
 "$bench" bench plot --input "$out" --output benchmarks

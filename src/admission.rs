@@ -219,6 +219,7 @@ async fn arrive(
 
 /// Publishes the join, then lets the session speak: its first message is
 /// published after `MemberJoined`, so no member sees it before the join.
+/// Room delivery may have made it a member already, as it queued the welcome.
 async fn admit(
     bus: &Bus,
     peer: Arc<Peer>,

@@ -3,10 +3,12 @@
 //! Producers (room delivery, the waitlist, the session itself) push encoded
 //! frames without ever waiting: a push takes a short, uncontended lock and
 //! wakes the writer only when the queue goes from empty to non-empty, so a busy
-//! room costs one wake-up per batch, not one per message. The writer takes
-//! everything queued at once and writes it with vectored writes, many frames
-//! per system call. Every push is bounded; what happens on overflow is the
-//! caller's policy (see [`Push`]).
+//! room costs one wake-up per batch, not one per message. Room events go
+//! further: their wake-up is left to the caller ([`Push::Queued`]'s `wake`),
+//! which room delivery spends at most once per flush window for all events
+//! of the window. The writer takes everything queued at once and writes it
+//! with vectored writes, many frames per system call. Every push is bounded;
+//! what happens on overflow is the caller's policy (see [`Push`]).
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -30,8 +32,11 @@ const REPLY_SLACK: usize = 64;
 /// The result of offering a frame to an outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
-    /// Queued; `depth` frames are now waiting to be written.
-    Queued { depth: usize },
+    /// Queued; `depth` frames are now waiting to be written. For a room
+    /// event, `wake` says the writer may be asleep and the caller must call
+    /// [`Outbox::wake`] (soon, but it may first queue more); other pushes
+    /// wake the writer themselves and report `false`.
+    Queued { depth: usize, wake: bool },
     /// Over the limit under the `skip` policy: dropped and counted for `gap`.
     Skipped,
     /// Over the limit: the connection is a slow consumer and must be cut off.
@@ -96,7 +101,8 @@ pub struct Outbox {
 /// What the writer took in one go.
 #[derive(Debug, Default)]
 pub struct Batch {
-    entries: Vec<Entry>,
+    /// Swapped with the outbox's queue, not copied out of it.
+    entries: VecDeque<Entry>,
     closing: bool,
 }
 
@@ -131,17 +137,29 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn enqueue(&self, state: &mut State, entry: Entry) -> usize {
+    /// Queues `entry`; returns whether the queue was idle before, that is,
+    /// whether the writer may be asleep and needs a wake-up.
+    fn enqueue_quietly(state: &mut State, entry: Entry) -> bool {
         let was_idle = state.frames.is_empty() && state.position.is_none();
         state.bytes += entry.bytes.len();
         state.frames.push_back(entry);
-        if was_idle {
+        was_idle
+    }
+
+    fn enqueue(&self, state: &mut State, entry: Entry) -> usize {
+        if Self::enqueue_quietly(state, entry) {
             self.wake.notify_one();
         }
         state.frames.len()
     }
 
+    /// Wakes the writer; the other half of a room event's deferred wake-up.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Offers a room event (`message`, `joined`, `left`), shared by all members.
+    /// Does not wake the writer: see [`Push::Queued`].
     ///
     /// With `skip` set, an event over the limit is dropped and remembered for
     /// the next `gap`; otherwise the caller must cut the connection off.
@@ -157,12 +175,16 @@ impl Outbox {
             }
             return Push::Overflow;
         }
+        let mut wake = false;
         if state.missed > 0 {
             let gap = gap_frame(std::mem::take(&mut state.missed));
-            self.enqueue(&mut state, Entry::event(gap, None));
+            wake = Self::enqueue_quietly(&mut state, Entry::event(gap, None));
         }
-        let depth = self.enqueue(&mut state, Entry::event(bytes, posted));
-        Push::Queued { depth }
+        wake |= Self::enqueue_quietly(&mut state, Entry::event(bytes, posted));
+        Push::Queued {
+            depth: state.frames.len(),
+            wake,
+        }
     }
 
     /// Queues a direct reply (pong, users, error, ping). Replies are never
@@ -178,7 +200,7 @@ impl Outbox {
             return Push::Overflow;
         }
         let depth = self.enqueue(&mut state, Entry::reply(bytes));
-        Push::Queued { depth }
+        Push::Queued { depth, wake: false }
     }
 
     /// Queues the `welcome` and marks the connection a member: any pending
@@ -191,7 +213,7 @@ impl Outbox {
         state.member = true;
         state.position = None;
         let depth = self.enqueue(&mut state, Entry::reply(bytes));
-        Push::Queued { depth }
+        Push::Queued { depth, wake: false }
     }
 
     /// Replaces the pending position update of a waiting client. Returns
@@ -239,23 +261,25 @@ impl Outbox {
     /// or the outbox is closing.
     pub async fn next_batch(&self, batch: &mut Batch) {
         batch.entries.clear();
+        // Give back memory a burst made the queue grow to.
+        if batch.entries.capacity() > 64 {
+            batch.entries.shrink_to(16);
+        }
         loop {
             {
                 let mut state = self.lock();
-                batch.entries.extend(state.frames.drain(..));
+                // The queue's frames become the batch and the batch's empty
+                // buffer becomes the queue: no frame is moved.
+                std::mem::swap(&mut state.frames, &mut batch.entries);
                 state.bytes = 0;
                 if let Some(position) = state.position.take() {
-                    batch.entries.push(Entry::reply(position));
+                    batch.entries.push_back(Entry::reply(position));
                 }
                 if state.missed > 0 && !state.closing {
                     // Every event dropped came after everything queued, so the
                     // gap is reported after it.
                     let gap = gap_frame(std::mem::take(&mut state.missed));
-                    batch.entries.push(Entry::event(gap, None));
-                }
-                // Give back memory a burst made the queue grow to.
-                if state.frames.capacity() > 64 {
-                    state.frames.shrink_to(16);
+                    batch.entries.push_back(Entry::event(gap, None));
                 }
                 batch.closing = state.closing;
             }
@@ -297,8 +321,9 @@ where
         outbox.next_batch(&mut batch).await;
         // Boxed: the system call's slice array lives on the heap only while
         // writing, so an idle connection's writer stays small.
-        Box::pin(write_batch(&mut io, &batch.entries, write_timeout)).await?;
-        record_delivery(&batch.entries, &mut latency);
+        let entries = batch.entries.make_contiguous();
+        Box::pin(write_batch(&mut io, entries, write_timeout)).await?;
+        record_delivery(entries, &mut latency);
         if batch.closing {
             // Send FIN so the client reads everything before the close.
             let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;

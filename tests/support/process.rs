@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_anteroom");
@@ -12,6 +13,8 @@ pub struct Running {
     pub child: Option<Child>,
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// Every line the server has logged so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Running {
@@ -21,7 +24,14 @@ impl Running {
             child: None,
             addr,
             metrics_addr,
+            log: Arc::default(),
         }
+    }
+
+    /// How many lines of the server's log so far contain `text`.
+    pub fn logged(&self, text: &str) -> usize {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.iter().filter(|line| line.contains(text)).count()
     }
 
     /// The child process.
@@ -89,6 +99,8 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
         .expect("run anteroom");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let kept = log.clone();
     std::thread::spawn(move || {
         // TEST_SERVER_LOGS=1 shows the server's log while debugging a test.
         let echo = std::env::var_os("TEST_SERVER_LOGS").is_some();
@@ -96,6 +108,9 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
             if echo {
                 eprintln!("server: {line}");
             }
+            kept.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(line.clone());
             let _ = tx.send(line);
         }
     });
@@ -122,5 +137,6 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
         child: Some(child),
         addr: addr.unwrap(),
         metrics_addr: metrics_addr.unwrap(),
+        log,
     }
 }
