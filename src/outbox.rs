@@ -45,6 +45,14 @@ pub enum Push {
     Closed,
 }
 
+/// A room event on its way to the members: encoded once, shared by all.
+#[derive(Debug, Clone)]
+pub struct RoomFrame {
+    pub bytes: Bytes,
+    /// When the `say` behind a `message` frame was read, for delivery latency.
+    pub posted: Option<Instant>,
+}
+
 #[derive(Debug)]
 struct Entry {
     bytes: Bytes,
@@ -158,32 +166,50 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Offers a room event (`message`, `joined`, `left`), shared by all members.
-    /// Does not wake the writer: see [`Push::Queued`].
+    /// Offers one room event (`message`, `joined`, `left`); see
+    /// [`Outbox::push_events`].
+    pub fn push_event(&self, bytes: Bytes, posted: Option<Instant>, skip: bool) -> Push {
+        self.push_events(&[RoomFrame { bytes, posted }], skip)
+    }
+
+    /// Offers a run of room events, in order, under one lock: room delivery
+    /// hands each member everything of a flush window at once. Does not
+    /// wake the writer: see [`Push::Queued`].
     ///
     /// With `skip` set, an event over the limit is dropped and remembered for
-    /// the next `gap`; otherwise the caller must cut the connection off.
-    pub fn push_event(&self, bytes: Bytes, posted: Option<Instant>, skip: bool) -> Push {
+    /// the next `gap`. Otherwise the first event over the limit stops the
+    /// run with [`Push::Overflow`] and the caller must cut the connection off.
+    pub fn push_events(&self, frames: &[RoomFrame], skip: bool) -> Push {
         let mut state = self.lock();
         if state.closing {
             return Push::Closed;
         }
-        if state.frames.len() >= self.limit || state.bytes + bytes.len() > self.max_bytes {
-            if skip {
-                state.missed += 1;
-                return Push::Skipped;
-            }
-            return Push::Overflow;
-        }
         let mut wake = false;
-        if state.missed > 0 {
-            let gap = gap_frame(std::mem::take(&mut state.missed));
-            wake = Self::enqueue_quietly(&mut state, Entry::event(gap, None));
+        let mut queued = false;
+        for frame in frames {
+            if state.frames.len() >= self.limit || state.bytes + frame.bytes.len() > self.max_bytes
+            {
+                if skip {
+                    state.missed += 1;
+                    continue;
+                }
+                return Push::Overflow;
+            }
+            if state.missed > 0 {
+                let gap = gap_frame(std::mem::take(&mut state.missed));
+                wake |= Self::enqueue_quietly(&mut state, Entry::event(gap, None));
+            }
+            wake |=
+                Self::enqueue_quietly(&mut state, Entry::event(frame.bytes.clone(), frame.posted));
+            queued = true;
         }
-        wake |= Self::enqueue_quietly(&mut state, Entry::event(bytes, posted));
-        Push::Queued {
-            depth: state.frames.len(),
-            wake,
+        if queued {
+            Push::Queued {
+                depth: state.frames.len(),
+                wake,
+            }
+        } else {
+            Push::Skipped
         }
     }
 

@@ -5,49 +5,71 @@
 //! each member. It never waits on a member: a member whose outbox is full is
 //! cut off (`disconnect`) or skipped and told with `gap` (`skip`).
 //!
-//! Writers are woken at most once per [`FLUSH_WINDOW`]: an event arriving
-//! after a quiet spell is flushed at once, but in a busy room the events of
-//! one window reach each member in one wake-up and one `writev` instead of
-//! one each. At high fan-out the wake-up and the system call per member are
-//! the whole cost of delivery, so this is what lets throughput grow with load.
+//! Frames are handed out in flushes, at most one per [`FLUSH_WINDOW`]: an
+//! event arriving after a quiet spell is flushed at once, but in a busy room
+//! each member gets the events of a whole window under one lock of its
+//! outbox, in one wake-up of its writer and one `writev`, instead of one
+//! each. At high fan-out those per-member costs are nearly the whole cost of
+//! delivery, so this is what lets throughput grow with load. Membership
+//! changes need no flush: each member records the first frame it is owed
+//! and, once it left, the last.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_broadcast::Receiver;
-use bytes::Bytes;
 use tracing::debug;
 
 use crate::bus::RoomEvent;
 use crate::metrics::metrics;
-use crate::outbox::Push;
+use crate::outbox::{Push, RoomFrame};
 use crate::peer::{ConnId, Peer, Phase};
 use crate::protocol::ServerMessage;
 use crate::protocol::server::{WELCOME_DIRECT, WELCOME_FROM_QUEUE};
+
+/// Sequence number of a room frame in delivery order.
+type Seq = u64;
 
 struct Member {
     id: ConnId,
     name: Arc<str>,
     peer: Arc<Peer>,
+    /// The first frame this member gets: the one after its own `joined`.
+    from: Seq,
+    /// The frame its `left` will be; `Seq::MAX` while it is in the room.
+    until: Seq,
 }
 
-/// Room delivery's state: members in join order and the last message id.
+impl Member {
+    fn present(&self) -> bool {
+        self.until == Seq::MAX
+    }
+}
+
+/// Room delivery's state: members in join order, the frames of the current
+/// flush window, and the last message id.
 pub struct RoomDelivery {
+    /// Members in join order; one that left stays until the frames it is
+    /// owed have been handed out.
     members: Vec<Member>,
+    /// Room frames not yet handed to the members, in order.
+    pending: Vec<RoomFrame>,
+    /// Sequence number of `pending[0]`.
+    base: Seq,
+    /// Members that left since the last flush.
+    departed: usize,
     next_id: u64,
     capacity: u64,
     skip: bool,
-    /// Deepest member outbox seen during the current batch.
+    /// Deepest member outbox seen since the last [`RoomDelivery::take_deepest`].
     deepest: usize,
-    /// Members with events queued whose writers have not been woken yet.
-    unflushed: Vec<Arc<Peer>>,
     last_flush: Option<Instant>,
 }
 
-/// The shortest time between two wake-ups of the same writer by room
-/// delivery. Short beside any latency a person notices or the 50 ms the
-/// benchmarks hold p99 to; long beside the microseconds between events in
-/// a busy room.
+/// The shortest time between two flushes, that is, between two hand-outs
+/// of room frames to the members and two wake-ups of the same writer. Short
+/// beside any latency a person notices or the 50 ms the benchmarks hold p99
+/// to; long beside the microseconds between events in a busy room.
 pub const FLUSH_WINDOW: Duration = Duration::from_millis(1);
 
 impl RoomDelivery {
@@ -55,19 +77,26 @@ impl RoomDelivery {
     pub fn new(capacity: usize, skip: bool) -> Self {
         Self {
             members: Vec::new(),
+            pending: Vec::new(),
+            base: 0,
+            departed: 0,
             next_id: 0,
             capacity: capacity as u64,
             skip,
             deepest: 0,
-            unflushed: Vec::new(),
             last_flush: None,
         }
     }
 
-    /// When the events queued since the last flush must be flushed: now if
-    /// the last flush is a window ago, `None` if nothing is waiting.
+    /// Room frames waiting for the next flush.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// When the frames waiting must be flushed: now if the last flush is a
+    /// window ago, `None` if nothing is waiting.
     pub fn flush_due(&self) -> Option<Instant> {
-        if self.unflushed.is_empty() {
+        if self.pending.is_empty() {
             return None;
         }
         let now = Instant::now();
@@ -77,19 +106,50 @@ impl RoomDelivery {
         })
     }
 
-    /// Wakes the writers of every member with events queued since the last
-    /// flush.
+    /// Hands every member the frames it is owed, all of them under one lock
+    /// of its outbox, and wakes the writers that were idle. Members that
+    /// left are dropped once served.
     pub fn flush(&mut self) {
-        if self.unflushed.is_empty() {
+        if self.pending.is_empty() && self.departed == 0 {
             return;
         }
-        for peer in self.unflushed.drain(..) {
-            peer.outbox.wake();
+        let end = self.base + self.pending.len() as Seq;
+        for member in &self.members {
+            let lo = member.from.max(self.base);
+            let hi = member.until.min(end);
+            if lo >= hi {
+                continue;
+            }
+            let frames = &self.pending[(lo - self.base) as usize..(hi - self.base) as usize];
+            match member.peer.outbox.push_events(frames, self.skip) {
+                Push::Queued { depth, wake } => {
+                    self.deepest = self.deepest.max(depth);
+                    if wake {
+                        member.peer.outbox.wake();
+                    }
+                }
+                Push::Overflow => member.peer.cut_off_slow(),
+                Push::Skipped => {
+                    debug!(conn_id = member.id, "events skipped for slow consumer");
+                }
+                Push::Closed => {}
+            }
         }
+        if self.departed > 0 {
+            self.members.retain(Member::present);
+            self.departed = 0;
+        }
+        self.pending.clear();
+        self.base = end;
         self.last_flush = Some(Instant::now());
     }
 
-    /// Applies one event of the room stream.
+    fn next_seq(&self) -> Seq {
+        self.base + self.pending.len() as Seq
+    }
+
+    /// Applies one event of the room stream. Room frames wait for the next
+    /// [`RoomDelivery::flush`]; a `welcome` goes out at once.
     pub fn handle(&mut self, event: RoomEvent) {
         match event {
             RoomEvent::MessagePosted {
@@ -99,14 +159,17 @@ impl RoomDelivery {
                 read_at,
             } => {
                 self.next_id += 1;
-                let frame = ServerMessage::Message {
+                let bytes = ServerMessage::Message {
                     id: self.next_id,
                     from: &from,
                     text: &text,
                     ts,
                 }
                 .to_frame();
-                self.fan_out(&frame, Some(read_at));
+                self.pending.push(RoomFrame {
+                    bytes,
+                    posted: Some(read_at),
+                });
             }
             RoomEvent::MemberJoined {
                 peer,
@@ -114,16 +177,26 @@ impl RoomDelivery {
                 from_queue,
                 ts,
             } => {
-                let joined = ServerMessage::Joined { name: &name, ts }.to_frame();
-                self.fan_out(&joined, None);
+                let bytes = ServerMessage::Joined { name: &name, ts }.to_frame();
+                self.pending.push(RoomFrame {
+                    bytes,
+                    posted: None,
+                });
                 self.members.push(Member {
                     id: peer.id,
                     name: name.clone(),
                     peer: peer.clone(),
+                    from: self.next_seq(),
+                    until: Seq::MAX,
                 });
                 let welcome = ServerMessage::Welcome {
                     name: &name,
-                    users: self.members.iter().map(|m| &*m.name).collect(),
+                    users: self
+                        .members
+                        .iter()
+                        .filter(|m| m.present())
+                        .map(|m| &*m.name)
+                        .collect(),
                     capacity: self.capacity,
                     text: if from_queue {
                         WELCOME_FROM_QUEUE
@@ -144,38 +217,21 @@ impl RoomDelivery {
                 reason,
                 ts,
             } => {
-                if let Some(i) = self.members.iter().position(|m| m.id == id) {
-                    self.members.remove(i);
+                let until = self.next_seq();
+                if let Some(member) = self.members.iter_mut().find(|m| m.id == id && m.present()) {
+                    member.until = until;
+                    self.departed += 1;
                 }
-                let left = ServerMessage::Left {
+                let bytes = ServerMessage::Left {
                     name: &name,
                     reason,
                     ts,
                 }
                 .to_frame();
-                self.fan_out(&left, None);
-            }
-        }
-    }
-
-    fn fan_out(&mut self, frame: &Bytes, posted: Option<std::time::Instant>) {
-        for member in &self.members {
-            match member
-                .peer
-                .outbox
-                .push_event(frame.clone(), posted, self.skip)
-            {
-                Push::Queued { depth, wake } => {
-                    self.deepest = self.deepest.max(depth);
-                    if wake {
-                        self.unflushed.push(member.peer.clone());
-                    }
-                }
-                Push::Overflow => member.peer.cut_off_slow(),
-                Push::Skipped => {
-                    debug!(conn_id = member.id, "event skipped for slow consumer");
-                }
-                Push::Closed => {}
+                self.pending.push(RoomFrame {
+                    bytes,
+                    posted: None,
+                });
             }
         }
     }
@@ -203,9 +259,8 @@ const LAG_SAMPLE: Duration = Duration::from_secs(1);
 /// Events are handled in batches of at most `batch` (a quarter of the
 /// outbox limit), and the task yields between full batches: writers then get
 /// to drain outboxes before more is pushed, so a burst of messages is not
-/// mistaken for a slow member. Writers are woken when a flush is due (see
-/// [`FLUSH_WINDOW`]), or at once when a batch is full or a member has a
-/// batch's worth of events waiting.
+/// mistaken for a slow member. Frames are handed out when a flush is due
+/// (see [`FLUSH_WINDOW`]), or at once when a batch's worth is waiting.
 pub async fn run(mut room: Receiver<RoomEvent>, mut delivery: RoomDelivery, outbox_limit: usize) {
     let m = metrics();
     let batch = (outbox_limit / 4).clamp(1, 64);
@@ -230,7 +285,8 @@ pub async fn run(mut room: Receiver<RoomEvent>, mut delivery: RoomDelivery, outb
             // While the room is quiet, keep the lag gauge true: it falls
             // back to zero as writers drain.
             _ = sample.tick() => {
-                m.lag_room_delivery.set((room.len() + delivery.deepest_now()) as f64);
+                let lag = room.len() + delivery.pending() + delivery.deepest_now();
+                m.lag_room_delivery.set(lag as f64);
                 continue;
             }
         };
@@ -241,17 +297,187 @@ pub async fn run(mut room: Receiver<RoomEvent>, mut delivery: RoomDelivery, outb
             delivery.handle(event);
             handled += 1;
         }
-        // One gauge update per batch, not per event.
-        let deepest = delivery.take_deepest();
-        m.lag_room_delivery.set((room.len() + deepest) as f64);
         // The window trades a millisecond for fewer wake-ups, never a
-        // member's place: once events pile up, writers are woken now.
-        if handled == batch || deepest >= batch {
+        // member's place: once a batch's worth is waiting, it goes now.
+        if delivery.pending() >= batch {
             delivery.flush();
         }
+        // One gauge update per batch, not per event.
+        let lag = room.len() + delivery.pending() + delivery.take_deepest();
+        m.lag_room_delivery.set(lag as f64);
         if handled == batch {
             tokio::task::yield_now().await;
         }
     }
     delivery.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::Batch;
+    use crate::protocol::LeftReason;
+
+    fn peer() -> Arc<Peer> {
+        Arc::new(Peer::new(64))
+    }
+
+    fn joined(delivery: &mut RoomDelivery, peer: &Arc<Peer>, name: &str) {
+        delivery.handle(RoomEvent::MemberJoined {
+            peer: peer.clone(),
+            name: name.into(),
+            from_queue: false,
+            ts: 0,
+        });
+    }
+
+    fn say(delivery: &mut RoomDelivery, text: &str) {
+        delivery.handle(RoomEvent::MessagePosted {
+            from: "a".into(),
+            text: text.into(),
+            ts: 0,
+            read_at: Instant::now(),
+        });
+    }
+
+    fn left(delivery: &mut RoomDelivery, peer: &Arc<Peer>, name: &str) {
+        delivery.handle(RoomEvent::MemberLeft {
+            id: peer.id,
+            name: name.into(),
+            reason: LeftReason::Bye,
+            ts: 0,
+        });
+    }
+
+    /// What a peer's writer would write next, as (type, name or text).
+    async fn received(peer: &Peer) -> Vec<(String, String)> {
+        let mut batch = Batch::default();
+        if peer.outbox.depth() == 0 {
+            return Vec::new();
+        }
+        peer.outbox.next_batch(&mut batch).await;
+        batch
+            .frames()
+            .map(|f| {
+                let v = rmpv::decode::read_value(&mut &f[4..]).unwrap();
+                let kind = v["type"].as_str().unwrap().to_string();
+                let detail = match kind.as_str() {
+                    "message" => v["text"].as_str(),
+                    "welcome" => Some(""),
+                    _ => v["name"].as_str(),
+                };
+                (kind, detail.unwrap().to_string())
+            })
+            .collect()
+    }
+
+    fn frames(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, d)| (k.to_string(), d.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn frames_wait_for_the_flush_and_then_arrive_in_order() {
+        let mut delivery = RoomDelivery::new(10, false);
+        let a = peer();
+        joined(&mut delivery, &a, "a");
+        delivery.flush();
+        assert_eq!(received(&a).await, frames(&[("welcome", "")]));
+        say(&mut delivery, "one");
+        say(&mut delivery, "two");
+        assert_eq!(delivery.pending(), 2);
+        assert_eq!(received(&a).await, frames(&[]));
+        delivery.flush();
+        assert_eq!(delivery.pending(), 0);
+        assert_eq!(
+            received(&a).await,
+            frames(&[("message", "one"), ("message", "two")])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_member_joining_within_a_window_gets_only_what_follows_its_join() {
+        let mut delivery = RoomDelivery::new(10, false);
+        let a = peer();
+        let b = peer();
+        joined(&mut delivery, &a, "a");
+        delivery.flush();
+        received(&a).await;
+        say(&mut delivery, "before");
+        joined(&mut delivery, &b, "b");
+        say(&mut delivery, "after");
+        // The welcome does not wait for the flush.
+        assert_eq!(b.outbox.depth(), 1);
+        delivery.flush();
+        assert_eq!(
+            received(&a).await,
+            frames(&[("message", "before"), ("joined", "b"), ("message", "after")])
+        );
+        assert_eq!(
+            received(&b).await,
+            frames(&[("welcome", ""), ("message", "after")])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_member_leaving_within_a_window_gets_what_came_before_its_leaving() {
+        let mut delivery = RoomDelivery::new(10, false);
+        let a = peer();
+        let b = peer();
+        let c = peer();
+        joined(&mut delivery, &a, "a");
+        joined(&mut delivery, &b, "b");
+        delivery.flush();
+        received(&a).await;
+        received(&b).await;
+        say(&mut delivery, "before");
+        left(&mut delivery, &b, "b");
+        say(&mut delivery, "after");
+        // The welcome of someone joining now no longer lists b.
+        joined(&mut delivery, &c, "c");
+        let mut batch = Batch::default();
+        c.outbox.next_batch(&mut batch).await;
+        let welcome = rmpv::decode::read_value(&mut &batch.frames().next().unwrap()[4..]).unwrap();
+        let users: Vec<&str> = welcome["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_str().unwrap())
+            .collect();
+        assert_eq!(users, vec!["a", "c"]);
+        delivery.flush();
+        assert_eq!(
+            received(&a).await,
+            frames(&[
+                ("message", "before"),
+                ("left", "b"),
+                ("message", "after"),
+                ("joined", "c"),
+            ])
+        );
+        assert_eq!(received(&b).await, frames(&[("message", "before")]));
+        assert_eq!(delivery.members.len(), 2);
+        say(&mut delivery, "later");
+        delivery.flush();
+        assert_eq!(received(&b).await, frames(&[]));
+        assert_eq!(received(&c).await, frames(&[("message", "later")]));
+    }
+
+    #[test]
+    fn the_first_flush_after_a_quiet_spell_is_due_at_once_then_one_per_window() {
+        let mut delivery = RoomDelivery::new(10, false);
+        let a = peer();
+        joined(&mut delivery, &a, "a");
+        delivery.flush();
+        delivery.last_flush = Some(Instant::now() - FLUSH_WINDOW);
+        assert_eq!(delivery.flush_due(), None);
+        say(&mut delivery, "one");
+        assert!(delivery.flush_due().unwrap() <= Instant::now());
+        delivery.flush();
+        say(&mut delivery, "two");
+        let due = delivery.flush_due().unwrap();
+        assert!(due > Instant::now());
+        assert!(due <= Instant::now() + FLUSH_WINDOW);
+    }
 }

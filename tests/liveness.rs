@@ -38,9 +38,10 @@ async fn silent_members_are_pinged_then_dropped_for_idleness() {
     })
     .await;
     let mut ann = s.join("ann").await;
+    // bob's silence starts when the server reads his hello, after this.
+    let silent_since = Instant::now();
     let mut bob = s.join("bob").await;
     ann.recv_type("joined").await;
-    let silent_since = Instant::now();
     // bob stays silent: pinged with an id, then cut off.
     let ping = bob.recv().await;
     assert_eq!(ping["type"].as_str(), Some("ping"));
