@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Reads `anteroom bench` output on standard input, echoes it, and fails if a
 smoke run's JSON line shows a broken result: a fan-out that lost messages,
-connections not all held, or a churn whose positions went up or never
-promoted anyone."""
+connections not all held, a churn whose positions went up or never
+promoted anyone, or a soak that failed its checks."""
 
 import json
 import sys
@@ -22,6 +22,11 @@ for line in sys.stdin:
         failures.append(f"{run['broker']} held {run['in_room'] + run['queued']} of {run['connections']}")
     elif kind == "churn" and (run["position_went_up"] > 0 or run["promotions"] == 0):
         failures.append(f"churn: {run['position_went_up']} positions went up, {run['promotions']} promotions")
+    elif kind == "soak" and not run["ok"]:
+        failures.append(
+            f"soak: {run['violations']} violations, memory flat {run['memory_flat']}, "
+            f"back to baseline {run['back_to_baseline']}, {run['server_errors']} server errors"
+        )
 if failures:
     print("bench smoke check failed:\n  " + "\n  ".join(failures), file=sys.stderr)
     sys.exit(1)

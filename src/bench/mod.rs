@@ -1,12 +1,15 @@
 //! `anteroom bench`: the load generator.
 //!
-//! Three workloads, each printing a human table and one JSON line per run:
+//! Four workloads, each printing a human table and one JSON line per run:
 //! * [`fanout`]: S members, P of them publishing at an offered rate, paced
 //!   open loop; delivery ratio, deliveries/s, latency percentiles;
 //! * [`connections`]: C idle connections, most of them queued if asked;
 //!   connect rate and the server's memory per connection;
 //! * [`churn`]: a full room with a long queue and members leaving at a
-//!   steady rate; position correctness, promotion latency, server CPU.
+//!   steady rate; position correctness, promotion latency, server CPU;
+//! * [`soak`]: hundreds of clients joining, chatting, queueing, leaving and
+//!   misbehaving at random for a long time; protocol violations seen by the
+//!   clients, the server's memory and descriptors over time.
 //!
 //! Unless `--server` names a running broker, the bench starts its own
 //! (`anteroom serve` from this executable) so it can report the server's
@@ -17,6 +20,7 @@ pub mod connections;
 pub mod fanout;
 pub mod plot;
 pub mod server;
+pub mod soak;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -33,6 +37,9 @@ pub enum Workload {
     Connections(connections::Args),
     /// A full room, a long queue, members leaving at a steady rate.
     Churn(churn::Args),
+    /// Clients doing everything at random for a long time, checking the
+    /// protocol and the server's memory and descriptors.
+    Soak(soak::Args),
     /// Draws deliveries/s and p99 against the offered rate from fan-out
     /// sweep results (SVG).
     Plot(plot::Args),
@@ -45,6 +52,7 @@ pub async fn run(workload: Workload) -> anyhow::Result<()> {
         Workload::Fanout(args) => fanout::run(args).await,
         Workload::Connections(args) => connections::run(args).await,
         Workload::Churn(args) => churn::run(args).await,
+        Workload::Soak(args) => soak::run(args).await,
         Workload::Plot(args) => plot::run(args),
     }
 }

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -33,7 +34,18 @@ impl Broker {
 pub struct ServerUnderTest {
     pub addr: SocketAddr,
     pub broker: Broker,
+    /// The metrics listener of an anteroom the bench started.
+    pub metrics_addr: Option<SocketAddr>,
+    /// What the server logged at ERROR level: a bug, whatever the load.
+    pub log_errors: Arc<Mutex<LogErrors>>,
     child: Option<Child>,
+}
+
+/// ERROR lines in a server's log: how many, and the first few.
+#[derive(Debug, Clone, Default)]
+pub struct LogErrors {
+    pub count: u64,
+    pub first: Vec<String>,
 }
 
 /// CPU time and memory of the server process.
@@ -52,6 +64,8 @@ impl ServerUnderTest {
             return Ok(Self {
                 addr,
                 broker: Broker::Anteroom,
+                metrics_addr: None,
+                log_errors: Default::default(),
                 child: None,
             });
         }
@@ -82,25 +96,40 @@ impl ServerUnderTest {
         let mut child = command.spawn().context("starting anteroom serve")?;
         let stdout = child.stdout.take().context("server stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let log_errors: Arc<Mutex<LogErrors>> = Default::default();
+        let errors = log_errors.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains(" ERROR ") {
+                    let mut errors = errors.lock().unwrap_or_else(|e| e.into_inner());
+                    errors.count += 1;
+                    if errors.first.len() < 5 {
+                        errors.first.push(line.clone());
+                    }
+                }
                 let _ = tx.send(line);
             }
         });
         let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        let (mut addr, mut metrics_addr) = (None, None);
+        // Both lines come at start-up, chat first.
+        while addr.is_none() || metrics_addr.is_none() {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .context("the server did not report its address")?;
+                .context("the server did not report its addresses")?;
             if let Some((_, rest)) = line.split_once("listening on ") {
-                let addr = rest.split_whitespace().next().unwrap_or_default().parse()?;
-                return Ok(Self {
-                    addr,
-                    broker: Broker::Anteroom,
-                    child: Some(child),
-                });
+                addr = Some(rest.split_whitespace().next().unwrap_or_default().parse()?);
+            } else if let Some((_, rest)) = line.split_once("metrics on ") {
+                metrics_addr = Some(rest.split_whitespace().next().unwrap_or_default().parse()?);
             }
         }
+        Ok(Self {
+            addr: addr.context("chat address")?,
+            broker: Broker::Anteroom,
+            metrics_addr,
+            log_errors,
+            child: Some(child),
+        })
     }
 
     /// Starts Redis or NATS from the system's packages on a free loopback
@@ -160,6 +189,8 @@ impl ServerUnderTest {
         Ok(Self {
             addr,
             broker,
+            metrics_addr: None,
+            log_errors: Default::default(),
             child: Some(child),
         })
     }
@@ -167,6 +198,11 @@ impl ServerUnderTest {
     /// Whether the bench owns the process (and can measure it).
     pub fn measurable(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// The process id, when the bench started the server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The server's CPU time and memory now (zero when not measurable).
