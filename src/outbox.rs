@@ -161,6 +161,13 @@ impl Outbox {
         state.frames.len()
     }
 
+    /// Whether `len` more bytes would take the queue past `max_bytes`. One
+    /// frame into an empty queue always fits: a single large message is
+    /// not a member falling behind.
+    fn over_bytes(&self, state: &State, len: usize) -> bool {
+        state.bytes > 0 && state.bytes + len > self.max_bytes
+    }
+
     /// Wakes the writer; the other half of a room event's deferred wake-up.
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -187,8 +194,7 @@ impl Outbox {
         let mut wake = false;
         let mut queued = false;
         for frame in frames {
-            if state.frames.len() >= self.limit || state.bytes + frame.bytes.len() > self.max_bytes
-            {
+            if state.frames.len() >= self.limit || self.over_bytes(&state, frame.bytes.len()) {
                 if skip {
                     state.missed += 1;
                     continue;
@@ -220,9 +226,7 @@ impl Outbox {
         if state.closing {
             return Push::Closed;
         }
-        if state.frames.len() >= self.limit + REPLY_SLACK
-            || state.bytes + bytes.len() > self.max_bytes
-        {
+        if state.frames.len() >= self.limit + REPLY_SLACK || self.over_bytes(&state, bytes.len()) {
             return Push::Overflow;
         }
         let depth = self.enqueue(&mut state, Entry::reply(bytes));
@@ -458,6 +462,16 @@ mod tests {
         assert_eq!(outbox.push_event(frame(2), None, true), Push::Skipped);
         assert_eq!(outbox.push_event(frame(3), None, true), Push::Skipped);
         assert_eq!(outbox.lock().missed, 2);
+    }
+
+    #[test]
+    fn one_frame_over_the_byte_limit_fits_an_empty_queue() {
+        let outbox = Outbox::with_byte_limit(100, 2);
+        assert!(matches!(
+            outbox.push_event(frame(0), None, false),
+            Push::Queued { .. }
+        ));
+        assert_eq!(outbox.push_event(frame(1), None, false), Push::Overflow);
     }
 
     #[test]

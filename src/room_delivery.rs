@@ -15,7 +15,9 @@
 //! and, once it left, the last.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_broadcast::Receiver;
 use tracing::debug;
@@ -93,13 +95,13 @@ impl RoomDelivery {
         self.pending.len()
     }
 
-    /// When the frames waiting must be flushed: now if the last flush is a
-    /// window ago, `None` if nothing is waiting.
-    pub fn flush_due(&self) -> Option<Instant> {
+    /// When the frames waiting must be flushed: `now` if the last flush is
+    /// a window ago, `None` if nothing is waiting. Runtime time, so a paused
+    /// clock in tests governs it too.
+    pub fn flush_due(&self, now: Instant) -> Option<Instant> {
         if self.pending.is_empty() {
             return None;
         }
-        let now = Instant::now();
         Some(match self.last_flush {
             Some(last) if now < last + FLUSH_WINDOW => last + FLUSH_WINDOW,
             _ => now,
@@ -267,12 +269,13 @@ pub async fn run(mut room: Receiver<RoomEvent>, mut delivery: RoomDelivery, outb
     let mut sample = tokio::time::interval(LAG_SAMPLE);
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let due = delivery.flush_due();
-        if due.is_some_and(|due| due <= Instant::now()) {
+        let now = Instant::now();
+        let due = delivery.flush_due(now);
+        if due.is_some_and(|due| due <= now) {
             delivery.flush();
             continue;
         }
-        let flush_at = tokio::time::Instant::from_std(due.unwrap_or_else(Instant::now));
+        let flush_at = due.unwrap_or(now);
         let event = tokio::select! {
             event = room.recv_direct() => match event {
                 Ok(event) => event,
@@ -285,6 +288,8 @@ pub async fn run(mut room: Receiver<RoomEvent>, mut delivery: RoomDelivery, outb
             // While the room is quiet, keep the lag gauge true: it falls
             // back to zero as writers drain.
             _ = sample.tick() => {
+                // What flushes saw before now is stale: forget it.
+                delivery.take_deepest();
                 let lag = room.len() + delivery.pending() + delivery.deepest_now();
                 m.lag_room_delivery.set(lag as f64);
                 continue;
@@ -336,7 +341,7 @@ mod tests {
             from: "a".into(),
             text: text.into(),
             ts: 0,
-            read_at: Instant::now(),
+            read_at: std::time::Instant::now(),
         });
     }
 
@@ -470,14 +475,14 @@ mod tests {
         let a = peer();
         joined(&mut delivery, &a, "a");
         delivery.flush();
-        delivery.last_flush = Some(Instant::now() - FLUSH_WINDOW);
-        assert_eq!(delivery.flush_due(), None);
+        let flushed = delivery.last_flush.unwrap();
+        let later = flushed + FLUSH_WINDOW;
+        assert_eq!(delivery.flush_due(later), None);
         say(&mut delivery, "one");
-        assert!(delivery.flush_due().unwrap() <= Instant::now());
-        delivery.flush();
-        say(&mut delivery, "two");
-        let due = delivery.flush_due().unwrap();
-        assert!(due > Instant::now());
-        assert!(due <= Instant::now() + FLUSH_WINDOW);
+        // A window after the last flush: due at once.
+        assert_eq!(delivery.flush_due(later), Some(later));
+        // Within the window: due when it ends.
+        let soon = flushed + FLUSH_WINDOW / 4;
+        assert_eq!(delivery.flush_due(soon), Some(later));
     }
 }

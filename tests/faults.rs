@@ -25,6 +25,11 @@ use support::{Client, frame_of, http_get, map, metric, read_frame};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+/// The faults run one at a time: several of them load both cores on their
+/// own (floods, a thousand connections), and their time bounds are about
+/// the server, not about sharing the machine with each other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// How long an "eventually" condition may take on a busy machine.
 const EVENTUALLY: Duration = Duration::from_secs(10);
 
@@ -341,6 +346,7 @@ fn say_frame(text: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn half_a_frame_then_silence_still_times_out() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let s = Served::start(&[], &[("ANTEROOM_HANDSHAKE_TIMEOUT", "300ms")]).await;
     let mut c = s.connect().await;
     c.send_raw(&[0, 0, 0, 40, 0x82]).await; // promises 40 bytes, sends 1
@@ -351,6 +357,7 @@ async fn half_a_frame_then_silence_still_times_out() {
 
 #[tokio::test]
 async fn four_gib_length_prefixes_are_refused_without_allocating() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let s = Served::start(&["--max-active", "2", "--max-waiting", "4"], &[]).await;
     let mut ann = s.join("ann").await;
     let mut bob = s.join("bob").await;
@@ -420,6 +427,7 @@ async fn four_gib_length_prefixes_are_refused_without_allocating() {
 
 #[tokio::test]
 async fn resets_in_the_room_and_in_the_queue_leave_everything_consistent() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let s = Served::start(&["--max-active", "2"], &[]).await;
     let mut ann = s.join("ann").await;
     let bob = s.join("bob").await;
@@ -446,6 +454,7 @@ async fn resets_in_the_room_and_in_the_queue_leave_everything_consistent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slowloris_flood_does_not_slow_the_room() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     // The test's ends of 1,100 connections, and the server's, which
     // inherits the limit.
     anteroom::bench::raise_fd_limit();
@@ -572,6 +581,7 @@ async fn follow_flood<R: AsyncRead + Unpin>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_in_a_busy_room_is_cut_off_and_the_others_miss_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     const READERS: usize = 4;
     const LEAD: u64 = 32;
     const MAX_FLOOD: u64 = 50_000;
@@ -726,6 +736,7 @@ fn tcp_queues(local: SocketAddr, remote: SocketAddr) -> Option<(u64, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_reset_while_the_server_writes_to_it_is_replaced_from_the_queue() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     const TEXT: usize = 4000;
     // More than the kernel may buffer on the server's side of one connection
     // (net.ipv4.tcp_wmem's maximum), with 2 MiB to spare.
@@ -823,6 +834,7 @@ async fn a_member_reset_while_the_server_writes_to_it_is_replaced_from_the_queue
 
 #[tokio::test]
 async fn resets_in_the_middle_of_a_frame_leave_no_trace() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let s = Served::start(&["--max-active", "2", "--max-waiting", "4"], &[]).await;
     let mut ann = s.join("ann").await;
     let mut bob = s.join("bob").await;
@@ -862,6 +874,7 @@ async fn resets_in_the_middle_of_a_frame_leave_no_trace() {
 
 #[tokio::test]
 async fn clients_killed_while_queued_leave_and_those_behind_move_up() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let s = Served::start(&["--max-active", "1", "--max-waiting", "10"], &[]).await;
     let mut ann = s.join("ann").await;
     let mut q0 = s.queue("q0", 1).await;
@@ -928,6 +941,7 @@ async fn clients_killed_while_queued_leave_and_those_behind_move_up() {
 
 #[tokio::test]
 async fn a_client_reset_while_being_promoted_is_never_lost_or_listed_twice() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     const ROUNDS: u64 = 90;
     let s = Served::start(&["--max-active", "1", "--max-waiting", "4"], &[]).await;
     for round in 0..ROUNDS {
@@ -983,6 +997,7 @@ async fn a_client_reset_while_being_promoted_is_never_lost_or_listed_twice() {
 
 #[tokio::test]
 async fn running_out_of_descriptors_backs_off_and_recovers() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     const BACKING_OFF: &str = "accept failed; backing off until it succeeds";
     const ACCEPTING: &str = "accepting again";
     // The server may hold 64 descriptors: a few for itself, the rest for clients.

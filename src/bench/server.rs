@@ -36,12 +36,13 @@ pub struct ServerUnderTest {
     pub broker: Broker,
     /// The metrics listener of an anteroom the bench started.
     pub metrics_addr: Option<SocketAddr>,
-    /// What the server logged at ERROR level: a bug, whatever the load.
+    /// What the server logged at ERROR level, and any panic it reported: a
+    /// bug, whatever the load.
     pub log_errors: Arc<Mutex<LogErrors>>,
     child: Option<Child>,
 }
 
-/// ERROR lines in a server's log: how many, and the first few.
+/// ERROR lines and panics in a server's output: how many, and the first few.
 #[derive(Debug, Clone, Default)]
 pub struct LogErrors {
     pub count: u64,
@@ -83,7 +84,7 @@ impl ServerUnderTest {
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         // Only the settings given here: nothing inherited from the shell.
         for (key, _) in std::env::vars() {
             if key.starts_with("ANTEROOM_") {
@@ -95,19 +96,35 @@ impl ServerUnderTest {
         }
         let mut child = command.spawn().context("starting anteroom serve")?;
         let stdout = child.stdout.take().context("server stdout")?;
+        let stderr = child.stderr.take().context("server stderr")?;
         let (tx, rx) = std::sync::mpsc::channel();
         let log_errors: Arc<Mutex<LogErrors>> = Default::default();
-        let errors = log_errors.clone();
+        let note = {
+            let errors = log_errors.clone();
+            move |line: &str| {
+                let mut errors = errors.lock().unwrap_or_else(|e| e.into_inner());
+                errors.count += 1;
+                if errors.first.len() < 5 {
+                    errors.first.push(line.to_string());
+                }
+            }
+        };
+        let note_panic = note.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.contains(" ERROR ") {
-                    let mut errors = errors.lock().unwrap_or_else(|e| e.into_inner());
-                    errors.count += 1;
-                    if errors.first.len() < 5 {
-                        errors.first.push(line.clone());
-                    }
+                    note(&line);
                 }
                 let _ = tx.send(line);
+            }
+        });
+        // Panics go to standard error; it is passed on as it comes.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("panicked at") {
+                    note_panic(&line);
+                }
+                eprintln!("{line}");
             }
         });
         let deadline = Instant::now() + Duration::from_secs(20);
