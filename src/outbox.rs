@@ -112,6 +112,8 @@ pub struct Batch {
     /// Swapped with the outbox's queue, not copied out of it.
     entries: VecDeque<Entry>,
     closing: bool,
+    /// The outbox was a member's when this batch was taken.
+    member: bool,
 }
 
 impl Batch {
@@ -290,9 +292,10 @@ impl Outbox {
     /// Moves everything queued into `batch`, waiting until there is something
     /// or the outbox is closing.
     pub async fn next_batch(&self, batch: &mut Batch) {
-        if batch.entries.len() <= 1 {
-            // A connection that gets a frame now and then (a queued client,
-            // a quiet room) holds no buffer between frames.
+        if !batch.member && batch.entries.len() <= 1 {
+            // A queued client gets a position update now and then: it holds
+            // no buffer between them. A member keeps its buffer, so room
+            // delivery never allocates per recipient.
             batch.entries = VecDeque::new();
         } else {
             batch.entries.clear();
@@ -318,6 +321,7 @@ impl Outbox {
                     batch.entries.push_back(Entry::event(gap, None));
                 }
                 batch.closing = state.closing;
+                batch.member = state.member;
             }
             if !batch.entries.is_empty() || batch.closing {
                 return;
