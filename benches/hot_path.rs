@@ -58,7 +58,6 @@ fn fan_out_per_frame(runtime: &tokio::runtime::Runtime) -> f64 {
                 ts: 0,
                 read_at: Instant::now(),
             });
-            delivery.flush();
             tokio::task::yield_now().await;
         }
         while writers.iter().any(|p| p.outbox.depth() > 0) {

@@ -3,12 +3,10 @@
 //! Producers (room delivery, the waitlist, the session itself) push encoded
 //! frames without ever waiting: a push takes a short, uncontended lock and
 //! wakes the writer only when the queue goes from empty to non-empty, so a busy
-//! room costs one wake-up per batch, not one per message. Room events go
-//! further: their wake-up is left to the caller ([`Push::Queued`]'s `wake`),
-//! which room delivery spends at most once per flush window for all events
-//! of the window. The writer takes everything queued at once and writes it
-//! with vectored writes, many frames per system call. Every push is bounded;
-//! what happens on overflow is the caller's policy (see [`Push`]).
+//! room costs one wake-up per batch, not one per message. The writer takes
+//! everything queued at once and writes it with vectored writes, many frames
+//! per system call. Every push is bounded; what happens on overflow is the
+//! caller's policy (see [`Push`]).
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -32,25 +30,14 @@ const REPLY_SLACK: usize = 64;
 /// The result of offering a frame to an outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
-    /// Queued; `depth` frames are now waiting to be written. For a room
-    /// event, `wake` says the writer may be asleep and the caller must call
-    /// [`Outbox::wake`] (soon, but it may first queue more); other pushes
-    /// wake the writer themselves and report `false`.
-    Queued { depth: usize, wake: bool },
+    /// Queued; `depth` frames are now waiting to be written.
+    Queued { depth: usize },
     /// Over the limit under the `skip` policy: dropped and counted for `gap`.
     Skipped,
     /// Over the limit: the connection is a slow consumer and must be cut off.
     Overflow,
     /// The connection is closing; the frame was discarded.
     Closed,
-}
-
-/// A room event on its way to the members: encoded once, shared by all.
-#[derive(Debug, Clone)]
-pub struct RoomFrame {
-    pub bytes: Bytes,
-    /// When the `say` behind a `message` frame was read, for delivery latency.
-    pub posted: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -109,8 +96,7 @@ pub struct Outbox {
 /// What the writer took in one go.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Swapped with the outbox's queue, not copied out of it.
-    entries: VecDeque<Entry>,
+    entries: Vec<Entry>,
     closing: bool,
     /// The outbox was a member's when this batch was taken.
     member: bool,
@@ -147,22 +133,6 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `entry`; returns whether the queue was idle before, that is,
-    /// whether the writer may be asleep and needs a wake-up.
-    fn enqueue_quietly(state: &mut State, entry: Entry) -> bool {
-        let was_idle = state.frames.is_empty() && state.position.is_none();
-        state.bytes += entry.bytes.len();
-        state.frames.push_back(entry);
-        was_idle
-    }
-
-    fn enqueue(&self, state: &mut State, entry: Entry) -> usize {
-        if Self::enqueue_quietly(state, entry) {
-            self.wake.notify_one();
-        }
-        state.frames.len()
-    }
-
     /// Whether `len` more bytes would take the queue past `max_bytes`. One
     /// frame into an empty queue always fits: a single large message is
     /// not a member falling behind.
@@ -170,55 +140,38 @@ impl Outbox {
         state.bytes > 0 && state.bytes + len > self.max_bytes
     }
 
-    /// Wakes the writer; the other half of a room event's deferred wake-up.
-    pub fn wake(&self) {
-        self.wake.notify_one();
+    fn enqueue(&self, state: &mut State, entry: Entry) -> usize {
+        let was_idle = state.frames.is_empty() && state.position.is_none();
+        state.bytes += entry.bytes.len();
+        state.frames.push_back(entry);
+        if was_idle {
+            self.wake.notify_one();
+        }
+        state.frames.len()
     }
 
-    /// Offers one room event (`message`, `joined`, `left`); see
-    /// [`Outbox::push_events`].
-    pub fn push_event(&self, bytes: Bytes, posted: Option<Instant>, skip: bool) -> Push {
-        self.push_events(&[RoomFrame { bytes, posted }], skip)
-    }
-
-    /// Offers a run of room events, in order, under one lock: room delivery
-    /// hands each member everything of a flush window at once. Does not
-    /// wake the writer: see [`Push::Queued`].
+    /// Offers a room event (`message`, `joined`, `left`), shared by all members.
     ///
     /// With `skip` set, an event over the limit is dropped and remembered for
-    /// the next `gap`. Otherwise the first event over the limit stops the
-    /// run with [`Push::Overflow`] and the caller must cut the connection off.
-    pub fn push_events(&self, frames: &[RoomFrame], skip: bool) -> Push {
+    /// the next `gap`; otherwise the caller must cut the connection off.
+    pub fn push_event(&self, bytes: Bytes, posted: Option<Instant>, skip: bool) -> Push {
         let mut state = self.lock();
         if state.closing {
             return Push::Closed;
         }
-        let mut wake = false;
-        let mut queued = false;
-        for frame in frames {
-            if state.frames.len() >= self.limit || self.over_bytes(&state, frame.bytes.len()) {
-                if skip {
-                    state.missed += 1;
-                    continue;
-                }
-                return Push::Overflow;
+        if state.frames.len() >= self.limit || self.over_bytes(&state, bytes.len()) {
+            if skip {
+                state.missed += 1;
+                return Push::Skipped;
             }
-            if state.missed > 0 {
-                let gap = gap_frame(std::mem::take(&mut state.missed));
-                wake |= Self::enqueue_quietly(&mut state, Entry::event(gap, None));
-            }
-            wake |=
-                Self::enqueue_quietly(&mut state, Entry::event(frame.bytes.clone(), frame.posted));
-            queued = true;
+            return Push::Overflow;
         }
-        if queued {
-            Push::Queued {
-                depth: state.frames.len(),
-                wake,
-            }
-        } else {
-            Push::Skipped
+        if state.missed > 0 {
+            let gap = gap_frame(std::mem::take(&mut state.missed));
+            self.enqueue(&mut state, Entry::event(gap, None));
         }
+        let depth = self.enqueue(&mut state, Entry::event(bytes, posted));
+        Push::Queued { depth }
     }
 
     /// Queues a direct reply (pong, users, error, ping). Replies are never
@@ -232,7 +185,7 @@ impl Outbox {
             return Push::Overflow;
         }
         let depth = self.enqueue(&mut state, Entry::reply(bytes));
-        Push::Queued { depth, wake: false }
+        Push::Queued { depth }
     }
 
     /// Queues the `welcome` and marks the connection a member: any pending
@@ -245,7 +198,7 @@ impl Outbox {
         state.member = true;
         state.position = None;
         let depth = self.enqueue(&mut state, Entry::reply(bytes));
-        Push::Queued { depth, wake: false }
+        Push::Queued { depth }
     }
 
     /// Replaces the pending position update of a waiting client. Returns
@@ -292,33 +245,34 @@ impl Outbox {
     /// Moves everything queued into `batch`, waiting until there is something
     /// or the outbox is closing.
     pub async fn next_batch(&self, batch: &mut Batch) {
-        if !batch.member && batch.entries.len() <= 1 {
-            // A queued client gets a position update now and then: it holds
-            // no buffer between them. A member keeps its buffer, so room
-            // delivery never allocates per recipient.
-            batch.entries = VecDeque::new();
-        } else {
+        if batch.member {
             batch.entries.clear();
-            // Give back memory a burst made the queue grow to.
-            if batch.entries.capacity() > 64 {
-                batch.entries.shrink_to(16);
-            }
+        } else {
+            // A queued client gets a position update now and then: it holds
+            // no buffer between them. A member keeps its buffers, so room
+            // delivery never allocates per recipient.
+            batch.entries = Vec::new();
         }
         loop {
             {
                 let mut state = self.lock();
-                // The queue's frames become the batch and the batch's empty
-                // buffer becomes the queue: no frame is moved.
-                std::mem::swap(&mut state.frames, &mut batch.entries);
+                batch.entries.extend(state.frames.drain(..));
                 state.bytes = 0;
                 if let Some(position) = state.position.take() {
-                    batch.entries.push_back(Entry::reply(position));
+                    batch.entries.push(Entry::reply(position));
                 }
                 if state.missed > 0 && !state.closing {
                     // Every event dropped came after everything queued, so the
                     // gap is reported after it.
                     let gap = gap_frame(std::mem::take(&mut state.missed));
-                    batch.entries.push_back(Entry::event(gap, None));
+                    batch.entries.push(Entry::event(gap, None));
+                }
+                // Give back memory a burst made the queue grow to, or all
+                // of it for a queued client.
+                if !state.member {
+                    state.frames = VecDeque::new();
+                } else if state.frames.capacity() > 64 {
+                    state.frames.shrink_to(16);
                 }
                 batch.closing = state.closing;
                 batch.member = state.member;
@@ -361,9 +315,8 @@ where
         outbox.next_batch(&mut batch).await;
         // Boxed: the system call's slice array lives on the heap only while
         // writing, so an idle connection's writer stays small.
-        let entries = batch.entries.make_contiguous();
-        Box::pin(write_batch(&mut io, entries, write_timeout)).await?;
-        record_delivery(entries, &mut latency);
+        Box::pin(write_batch(&mut io, &batch.entries, write_timeout)).await?;
+        record_delivery(&batch.entries, &mut latency);
         if batch.closing {
             // Send FIN so the client reads everything before the close.
             let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
@@ -466,16 +419,6 @@ mod tests {
         assert_eq!(outbox.push_event(frame(2), None, true), Push::Skipped);
         assert_eq!(outbox.push_event(frame(3), None, true), Push::Skipped);
         assert_eq!(outbox.lock().missed, 2);
-    }
-
-    #[test]
-    fn one_frame_over_the_byte_limit_fits_an_empty_queue() {
-        let outbox = Outbox::with_byte_limit(100, 2);
-        assert!(matches!(
-            outbox.push_event(frame(0), None, false),
-            Push::Queued { .. }
-        ));
-        assert_eq!(outbox.push_event(frame(1), None, false), Push::Overflow);
     }
 
     #[test]

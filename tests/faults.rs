@@ -1012,13 +1012,25 @@ async fn running_out_of_descriptors_backs_off_and_recovers() {
             }
         }
         // The server is out of descriptors; it must not spin, and it says
-        // so once for the whole burst.
+        // so once for the whole burst: each time it starts backing off, one
+        // line, then one more only after it has accepted again. (Clients
+        // left in the listen backlog may exhaust it again after a recovery:
+        // that is a new burst.)
         let before = support::process::cpu_seconds(s.pid);
+        let lines_before = s.running.logged(BACKING_OFF);
         tokio::time::sleep(Duration::from_secs(2)).await;
         let spent = support::process::cpu_seconds(s.pid) - before;
         assert!(spent < 0.5, "the accept loop spun: {spent} s of CPU in 2 s");
-        assert_eq!(s.running.logged(BACKING_OFF), burst, "burst {burst}");
-        assert_eq!(s.running.logged(ACCEPTING), burst - 1, "burst {burst}");
+        let (off, on) = (s.running.logged(BACKING_OFF), s.running.logged(ACCEPTING));
+        assert!(
+            off - lines_before <= 1,
+            "burst {burst}: {off} lines, {lines_before} before"
+        );
+        assert_eq!(
+            off,
+            on + 1,
+            "burst {burst}: {off} backing-off lines, {on} recoveries"
+        );
         drop(clients);
         // Once descriptors are free again, clients are served.
         let deadline = Instant::now() + EVENTUALLY;
@@ -1033,8 +1045,12 @@ async fn running_out_of_descriptors_backs_off_and_recovers() {
             }
             assert!(Instant::now() < deadline, "the server never recovered");
         }
-        assert_eq!(s.running.logged(ACCEPTING), burst, "burst {burst}");
-        assert_eq!(s.running.logged(BACKING_OFF), burst, "burst {burst}");
+        let (off, on) = (s.running.logged(BACKING_OFF), s.running.logged(ACCEPTING));
+        assert!(on >= burst, "burst {burst}: {on} recoveries");
+        assert!(
+            off == on || off == on + 1,
+            "burst {burst}: {off} lines, {on} recoveries"
+        );
     }
     s.expect_clean().await;
 }
