@@ -247,6 +247,10 @@ impl Outbox {
     pub async fn next_batch(&self, batch: &mut Batch) {
         if batch.member {
             batch.entries.clear();
+            // Give back memory a burst made the batch grow to.
+            if batch.entries.capacity() > 64 {
+                batch.entries.shrink_to(16);
+            }
         } else {
             // A queued client gets a position update now and then: it holds
             // no buffer between them. A member keeps its buffers, so room
@@ -419,6 +423,16 @@ mod tests {
         assert_eq!(outbox.push_event(frame(2), None, true), Push::Skipped);
         assert_eq!(outbox.push_event(frame(3), None, true), Push::Skipped);
         assert_eq!(outbox.lock().missed, 2);
+    }
+
+    #[test]
+    fn one_frame_over_the_byte_limit_fits_an_empty_queue() {
+        let outbox = Outbox::with_byte_limit(100, 2);
+        assert!(matches!(
+            outbox.push_event(frame(0), None, false),
+            Push::Queued { .. }
+        ));
+        assert_eq!(outbox.push_event(frame(1), None, false), Push::Overflow);
     }
 
     #[test]
