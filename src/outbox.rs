@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -317,9 +318,7 @@ where
     let mut latency = LocalLatency::default();
     loop {
         outbox.next_batch(&mut batch).await;
-        // Boxed: the system call's slice array lives on the heap only while
-        // writing, so an idle connection's writer stays small.
-        Box::pin(write_batch(&mut io, &batch.entries, write_timeout)).await?;
+        write_batch(&mut io, &batch.entries, write_timeout).await?;
         record_delivery(&batch.entries, &mut latency);
         if batch.closing {
             // Send FIN so the client reads everything before the close.
@@ -359,14 +358,21 @@ where
     let mut index = 0;
     let mut offset = 0;
     while index < entries.len() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let mut count = 0;
-        for (i, entry) in entries[index..].iter().take(MAX_IOVECS).enumerate() {
-            let start = if i == 0 { offset } else { 0 };
-            slices[count] = IoSlice::new(&entry.bytes[start..]);
-            count += 1;
-        }
-        let write = io.write_vectored(&slices[..count]);
+        let (first, skip) = (index, offset);
+        let io = &mut *io;
+        // The slice array is built on each poll, on the thread's stack: it
+        // is neither part of the writer's future (an idle connection stays
+        // small) nor allocated per batch.
+        let write = std::future::poll_fn(move |cx| {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (i, entry) in entries[first..].iter().take(MAX_IOVECS).enumerate() {
+                let start = if i == 0 { skip } else { 0 };
+                slices[count] = IoSlice::new(&entry.bytes[start..]);
+                count += 1;
+            }
+            Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count])
+        });
         let mut written = match write_timeout {
             Some(limit) => tokio::time::timeout(limit, write)
                 .await

@@ -3,10 +3,15 @@
 //! It mirrors the queue from the `queue` topic and sends each client a
 //! `queued` frame on entry and whenever its position changes. Updates are
 //! conflated: departures mark the queue dirty and positions are recomputed at
-//! most every [`CONFLATE`], so a burst of departures costs at most one frame
-//! per queued client per interval, not one per client per departure, and
+//! most once per [`interval`], so a burst of departures costs at most one
+//! frame per queued client per interval, not one per client per departure, and
 //! every client still learns its latest position well within a second. A
 //! position only ever goes down, because the queue is FIFO.
+//!
+//! The interval grows with the queue: each update is a system call and a
+//! wake-up of the client, so a long queue under steady churn is told twice a
+//! second instead of five times, which keeps the cost of position updates
+//! bounded (about [`UPDATES_PER_SECOND`]) however long the queue gets.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,6 +28,22 @@ use crate::protocol::server::queued_text;
 
 /// Shortest time between two position recomputations.
 pub const CONFLATE: Duration = Duration::from_millis(200);
+
+/// Longest time between two position recomputations while the queue moves:
+/// half of the one second the protocol allows, leaving the other half for
+/// delivery.
+pub const CONFLATE_MAX: Duration = Duration::from_millis(500);
+
+/// The position updates per second the interval is sized for.
+pub const UPDATES_PER_SECOND: u64 = 40_000;
+
+/// Time between two position recomputations for a queue of `waiting`
+/// clients: [`CONFLATE`], stretched so that updating every one of them at
+/// most [`UPDATES_PER_SECOND`] times a second, up to [`CONFLATE_MAX`].
+pub fn interval(waiting: usize) -> Duration {
+    let budget = Duration::from_micros(waiting as u64 * 1_000_000 / UPDATES_PER_SECOND);
+    budget.clamp(CONFLATE, CONFLATE_MAX)
+}
 
 struct Waiting {
     peer: Arc<Peer>,
@@ -131,9 +152,9 @@ pub fn queued_frame(position: u64, waiting: u64) -> bytes::Bytes {
 /// The waitlist actor. Runs until the `queue` topic closes.
 pub async fn run(mut queue: Receiver<QueueEvent>, mut waitlist: Waitlist) {
     let m = metrics();
-    let mut last_flush = Instant::now() - CONFLATE;
+    let mut last_flush = Instant::now() - CONFLATE_MAX;
     loop {
-        let next_flush = last_flush + CONFLATE;
+        let next_flush = last_flush + interval(waitlist.len());
         tokio::select! {
             event = queue.recv_direct() => {
                 let Ok(event) = event else { break };
@@ -146,7 +167,7 @@ pub async fn run(mut queue: Receiver<QueueEvent>, mut waitlist: Waitlist) {
             // Recompute positions once the conflation interval has passed.
             _ = tokio::time::sleep_until(next_flush), if waitlist.is_dirty() => {}
         }
-        if waitlist.is_dirty() && Instant::now() >= last_flush + CONFLATE {
+        if waitlist.is_dirty() && Instant::now() >= last_flush + interval(waitlist.len()) {
             waitlist.flush();
             last_flush = Instant::now();
         }
@@ -196,5 +217,15 @@ mod tests {
         assert_eq!(position_of(&peers[3]), Some(1));
         assert_eq!(position_of(&peers[4]), Some(2));
         assert_eq!(w.flush(), 0);
+    }
+
+    #[test]
+    fn interval_grows_with_the_queue_within_bounds() {
+        assert_eq!(interval(0), CONFLATE);
+        assert_eq!(interval(8_000), CONFLATE);
+        assert_eq!(interval(18_000), Duration::from_millis(450));
+        assert_eq!(interval(1_000_000), CONFLATE_MAX);
+        // Never slower than what the protocol's one second allows.
+        assert!(CONFLATE_MAX < Duration::from_secs(1));
     }
 }

@@ -15,8 +15,11 @@ use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 
 use super::server::ServerUnderTest;
-use super::{connect_spread, progress};
+use super::{connect_spread, lock, progress};
 use crate::client::{Admission, Connection, Event, Request};
+use crate::protocol::codec::encode_frame;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Churn workload settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -144,11 +147,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let mut due = Instant::now();
             while due < end {
                 tokio::time::sleep_until(due.into()).await;
-                let member = shared
-                    .members
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .pop_front();
+                let member = lock(&shared.members).pop_front();
                 if let Some(member) = member {
                     let _ = member.try_send(());
                 }
@@ -165,7 +164,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tick.tick().await;
         let now = Instant::now();
         let promotions = shared.promotions.load(Ordering::Relaxed);
-        let mut samples_guard = samples.lock().unwrap_or_else(|e| e.into_inner());
+        let mut samples_guard = lock(&samples);
         samples_guard.push_back((now, promotions));
         while samples_guard
             .front()
@@ -186,8 +185,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             if let Some(then) =
                 second_ago.filter(|_| now.duration_since(started) > Duration::from_secs(1))
             {
-                for client in waiting.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                    let w = client.lock().unwrap_or_else(|e| e.into_inner());
+                for client in lock(&waiting).iter() {
+                    let w = lock(client);
                     if !w.active || w.promotions_at_entry > then {
                         continue;
                     }
@@ -209,11 +208,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     let departures = shared.departures.load(Ordering::Relaxed);
     let cpu = after.cpu_seconds - before.cpu_seconds;
-    let hist = shared
-        .promotion_ms
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let hist = lock(&shared.promotion_ms).clone();
     let report = Report {
         workload: "churn",
         broker: "anteroom",
@@ -264,10 +259,7 @@ fn spawn_client(
 ) {
     tokio::spawn(async move {
         let state = Arc::new(Mutex::new(Waiting::default()));
-        waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(state.clone());
+        lock(&waiting).push(state.clone());
         loop {
             let n = shared.next_name.fetch_add(1, Ordering::Relaxed);
             let Ok(stream) = connect_spread(shared.server, n as usize).await else {
@@ -280,14 +272,10 @@ fn spawn_client(
             let (leave_tx, mut leave_rx) = mpsc::channel(1);
             match admission {
                 Admission::Welcome { .. } => {
-                    shared
-                        .members
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push_back(leave_tx.clone());
+                    lock(&shared.members).push_back(leave_tx.clone());
                 }
                 Admission::Queued { position, .. } => {
-                    let mut w = state.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut w = lock(&state);
                     *w = Waiting {
                         active: true,
                         entry_position: position,
@@ -299,41 +287,60 @@ fn spawn_client(
             if let Some(joined) = joined.take() {
                 let _ = joined.send(());
             }
-            // Wait in the queue and then in the room until told to leave.
-            loop {
-                tokio::select! {
-                    event = connection.next_event() => match event {
+            // Wait in the queue, decoding position updates, then in the room
+            // until told to leave.
+            let member = matches!(admission, Admission::Welcome { .. });
+            let (mut frames, mut write) = connection.split_frames();
+            if !member {
+                loop {
+                    let Some(Ok(payload)) = frames.next().await else {
+                        return;
+                    };
+                    match rmp_serde::from_slice::<Event>(&payload) {
                         Ok(Event::Queued { position, .. }) => {
-                            let mut w = state.lock().unwrap_or_else(|e| e.into_inner());
+                            let mut w = lock(&state);
                             if position > w.latest {
                                 shared.went_up.fetch_add(1, Ordering::Relaxed);
                             }
                             w.latest = position;
                         }
                         Ok(Event::Welcome { .. }) => {
-                            state.lock().unwrap_or_else(|e| e.into_inner()).active = false;
+                            lock(&state).active = false;
                             shared.promotions.fetch_add(1, Ordering::Relaxed);
-                            let departed = shared.departed_at.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
-                            if let Some(departed) = departed {
+                            if let Some(departed) = lock(&shared.departed_at).pop_front() {
                                 let us = departed.elapsed().as_micros() as u64;
-                                let _ = shared.promotion_ms.lock().unwrap_or_else(|e| e.into_inner()).record(us.max(1));
+                                let _ = lock(&shared.promotion_ms).record(us.max(1));
                             }
-                            shared.members.lock().unwrap_or_else(|e| e.into_inner()).push_back(leave_tx.clone());
+                            lock(&shared.members).push_back(leave_tx.clone());
+                            break;
                         }
                         Ok(_) => {}
                         Err(_) => return,
+                    }
+                }
+            }
+            // A member only has to keep up with the room's presence events
+            // (two per departure to each of the M members): it drains the
+            // bytes without decoding them, so the load generator is not what
+            // falls behind. Anything still buffered by the frame reader is
+            // dropped with it.
+            let mut read = frames.into_inner();
+            let mut sink = vec![0u8; 16 * 1024];
+            loop {
+                tokio::select! {
+                    n = read.read(&mut sink) => match n {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
                     },
                     _ = leave_rx.recv() => break,
                 }
             }
-            shared
-                .departed_at
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back(Instant::now());
+            lock(&shared.departed_at).push_back(Instant::now());
             shared.departures.fetch_add(1, Ordering::Relaxed);
-            let _ = connection.send(&Request::Bye).await;
-            drop(connection);
+            if let Ok(bye) = encode_frame(&Request::Bye) {
+                let _ = write.write_all(&bye).await;
+            }
+            drop((read, write));
         }
     });
 }

@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -28,8 +28,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
-use super::connect_spread;
 use super::server::{ServerUnderTest, read_usage};
+use super::{connect_spread, lock};
 use crate::client::{Connection, Event, Request};
 use crate::protocol::codec::encode_frame;
 
@@ -718,10 +718,6 @@ struct Shared {
     /// The name each client holds now, for attempts at taking it.
     held: Mutex<HashMap<usize, String>>,
     tallies: Mutex<Tallies>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
