@@ -359,25 +359,24 @@ where
     let mut offset = 0;
     while index < entries.len() {
         let (first, skip) = (index, offset);
-        let io = &mut *io;
-        // The slice array is built on each poll, on the thread's stack: it
-        // is neither part of the writer's future (an idle connection stays
-        // small) nor allocated per batch.
-        let write = std::future::poll_fn(move |cx| {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut count = 0;
-            for (i, entry) in entries[first..].iter().take(MAX_IOVECS).enumerate() {
-                let start = if i == 0 { skip } else { 0 };
-                slices[count] = IoSlice::new(&entry.bytes[start..]);
-                count += 1;
+        // Usually the socket takes the bytes at once: one poll, nothing
+        // allocated, no timer. Only a full socket gets a timer, and that
+        // wait lives on the heap, so an idle connection's writer stays small.
+        let ready = futures_util::FutureExt::now_or_never(std::future::poll_fn(|cx| {
+            poll_write_entries(&mut *io, cx, entries, first, skip)
+        }));
+        let mut written = match ready {
+            Some(result) => result?,
+            None => {
+                Box::pin(wait_and_write(
+                    &mut *io,
+                    entries,
+                    first,
+                    skip,
+                    write_timeout,
+                ))
+                .await?
             }
-            Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count])
-        });
-        let mut written = match write_timeout {
-            Some(limit) => tokio::time::timeout(limit, write)
-                .await
-                .map_err(|_| WriteError::Stalled(limit))??,
-            None => write.await?,
         };
         if written == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
@@ -397,9 +396,62 @@ where
     Ok(())
 }
 
+/// One `writev` of `entries[first..]`, the first `skip` bytes of the first
+/// entry already written. The slice array is built on the thread's stack on
+/// each poll, so it is neither part of any future nor allocated.
+fn poll_write_entries<W>(
+    io: &mut W,
+    cx: &mut std::task::Context<'_>,
+    entries: &[Entry],
+    first: usize,
+    skip: usize,
+) -> std::task::Poll<std::io::Result<usize>>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+    let mut count = 0;
+    for (i, entry) in entries[first..].iter().take(MAX_IOVECS).enumerate() {
+        let start = if i == 0 { skip } else { 0 };
+        slices[count] = IoSlice::new(&entry.bytes[start..]);
+        count += 1;
+    }
+    Pin::new(io).poll_write_vectored(cx, &slices[..count])
+}
+
+/// Waits for a full socket to take more, within `write_timeout`.
+async fn wait_and_write<W>(
+    io: &mut W,
+    entries: &[Entry],
+    first: usize,
+    skip: usize,
+    write_timeout: Option<Duration>,
+) -> Result<usize, WriteError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let write = std::future::poll_fn(|cx| poll_write_entries(&mut *io, cx, entries, first, skip));
+    Ok(match write_timeout {
+        Some(limit) => tokio::time::timeout(limit, write)
+            .await
+            .map_err(|_| WriteError::Stalled(limit))??,
+        None => write.await?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_idle_writer_stays_small() {
+        // Every connection holds a writer future for its whole life: neither
+        // the `writev` slice array (2 KiB) nor a write timer may be part of it.
+        let outbox = Outbox::new(16);
+        let writer = run_writer(&outbox, tokio::io::sink(), Some(Duration::from_secs(1)));
+        let size = std::mem::size_of_val(&writer);
+        assert!(size < 512, "the writer's future is {size} bytes");
+    }
 
     fn frame(n: u8) -> Bytes {
         Bytes::from(vec![n; 3])
