@@ -21,6 +21,10 @@ use crate::protocol::codec::encode_frame;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// How often a member, which does not read the server's pings, sends a
+/// `ping` of its own: well inside the default `idle_timeout` of 45 s.
+const KEEPALIVE: Duration = Duration::from_secs(10);
+
 /// Churn workload settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -307,12 +311,23 @@ fn spawn_client(
                         Ok(Event::Welcome { .. }) => {
                             lock(&state).active = false;
                             shared.promotions.fetch_add(1, Ordering::Relaxed);
-                            if let Some(departed) = lock(&shared.departed_at).pop_front() {
+                            let departed = lock(&shared.departed_at).pop_front();
+                            if let Some(departed) = departed {
                                 let us = departed.elapsed().as_micros() as u64;
                                 let _ = lock(&shared.promotion_ms).record(us.max(1));
                             }
                             lock(&shared.members).push_back(leave_tx.clone());
                             break;
+                        }
+                        Ok(Event::Ping { id }) => {
+                            // Against a server with heartbeats on, a long
+                            // wait must not end in `idle_timeout`.
+                            let Ok(pong) = encode_frame(&Request::Pong { id }) else {
+                                return;
+                            };
+                            if write.write_all(&pong).await.is_err() {
+                                return;
+                            }
                         }
                         Ok(_) => {}
                         Err(_) => return,
@@ -323,15 +338,24 @@ fn spawn_client(
             // (two per departure to each of the M members): it drains the
             // bytes without decoding them, so the load generator is not what
             // falls behind. Anything still buffered by the frame reader is
-            // dropped with it.
+            // dropped with it. It never sees the server's pings, so it sends
+            // one of its own now and then: any frame counts as activity.
             let mut read = frames.into_inner();
             let mut sink = vec![0u8; 16 * 1024];
+            let mut keepalive = tokio::time::interval(KEEPALIVE);
+            keepalive.tick().await;
+            let ping = encode_frame(&Request::Ping { id: None }).unwrap_or_default();
             loop {
                 tokio::select! {
                     n = read.read(&mut sink) => match n {
                         Ok(0) | Err(_) => return,
                         Ok(_) => {}
                     },
+                    _ = keepalive.tick() => {
+                        if write.write_all(&ping).await.is_err() {
+                            return;
+                        }
+                    }
                     _ = leave_rx.recv() => break,
                 }
             }

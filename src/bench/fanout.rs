@@ -314,7 +314,11 @@ impl Room {
             let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
             s.round = round;
             s.count = 0;
+            // Room for the round up front: growing the vector would copy
+            // it on the receive path.
             s.latency_us.clear();
+            s.latency_us
+                .reserve((rate * duration.as_secs_f64() * 1.1) as usize);
         }
         let before = server.usage();
         let publishers = self.publishers.len();
@@ -376,10 +380,13 @@ impl Room {
         let after = server.usage();
         let mut merged = histogram();
         for stats in &self.readers {
-            let s = stats.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
             for &us in &s.latency_us {
                 let _ = merged.record(u64::from(us));
             }
+            // Merged: free it rather than hold every member's peak between
+            // rounds.
+            s.latency_us = Vec::new();
         }
         let q = |p: f64| merged.value_at_quantile(p) as f64 / 1000.0;
         RunReport {

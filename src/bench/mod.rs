@@ -89,13 +89,13 @@ pub async fn connect_spread(server: SocketAddr, index: usize) -> std::io::Result
     }
 }
 
-/// Formats a duration in microseconds as milliseconds with two decimals.
 /// Locks a mutex of the bench's shared state: a client task that panicked
 /// while holding it leaves nothing half-updated that the report relies on.
 pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Formats a duration in microseconds as milliseconds with two decimals.
 pub fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
