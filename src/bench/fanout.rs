@@ -16,7 +16,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use super::server::{Broker, ServerUnderTest};
-use super::{connect_spread, ms, progress};
+use super::{connect_spread, lock, ms, progress};
 use crate::client::{Connection, Request};
 use crate::protocol::codec::encode_frame;
 
@@ -280,7 +280,7 @@ fn record(stats: &Mutex<ReaderStats>, payload: &[u8], epoch: Instant) {
     };
     let now_ns = epoch.elapsed().as_nanos() as u64;
     let latency_us = now_ns.saturating_sub(due_ns) / 1000;
-    let mut stats = stats.lock().unwrap_or_else(|e| e.into_inner());
+    let mut stats = lock(stats);
     if stats.round == round {
         stats.count += 1;
         stats
@@ -311,7 +311,7 @@ impl Room {
         server: &ServerUnderTest,
     ) -> RunReport {
         for stats in &self.readers {
-            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = lock(stats);
             s.round = round;
             s.count = 0;
             // Room for the round up front: growing the vector would copy
@@ -380,7 +380,7 @@ impl Room {
         let after = server.usage();
         let mut merged = histogram();
         for stats in &self.readers {
-            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = lock(stats);
             for &us in &s.latency_us {
                 let _ = merged.record(u64::from(us));
             }
@@ -416,10 +416,7 @@ impl Room {
     }
 
     fn delivered(&self) -> u64 {
-        self.readers
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).count)
-            .sum()
+        self.readers.iter().map(|s| lock(s).count).sum()
     }
 }
 

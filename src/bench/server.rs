@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::lock;
 use anyhow::{Context, bail};
 
 /// Which broker is measured.
@@ -102,7 +103,7 @@ impl ServerUnderTest {
         let note = {
             let errors = log_errors.clone();
             move |line: &str| {
-                let mut errors = errors.lock().unwrap_or_else(|e| e.into_inner());
+                let mut errors = lock(&errors);
                 errors.count += 1;
                 if errors.first.len() < 5 {
                     errors.first.push(line.to_string());
