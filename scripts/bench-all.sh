@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-bench-results.jsonl}"
 reps="${2:-3}"
-cargo build --release --locked --features compare
+cargo build --release --locked -p anteroom --features compare
 bench=target/release/anteroom
 : > "$out"
 run() { "$bench" bench "$@" | tee /dev/stderr | grep '^{' >> "$out"; }

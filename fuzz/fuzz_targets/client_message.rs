@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use anteroom::client::Request;
-use anteroom::names::{self, MAX_NAME_CHARS, NameError, Names};
-use anteroom::protocol::codec::encode_frame;
-use anteroom::protocol::{ClientMessage, ErrorCode, PingId};
+use anteroom_client::Request;
+use anteroom_broker::room::names::{self, MAX_NAME_CHARS, NameError, Names};
+use anteroom_protocol::codec::encode_frame;
+use anteroom_protocol::{ClientMessage, ErrorCode, PingId};
 use libfuzzer_sys::fuzz_target;
 use rmpv::Value;
 

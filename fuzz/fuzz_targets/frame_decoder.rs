@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use anteroom::protocol::{FrameError, frame_codec};
+use anteroom_protocol::{FrameError, frame_codec};
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;

@@ -7,12 +7,12 @@
 
 #![no_main]
 
-use anteroom::client::Event;
-use anteroom::client::chat::line::format_event;
-use anteroom::client::chat::state::ChatState;
-use anteroom::client::chat::ui::draw;
-use anteroom::protocol::codec::MAX_SERVER_FRAME_BYTES;
-use anteroom::protocol::frame_codec;
+use anteroom_client::Event;
+use anteroom_client::chat::line::format_event;
+use anteroom_client::chat::state::ChatState;
+use anteroom_client::chat::ui::draw;
+use anteroom_protocol::codec::MAX_SERVER_FRAME_BYTES;
+use anteroom_protocol::frame_codec;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use ratatui::Terminal;

@@ -16,17 +16,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anteroom::bus::Bus;
-use anteroom::client::Event;
-use anteroom::config::Config;
-use anteroom::gateway::{Gateway, session::run_session};
-use anteroom::names;
-use anteroom::protocol::codec::MAX_SERVER_FRAME_BYTES;
-use anteroom::protocol::{ClientMessage, PingId};
-use anteroom::room_delivery::RoomDelivery;
-use anteroom::roster::Roster;
-use anteroom::waitlist::Waitlist;
-use anteroom::{admission, room_delivery, roster, waitlist};
+use anteroom_broker::bus::Bus;
+use anteroom_client::Event;
+use anteroom_broker::config::Config;
+use anteroom_broker::gateway::{Gateway, session::run_session};
+use anteroom_broker::room::names;
+use anteroom_protocol::codec::MAX_SERVER_FRAME_BYTES;
+use anteroom_protocol::{ClientMessage, PingId};
+use anteroom_broker::room::delivery::RoomDelivery;
+use anteroom_broker::room::roster::Roster;
+use anteroom_broker::room::waitlist::Waitlist;
+use anteroom_broker::room::{admission, delivery, roster, waitlist};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -148,7 +148,7 @@ async fn converse(config: Config, seed: u8, input: Vec<u8>) -> Vec<u8> {
     let (bus, subs) = Bus::new();
     let roster_state = Arc::new(Roster::new());
     let components = [
-        tokio::spawn(room_delivery::run(
+        tokio::spawn(delivery::run(
             subs.room_delivery,
             RoomDelivery::new(config.max_active, false),
             config.outbox_limit,

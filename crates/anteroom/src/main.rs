@@ -1,0 +1,219 @@
+//! The `anteroom` binary: command-line parsing and start-up only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anteroom_broker::config::{Config, Raw, Source};
+use anteroom_broker::server::Server;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "anteroom",
+    version,
+    about = "A single-room chat broker speaking MessagePack over TCP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve(ServeArgs),
+    /// Load generator: fan-out, connections and queue churn workloads.
+    #[command(subcommand)]
+    Bench(anteroom_bench::Workload),
+    /// Chat in the room: a full-screen interface on a terminal, one line per
+    /// event when piped.
+    Chat(ChatArgs),
+    /// Probe a running broker's health endpoint; exits 0 when it answers 200.
+    /// Meant for container health checks, where no HTTP client is installed.
+    Healthcheck(HealthArgs),
+}
+
+#[derive(clap::Args)]
+struct ChatArgs {
+    /// Your name in the room (1 to 32 characters).
+    #[arg(long)]
+    name: String,
+    /// The broker's chat address.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:7878",
+        env = "ANTEROOM_SERVER"
+    )]
+    server: String,
+}
+
+#[derive(clap::Args)]
+struct HealthArgs {
+    /// The metrics listener to probe.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9878")]
+    addr: std::net::SocketAddr,
+    /// `/readyz` (accepting connections) or `/healthz` (process alive).
+    #[arg(long, default_value = "/readyz")]
+    path: String,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Flags override `ANTEROOM_*` environment variables, which override the file.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Configuration file (TOML). Also ANTEROOM_CONFIG.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Chat listener address (listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Metrics listener address (metrics_listen).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Room capacity (max_active).
+    #[arg(long, value_name = "N")]
+    max_active: Option<String>,
+    /// Queue capacity (max_waiting).
+    #[arg(long, value_name = "N")]
+    max_waiting: Option<String>,
+    /// Log format. Also ANTEROOM_LOG_FORMAT. Filter with RUST_LOG (default `info`).
+    #[arg(long, value_enum, env = "ANTEROOM_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = Config::default();
+    let path = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("ANTEROOM_CONFIG").map(PathBuf::from));
+    if let Some(path) = path {
+        let text = std::fs::read_to_string(&path).map_err(|error| {
+            anteroom_broker::config::ConfigError::Read {
+                path: path.clone(),
+                error,
+            }
+        })?;
+        config.apply_toml(&text, &path)?;
+    }
+    config.apply_env(|var| std::env::var(var).ok())?;
+    let flags = [
+        ("listen", "--listen", &args.listen),
+        ("metrics_listen", "--metrics-listen", &args.metrics_listen),
+        ("max_active", "--max-active", &args.max_active),
+        ("max_waiting", "--max-waiting", &args.max_waiting),
+    ];
+    for (key, flag, value) in flags {
+        if let Some(value) = value {
+            config.set(key, Raw::Text(value), &Source::Flag(flag.to_string()))?;
+        }
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+async fn healthcheck(args: HealthArgs) -> anyhow::Result<()> {
+    let status = anteroom_broker::telemetry::http::probe(args.addr, &args.path).await?;
+    anyhow::ensure!(status == 200, "{} answered {status}", args.path);
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    init_logging(args.log_format);
+    // Install the handlers before binding, so a signal can never find the
+    // default action (immediate death) in place.
+    let signals = Signals::install()?;
+    let server = Server::bind(config.clone()).await.map_err(|error| {
+        anyhow::anyhow!(
+            "cannot bind listen={} / metrics_listen={}: {error}",
+            config.listen,
+            config.metrics_listen
+        )
+    })?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(signals, shutdown.clone()));
+    server.run(shutdown).await;
+    Ok(())
+}
+
+/// SIGINT and SIGTERM, installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn cancel_on_signal(mut signals: Signals, token: CancellationToken) {
+    tokio::select! {
+        _ = signals.term.recv() => {}
+        _ = signals.int.recv() => {}
+    }
+    token.cancel();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("anteroom: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Healthcheck(args) => runtime.block_on(healthcheck(args)),
+        Command::Bench(workload) => runtime.block_on(anteroom_bench::run(workload)),
+        Command::Chat(args) => runtime
+            .block_on(anteroom_client::chat::run(args.server, args.name))
+            .map_err(anyhow::Error::msg),
+    };
+    // Do not wait for connections the grace period already gave up on.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("anteroom: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

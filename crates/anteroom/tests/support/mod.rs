@@ -1,0 +1,264 @@
+//! Test support: an in-process server on 127.0.0.1 port 0 and a raw
+//! MessagePack client that builds its frames independently of the server's
+//! encoder (rmpv values, not the server's serde types).
+
+#![allow(dead_code)]
+
+pub mod process;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anteroom_broker::config::Config;
+use anteroom_broker::server::Server;
+use rmpv::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for an expected frame before failing.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running in-process broker.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts a broker on free ports with `adjust` applied to the defaults.
+    pub async fn start(adjust: impl FnOnce(&mut Config)) -> Self {
+        // Logs show with RUST_LOG=debug and --nocapture.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            metrics_listen: "127.0.0.1:0".parse().unwrap(),
+            ..Config::default()
+        };
+        adjust(&mut config);
+        config.validate().expect("test config is valid");
+        let server = Server::bind(config).await.expect("bind");
+        let addr = server.local_addr();
+        let metrics_addr = server.metrics_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        TestServer {
+            addr,
+            metrics_addr,
+            shutdown,
+            task,
+        }
+    }
+
+    pub async fn connect(&self) -> Client {
+        Client::connect(self.addr).await
+    }
+
+    /// Connects and joins as `name`, expecting a direct `welcome`.
+    pub async fn join(&self, name: &str) -> Client {
+        let mut c = self.connect().await;
+        c.hello(name).await;
+        let w = c.recv_type("welcome").await;
+        assert_eq!(w["name"].as_str(), Some(name));
+        c
+    }
+
+    /// Connects as `name`, expecting to be queued at `position`.
+    pub async fn queue(&self, name: &str, position: u64) -> Client {
+        let mut c = self.connect().await;
+        c.hello(name).await;
+        let q = c.recv_type("queued").await;
+        assert_eq!(q["position"].as_u64(), Some(position), "{q}");
+        c
+    }
+
+    /// Fetches `/metrics`.
+    pub async fn scrape(&self) -> String {
+        http_get(self.metrics_addr, "/metrics").await.1
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// A minimal HTTP/1.0 GET; returns status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect metrics");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Scrapes `/metrics` until `series` satisfies `ok` (metrics are updated by
+/// components on their own schedule), failing after a few seconds.
+pub async fn wait_metric(metrics_addr: SocketAddr, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let mut last = None;
+    for _ in 0..150 {
+        let body = http_get(metrics_addr, "/metrics").await.1;
+        last = metric(&body, series);
+        if last.is_some_and(&ok) {
+            return last.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{series} never reached the expected value; last {last:?}");
+}
+
+/// Reads the value of a series (exact name with labels) from a scrape.
+pub fn metric(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        let value = rest.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+/// Builds a map value from pairs.
+pub fn map(pairs: &[(&str, Value)]) -> Value {
+    Value::Map(
+        pairs
+            .iter()
+            .map(|(k, v)| (Value::from(*k), v.clone()))
+            .collect(),
+    )
+}
+
+/// Encodes a value as a frame (length prefix included).
+pub fn frame_of(v: &Value) -> Vec<u8> {
+    let mut payload = Vec::new();
+    rmpv::encode::write_value(&mut payload, v).unwrap();
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend(payload);
+    out
+}
+
+/// Reads one server frame from any byte stream, checking its shape;
+/// `None` when the stream ends.
+pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(stream: &mut R) -> Option<Value> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.ok()?;
+    let len = u32::from_be_bytes(len) as usize;
+    assert!(len <= 16 * 1024 * 1024, "server frame too large: {len}");
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.ok()?;
+    let mut cursor = &payload[..];
+    let v = rmpv::decode::read_value(&mut cursor).expect("server sent valid MessagePack");
+    assert!(cursor.is_empty(), "trailing bytes in server frame");
+    assert!(v.is_map(), "server frame is a map");
+    assert!(v["type"].is_str(), "server frame has a string type");
+    Some(v)
+}
+
+/// A raw protocol client.
+pub struct Client {
+    pub stream: TcpStream,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).unwrap();
+        Client { stream }
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send");
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.send_raw(&frame_of(&v)).await;
+    }
+
+    pub async fn send_type(&mut self, ty: &str, pairs: &[(&str, Value)]) {
+        let mut all = vec![("type", Value::from(ty))];
+        all.extend(pairs.iter().cloned());
+        self.send(map(&all)).await;
+    }
+
+    pub async fn hello(&mut self, name: &str) {
+        self.send_type("hello", &[("name", name.into())]).await;
+    }
+
+    pub async fn say(&mut self, text: &str) {
+        self.send_type("say", &[("text", text.into())]).await;
+    }
+
+    /// Reads one frame; `None` on a clean close.
+    pub async fn try_recv(&mut self) -> Option<Value> {
+        read_frame(&mut self.stream).await
+    }
+
+    /// Reads one frame, failing the test after [`RECV_TIMEOUT`].
+    pub async fn recv(&mut self) -> Value {
+        tokio::time::timeout(RECV_TIMEOUT, self.try_recv())
+            .await
+            .expect("timed out waiting for a frame")
+            .expect("connection closed while waiting for a frame")
+    }
+
+    /// Reads frames until one of type `ty`, skipping server pings.
+    pub async fn recv_type(&mut self, ty: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            let t = v["type"].as_str().unwrap();
+            if t == ty {
+                return v;
+            }
+            assert_eq!(t, "ping", "expected {ty}, got {v}");
+        }
+    }
+
+    /// Expects an `error` frame with `code`.
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let v = self.recv_type("error").await;
+        assert_eq!(v["code"].as_str(), Some(code), "{v}");
+        assert!(v["text"].is_str());
+        v
+    }
+
+    /// Expects `bye` with `reason`, then the connection closing.
+    pub async fn expect_bye(&mut self, reason: &str) {
+        let v = self.recv_type("bye").await;
+        assert_eq!(v["reason"].as_str(), Some(reason), "{v}");
+        assert!(v["text"].is_str());
+        self.expect_closed().await;
+    }
+
+    /// Expects the server to close the connection (after any frames).
+    pub async fn expect_closed(&mut self) {
+        let closed = tokio::time::timeout(RECV_TIMEOUT, async {
+            loop {
+                match self.try_recv().await {
+                    None => return,
+                    Some(v) if v["type"].as_str() == Some("ping") => {}
+                    Some(v) => panic!("expected close, got {v}"),
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "connection not closed");
+    }
+
+    /// Asserts nothing arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(v) = tokio::time::timeout(wait, self.try_recv()).await {
+            panic!("expected silence, got {v:?}");
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! One connection as the broker sees it: the [`handle`] shared between its
+//! session and the components that send to it, its bounded [`outbox`] and the
+//! writer that drains it.
+
+pub mod handle;
+pub mod outbox;

@@ -1,0 +1,59 @@
+//! Connection gateways: turn sockets into sessions.
+//!
+//! [`session`] holds everything a connection does and is generic over its
+//! byte streams, so the TCP listener here and later transports (TLS,
+//! WebSocket) share it unchanged.
+
+pub mod limits;
+pub mod listener;
+pub mod session;
+
+use std::sync::Arc;
+
+use governor::Quota;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::room::names::Names;
+use crate::room::roster::Roster;
+
+/// What every session needs from the broker.
+pub struct Gateway {
+    pub config: Config,
+    pub bus: Bus,
+    pub names: Arc<Names>,
+    pub roster: Arc<Roster>,
+    /// Cancelled when the broker shuts down.
+    pub shutdown: CancellationToken,
+    /// Tracks session tasks so shutdown can wait for their goodbyes.
+    pub tracker: TaskTracker,
+    /// Per-member rate limit for `say`.
+    pub quota: Quota,
+    /// Total and per-IP connection caps.
+    pub limits: limits::Limits,
+}
+
+impl Gateway {
+    /// Builds the shared state from a validated configuration.
+    pub fn new(config: Config, bus: Bus, roster: Arc<Roster>, shutdown: CancellationToken) -> Self {
+        let period = std::time::Duration::from_secs_f64(1.0 / config.rate_limit);
+        let burst =
+            std::num::NonZeroU32::new(config.rate_burst).unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MAX))
+            .allow_burst(burst);
+        let limits = limits::Limits::new(config.connection_cap(), config.max_connections_per_ip);
+        Self {
+            config,
+            limits,
+            bus,
+            names: Arc::new(Names::new()),
+            roster,
+            shutdown,
+            tracker: TaskTracker::new(),
+            quota,
+        }
+    }
+}

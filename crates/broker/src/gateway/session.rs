@@ -1,0 +1,476 @@
+//! One connection's session: handshake, requests, liveness and goodbye.
+//!
+//! The session reads frames and turns them into bus events or direct
+//! replies; a separate writer task drains its outbox. The session never
+//! writes to the socket itself, so nothing it does can block on a slow peer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use governor::DefaultDirectRateLimiter;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+use tracing::{Span, debug, info, warn};
+
+use super::Gateway;
+use crate::bus::{PresenceEvent, RoomEvent};
+use anteroom_protocol::unix_millis;
+use crate::config::SlowConsumerPolicy;
+use crate::telemetry::metrics;
+use crate::room::names::{self, NameClaim, NameError};
+use crate::conn::outbox::{Push, WriteError, run_writer};
+use crate::conn::handle::{Peer, Phase};
+use anteroom_protocol::server::error_frame;
+use anteroom_protocol::{
+    ByeReason, ClientMessage, ErrorCode, FrameError, LeftReason, PingId, ServerMessage, frame_codec,
+};
+
+/// Initial read buffer: enough for typical frames, small enough that an idle
+/// connection costs little. It grows on demand up to `max_frame_bytes`.
+const READ_BUFFER: usize = 256;
+
+/// After a goodbye, how long input is read and discarded so the client gets
+/// our last frames instead of a reset.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// Longest wait for the writer to flush the last frames.
+const FLUSH_LIMIT: Duration = Duration::from_secs(1);
+
+/// How a session ends.
+enum End {
+    /// We say goodbye: optional error, then `bye`.
+    Close {
+        bye: ByeReason,
+        error: Option<Bytes>,
+        left: LeftReason,
+    },
+    /// Someone else ended it (slow consumer, write failure); outbox is closed.
+    Kicked(LeftReason),
+    /// The client went away.
+    Gone,
+}
+
+impl End {
+    fn close(bye: ByeReason, left: LeftReason) -> Self {
+        End::Close {
+            bye,
+            error: None,
+            left,
+        }
+    }
+
+    fn protocol_error(code: ErrorCode, text: &str) -> Self {
+        metrics().rejected("protocol_error");
+        warn!(code = code.as_str(), "protocol error; closing");
+        End::Close {
+            bye: ByeReason::ProtocolError,
+            error: Some(error_frame(code, text)),
+            left: LeftReason::ProtocolError,
+        }
+    }
+}
+
+/// Keeps `anteroom_connections{state="handshake"}` exact: counts the
+/// connection until it has arrived (valid hello) or ended.
+struct HandshakeGauge(bool);
+
+impl HandshakeGauge {
+    fn new() -> Self {
+        metrics().conn_handshake.increment(1.0);
+        Self(true)
+    }
+
+    fn done(&mut self) {
+        if std::mem::take(&mut self.0) {
+            metrics().conn_handshake.decrement(1.0);
+        }
+    }
+}
+
+impl Drop for HandshakeGauge {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+struct Session {
+    gateway: Arc<Gateway>,
+    peer: Arc<Peer>,
+    name: Option<Arc<str>>,
+    claim: Option<NameClaim>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    handshake: HandshakeGauge,
+    connected_at: Instant,
+    last_heard: Instant,
+    next_ping: Instant,
+    ping_id: i64,
+}
+
+/// Runs a connection until it ends. Generic over the byte streams so any
+/// transport can carry the protocol.
+pub async fn run_session<R, W>(gateway: Arc<Gateway>, reader: R, writer: W)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &gateway.config;
+    let peer = Arc::new(Peer::with_limits(
+        config.outbox_limit,
+        config.max_outbox_bytes,
+    ));
+    Span::current().record("conn_id", peer.id);
+    debug!("connected");
+
+    let write_timeout = match config.slow_consumer {
+        SlowConsumerPolicy::Disconnect => Some(config.write_timeout),
+        SlowConsumerPolicy::Skip => None,
+    };
+    // The writer is not instrumented: entering the span on every wake-up
+    // cost 5% of the server's CPU in a busy room. It enters the span only to
+    // report how it ended.
+    let writer_task = tokio::spawn({
+        let peer = peer.clone();
+        let span = Span::current();
+        async move {
+            let result = run_writer(&peer.outbox, writer, write_timeout).await;
+            span.in_scope(|| match result {
+                Ok(()) => {}
+                Err(WriteError::Stalled(_)) => peer.cut_off_slow(),
+                Err(WriteError::Io(error)) => {
+                    debug!(%error, "write failed");
+                    peer.kick(LeftReason::Disconnected, None);
+                }
+            });
+        }
+    });
+
+    let now = Instant::now();
+    let mut session = Session {
+        gateway: gateway.clone(),
+        peer: peer.clone(),
+        name: None,
+        claim: None,
+        limiter: None,
+        handshake: HandshakeGauge::new(),
+        connected_at: now,
+        last_heard: now,
+        next_ping: now + config.heartbeat_interval,
+        ping_id: 0,
+    };
+    let max_frame = config.max_frame_bytes;
+    let mut frames = FramedRead::with_capacity(reader, frame_codec(max_frame), READ_BUFFER);
+
+    let end = loop {
+        let deadline = session.deadline();
+        tokio::select! {
+            // Shutdown and kicks first: a flooding client must not delay them.
+            biased;
+            _ = gateway.shutdown.cancelled() => break End::close(ByeReason::Shutdown, LeftReason::Shutdown),
+            reason = peer.kicked() => break End::Kicked(reason),
+            frame = frames.next() => {
+                let payload = match frame {
+                    None => break End::Gone,
+                    Some(Err(error)) => match FrameError::classify(error, max_frame) {
+                        FrameError::TooLarge { limit } => break End::protocol_error(
+                            ErrorCode::FrameTooLarge,
+                            &format!("frames are limited to {limit} bytes"),
+                        ),
+                        FrameError::Io(error) => {
+                            debug!(%error, "read failed");
+                            break End::Gone;
+                        }
+                    },
+                    Some(Ok(payload)) => payload,
+                };
+                session.last_heard = Instant::now();
+                session.next_ping = session.last_heard + gateway.config.heartbeat_interval;
+                if payload.is_empty() {
+                    break End::protocol_error(ErrorCode::BadFrame, "frame length must be at least 1");
+                }
+                if let Some(end) = session.handle(&payload).await {
+                    break end;
+                }
+                // Frames already buffered are decoded without touching the
+                // socket, so take part in tokio's cooperative budget here:
+                // a client pipelining thousands of frames must not starve
+                // the writers that drain everyone's outboxes.
+                tokio::task::consume_budget().await;
+            }
+            // Handshake deadline, heartbeat or idle timeout.
+            _ = tokio::time::sleep_until(deadline) => {
+                if let Some(end) = session.on_timer() {
+                    break end;
+                }
+            }
+        }
+    };
+
+    Box::pin(session.finish(end, frames.into_inner(), writer_task)).await;
+}
+
+impl Session {
+    /// The next moment a timer must fire.
+    fn deadline(&self) -> Instant {
+        let config = &self.gateway.config;
+        match self.peer.phase() {
+            Phase::Handshake => self.connected_at + config.handshake_timeout,
+            _ => self.next_ping.min(self.last_heard + config.idle_timeout),
+        }
+    }
+
+    fn on_timer(&mut self) -> Option<End> {
+        let config = &self.gateway.config;
+        let now = Instant::now();
+        match self.peer.phase() {
+            Phase::Handshake if now >= self.connected_at + config.handshake_timeout => {
+                info!("handshake timeout");
+                Some(End::close(
+                    ByeReason::HandshakeTimeout,
+                    LeftReason::Disconnected,
+                ))
+            }
+            Phase::Handshake => None,
+            _ if now >= self.last_heard + config.idle_timeout => {
+                info!("idle timeout");
+                Some(End::close(ByeReason::IdleTimeout, LeftReason::IdleTimeout))
+            }
+            _ if now >= self.next_ping => {
+                self.ping_id += 1;
+                self.reply(
+                    ServerMessage::Ping {
+                        id: Some(PingId::Signed(self.ping_id)),
+                    }
+                    .to_frame(),
+                );
+                self.next_ping = now + config.heartbeat_interval;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Queues a direct reply; a client that never reads its replies is cut off.
+    fn reply(&self, frame: Bytes) {
+        if self.peer.outbox.push_reply(frame) == Push::Overflow {
+            self.peer.cut_off_slow();
+        }
+    }
+
+    /// Refuses a request with an `error` frame, keeping the connection.
+    fn refuse(&self, code: ErrorCode, text: &str) {
+        metrics().rejected(code.as_str());
+        self.reply(error_frame(code, text));
+    }
+
+    async fn handle(&mut self, payload: &[u8]) -> Option<End> {
+        let read_at = std::time::Instant::now();
+        let message = match ClientMessage::decode(payload) {
+            Ok(message) => message,
+            Err(error) => {
+                self.refuse(error.code, &error.detail);
+                return None;
+            }
+        };
+        match message {
+            // Boxed: the handshake's state lives on the heap only while it
+            // runs, keeping every idle connection's task small.
+            ClientMessage::Hello { name } => Box::pin(self.hello(&name)).await,
+            ClientMessage::Say { text } => self.say(text, read_at).await,
+            ClientMessage::Who => {
+                if self.admitted("who") {
+                    self.reply(self.gateway.roster.users_frame());
+                }
+                None
+            }
+            ClientMessage::Ping { id } => {
+                self.reply(ServerMessage::Pong { id }.to_frame());
+                None
+            }
+            ClientMessage::Pong { .. } => None,
+            ClientMessage::Bye => Some(End::close(ByeReason::Bye, LeftReason::Bye)),
+        }
+    }
+
+    /// Whether the client may use the room; refuses the request if not.
+    fn admitted(&self, what: &str) -> bool {
+        match self.peer.phase() {
+            Phase::Active => true,
+            Phase::Waiting => {
+                self.refuse(
+                    ErrorCode::NotAdmitted,
+                    &format!("`{what}` is for members; you are waiting in the queue"),
+                );
+                false
+            }
+            _ => {
+                self.refuse(
+                    ErrorCode::HandshakeRequired,
+                    &format!("send `hello` before `{what}`"),
+                );
+                false
+            }
+        }
+    }
+
+    async fn hello(&mut self, raw: &str) -> Option<End> {
+        if self.peer.phase() != Phase::Handshake {
+            self.refuse(
+                ErrorCode::BadRequest,
+                "`hello` is only valid once; you are already in the room or in the queue",
+            );
+            return None;
+        }
+        let name = match names::validate(raw) {
+            Ok(name) => name,
+            Err(error) => {
+                self.refuse(ErrorCode::NameInvalid, &error.to_string());
+                return None;
+            }
+        };
+        let claim = match self.gateway.names.claim(name, self.peer.id) {
+            Ok(claim) => claim,
+            Err(NameError::Taken) => {
+                self.refuse(
+                    ErrorCode::NameTaken,
+                    &format!("the name `{name}` is already in use"),
+                );
+                return None;
+            }
+            Err(error) => {
+                self.refuse(ErrorCode::NameInvalid, &error.to_string());
+                return None;
+            }
+        };
+        let name: Arc<str> = name.into();
+        Span::current().record("user", &*name);
+        self.claim = Some(claim);
+        self.name = Some(name.clone());
+        self.handshake.done();
+        self.peer.set_phase(Phase::Pending);
+        let arrived = PresenceEvent::ClientArrived {
+            peer: self.peer.clone(),
+            name,
+        };
+        if self.gateway.bus.presence.publish(arrived).await.is_err() {
+            return Some(End::close(ByeReason::Shutdown, LeftReason::Shutdown));
+        }
+        // Wait for admission before reading on, so a pipelined `say` after
+        // `hello` is judged against the outcome.
+        let decided = tokio::select! {
+            // Shutdown first: a closing room refuses everyone, and that
+            // refusal must read as `shutdown`, not `server_full`.
+            biased;
+            _ = self.gateway.shutdown.cancelled() => {
+                return Some(End::close(ByeReason::Shutdown, LeftReason::Shutdown));
+            }
+            phase = self.peer.phase_after(Phase::Pending) => phase,
+        };
+        if decided == Phase::Rejected && self.gateway.shutdown.is_cancelled() {
+            return Some(End::close(ByeReason::Shutdown, LeftReason::Shutdown));
+        }
+        match decided {
+            Phase::Rejected => {
+                metrics().rejected("server_full");
+                info!("room and queue full; turned away");
+                Some(End::close(ByeReason::ServerFull, LeftReason::Disconnected))
+            }
+            _ => None,
+        }
+    }
+
+    async fn say(&mut self, text: String, read_at: std::time::Instant) -> Option<End> {
+        if !self.admitted("say") {
+            return None;
+        }
+        let limit = self.gateway.config.max_message_bytes;
+        if text.is_empty() {
+            self.refuse(ErrorCode::BadRequest, "`text` must not be empty");
+            return None;
+        }
+        if text.len() > limit {
+            self.refuse(
+                ErrorCode::MessageTooLong,
+                &format!("messages are limited to {limit} bytes"),
+            );
+            return None;
+        }
+        let limiter = self
+            .limiter
+            .get_or_insert_with(|| DefaultDirectRateLimiter::direct(self.gateway.quota));
+        if limiter.check().is_err() {
+            self.refuse(ErrorCode::RateLimited, "too many messages; slow down");
+            return None;
+        }
+        let from = self.name.clone()?;
+        let posted = RoomEvent::MessagePosted {
+            from,
+            text: text.into(),
+            ts: unix_millis(),
+            read_at,
+        };
+        if self.gateway.bus.room.publish(posted).await.is_err() {
+            return Some(End::close(ByeReason::Shutdown, LeftReason::Shutdown));
+        }
+        None
+    }
+
+    /// Says goodbye, tells the broker the client is gone, and closes cleanly.
+    async fn finish<R>(mut self, end: End, mut reader: R, writer_task: tokio::task::JoinHandle<()>)
+    where
+        R: AsyncRead + Unpin,
+    {
+        let (left, linger) = match end {
+            End::Close { bye, error, left } => {
+                let mut last: Vec<Bytes> = error.into_iter().collect();
+                last.push(bye.frame());
+                self.peer.outbox.close(&last, false);
+                (left, true)
+            }
+            End::Kicked(reason) => (reason, true),
+            End::Gone => {
+                self.peer.outbox.close(&[], true);
+                (LeftReason::Disconnected, false)
+            }
+        };
+        debug!(reason = left.as_str(), "closing");
+
+        // Free the seat (or queue place) before anything slow happens.
+        if matches!(
+            self.peer.phase(),
+            Phase::Pending | Phase::Waiting | Phase::Active
+        ) {
+            let departed = PresenceEvent::ClientDeparted {
+                id: self.peer.id,
+                reason: left,
+            };
+            let _ = self.gateway.bus.presence.publish(departed).await;
+        }
+        self.claim.take();
+        self.handshake.done();
+
+        // Let the writer flush the goodbye, but never wait on a stalled peer.
+        let abort = writer_task.abort_handle();
+        if tokio::time::timeout(FLUSH_LIMIT, writer_task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+        if linger {
+            // Read and discard so closing does not reset the connection
+            // while our last frames are still in flight.
+            let mut sink = vec![0u8; 1024];
+            let _ = tokio::time::timeout(LINGER, async {
+                while let Ok(n) = reader.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Room delivery: fans the `room` topic out to every member's outbox.
+//!
+//! It is the room's sequencer: it reads the one ordered `room` stream, gives
+//! each message its id, encodes every event once and hands the same bytes to
+//! each member. It never waits on a member: a member whose outbox is full is
+//! cut off (`disconnect`) or skipped and told with `gap` (`skip`).
+
+use std::sync::Arc;
+
+use async_broadcast::Receiver;
+use bytes::Bytes;
+use tracing::debug;
+
+use crate::bus::RoomEvent;
+use crate::telemetry::metrics;
+use crate::conn::outbox::Push;
+use crate::conn::handle::{ConnId, Peer, Phase};
+use anteroom_protocol::ServerMessage;
+use anteroom_protocol::server::{WELCOME_DIRECT, WELCOME_FROM_QUEUE};
+
+struct Member {
+    id: ConnId,
+    name: Arc<str>,
+    peer: Arc<Peer>,
+}
+
+/// Room delivery's state: members in join order and the last message id.
+pub struct RoomDelivery {
+    members: Vec<Member>,
+    next_id: u64,
+    capacity: u64,
+    skip: bool,
+    /// Deepest member outbox seen during the current batch.
+    deepest: usize,
+}
+
+impl RoomDelivery {
+    /// `skip` selects the `skip` slow-consumer policy.
+    pub fn new(capacity: usize, skip: bool) -> Self {
+        Self {
+            members: Vec::new(),
+            next_id: 0,
+            capacity: capacity as u64,
+            skip,
+            deepest: 0,
+        }
+    }
+
+    /// Applies one event of the room stream.
+    pub fn handle(&mut self, event: RoomEvent) {
+        match event {
+            RoomEvent::MessagePosted {
+                from,
+                text,
+                ts,
+                read_at,
+            } => {
+                self.next_id += 1;
+                let frame = ServerMessage::Message {
+                    id: self.next_id,
+                    from: &from,
+                    text: &text,
+                    ts,
+                }
+                .to_frame();
+                self.fan_out(&frame, Some(read_at));
+            }
+            RoomEvent::MemberJoined {
+                peer,
+                name,
+                from_queue,
+                ts,
+            } => {
+                let joined = ServerMessage::Joined { name: &name, ts }.to_frame();
+                self.fan_out(&joined, None);
+                self.members.push(Member {
+                    id: peer.id,
+                    name: name.clone(),
+                    peer: peer.clone(),
+                });
+                let welcome = ServerMessage::Welcome {
+                    name: &name,
+                    users: self.members.iter().map(|m| &*m.name).collect(),
+                    capacity: self.capacity,
+                    text: if from_queue {
+                        WELCOME_FROM_QUEUE
+                    } else {
+                        WELCOME_DIRECT
+                    },
+                }
+                .to_frame();
+                // A member from the moment its welcome can reach it: a
+                // promoted client's session is already reading, and a `say`
+                // or `who` sent on the welcome must not find it still queued.
+                peer.set_phase(Phase::Active);
+                peer.outbox.push_welcome(welcome);
+            }
+            RoomEvent::MemberLeft {
+                id,
+                name,
+                reason,
+                ts,
+            } => {
+                if let Some(i) = self.members.iter().position(|m| m.id == id) {
+                    self.members.remove(i);
+                }
+                let left = ServerMessage::Left {
+                    name: &name,
+                    reason,
+                    ts,
+                }
+                .to_frame();
+                self.fan_out(&left, None);
+            }
+        }
+    }
+
+    fn fan_out(&mut self, frame: &Bytes, posted: Option<std::time::Instant>) {
+        for member in &self.members {
+            match member
+                .peer
+                .outbox
+                .push_event(frame.clone(), posted, self.skip)
+            {
+                Push::Queued { depth } => self.deepest = self.deepest.max(depth),
+                Push::Overflow => member.peer.cut_off_slow(),
+                Push::Skipped => {
+                    debug!(conn_id = member.id, "event skipped for slow consumer");
+                }
+                Push::Closed => {}
+            }
+        }
+    }
+
+    /// Takes the deepest outbox seen since the last call.
+    pub fn take_deepest(&mut self) -> usize {
+        std::mem::take(&mut self.deepest)
+    }
+
+    /// The most frames any member has waiting right now.
+    pub fn deepest_now(&self) -> usize {
+        self.members
+            .iter()
+            .map(|m| m.peer.outbox.depth())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// How often the lag gauge is refreshed when no events flow.
+const LAG_SAMPLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The room delivery actor. Runs until the `room` topic closes.
+///
+/// Events are handled in batches of at most `batch` (a quarter of the
+/// outbox limit), and the task yields between full batches: writers then get
+/// to drain outboxes before more is pushed, so a burst of messages is not
+/// mistaken for a slow member.
+pub async fn run(mut room: Receiver<RoomEvent>, mut delivery: RoomDelivery, outbox_limit: usize) {
+    let m = metrics();
+    let batch = (outbox_limit / 4).clamp(1, 64);
+    let mut sample = tokio::time::interval(LAG_SAMPLE);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            event = room.recv_direct() => match event {
+                Ok(event) => event,
+                Err(_) => break,
+            },
+            // While the room is quiet, keep the lag gauge true: it falls
+            // back to zero as writers drain.
+            _ = sample.tick() => {
+                m.lag_room_delivery.set((room.len() + delivery.deepest_now()) as f64);
+                continue;
+            }
+        };
+        delivery.handle(event);
+        let mut handled = 1;
+        while handled < batch {
+            let Ok(event) = room.try_recv() else { break };
+            delivery.handle(event);
+            handled += 1;
+        }
+        // One gauge update per batch, not per event.
+        let lag = room.len() + delivery.take_deepest();
+        m.lag_room_delivery.set(lag as f64);
+        if handled == batch {
+            tokio::task::yield_now().await;
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! Every metric the broker exports, named in one place and registered at zero
+//! on start-up so dashboards see each series before anything happens.
+//!
+//! Components hold the pre-registered handles in [`Metrics`]; the hot path
+//! never formats a name or looks up a label set.
+
+pub mod http;
+mod latency;
+
+use std::sync::OnceLock;
+
+pub use latency::{LatencyHistogram, LocalLatency};
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Buckets for time spent waiting in the queue: from 10 ms to an hour.
+const QUEUE_WAIT_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// Reasons a request is refused, each a label value of `anteroom_rejected_total`.
+pub const REJECT_REASONS: &[&str] = &[
+    "server_full",
+    "name_taken",
+    "name_invalid",
+    "rate_limited",
+    "protocol_error",
+    "bad_request",
+    "not_admitted",
+    "handshake_required",
+    "message_too_long",
+    "unknown_type",
+    "bad_frame",
+];
+
+/// Handles to every series, registered once per process.
+pub struct Metrics {
+    pub conn_handshake: Gauge,
+    pub conn_active: Gauge,
+    pub conn_waiting: Gauge,
+    pub room_capacity: Gauge,
+    pub published_room: Counter,
+    pub published_presence: Counter,
+    pub published_queue: Counter,
+    pub lag_room_delivery: Gauge,
+    pub lag_roster: Gauge,
+    pub lag_waitlist: Gauge,
+    pub lag_admission: Gauge,
+    pub dropped_room_delivery_slow: Counter,
+    pub dropped_waitlist_slow: Counter,
+    pub delivered: Counter,
+    /// Recorded per delivered frame, so it is not a `metrics` histogram;
+    /// see [`LatencyHistogram`].
+    pub delivery_latency: LatencyHistogram,
+    pub queue_wait: Histogram,
+    pub promotions: Counter,
+    pub queue_abandoned: Counter,
+    rejected: Vec<(&'static str, Counter)>,
+}
+
+impl Metrics {
+    fn describe() {
+        use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+        describe_gauge!(
+            "anteroom_connections",
+            "Open connections by state (handshake, waiting, active)."
+        );
+        describe_gauge!(
+            "anteroom_room_capacity",
+            "Configured room capacity (max_active)."
+        );
+        describe_counter!(
+            "anteroom_bus_published_total",
+            "Events published on the internal bus, by topic."
+        );
+        describe_gauge!(
+            "anteroom_subscriber_lag",
+            "Events a bus component is behind: events left on its topic (room_delivery adds the deepest member outbox)."
+        );
+        describe_counter!(
+            "anteroom_subscribers_dropped_total",
+            "Subscribers a component dropped, by component and reason."
+        );
+        describe_counter!(
+            "anteroom_messages_delivered_total",
+            "Room event frames written to members."
+        );
+        describe_histogram!(
+            "anteroom_queue_wait_seconds",
+            Unit::Seconds,
+            "Time from being queued to being welcomed into the room."
+        );
+        describe_counter!(
+            "anteroom_promotions_total",
+            "Queued clients promoted into the room."
+        );
+        describe_counter!(
+            "anteroom_queue_abandoned_total",
+            "Queued clients that left before promotion."
+        );
+        describe_counter!("anteroom_rejected_total", "Requests refused, by reason.");
+    }
+
+    fn register() -> Self {
+        Self::describe();
+        let conns = |state: &'static str| gauge!("anteroom_connections", "state" => state);
+        let published =
+            |topic: &'static str| counter!("anteroom_bus_published_total", "topic" => topic);
+        let lag =
+            |component: &'static str| gauge!("anteroom_subscriber_lag", "component" => component);
+        let dropped = |component: &'static str| counter!("anteroom_subscribers_dropped_total", "component" => component, "reason" => "slow_consumer");
+        let m = Metrics {
+            conn_handshake: conns("handshake"),
+            conn_active: conns("active"),
+            conn_waiting: conns("waiting"),
+            room_capacity: gauge!("anteroom_room_capacity"),
+            published_room: published("room"),
+            published_presence: published("presence"),
+            published_queue: published("queue"),
+            lag_room_delivery: lag("room_delivery"),
+            lag_roster: lag("roster"),
+            lag_waitlist: lag("waitlist"),
+            lag_admission: lag("admission"),
+            dropped_room_delivery_slow: dropped("room_delivery"),
+            dropped_waitlist_slow: dropped("waitlist"),
+            delivered: counter!("anteroom_messages_delivered_total"),
+            delivery_latency: LatencyHistogram::new(
+                "anteroom_delivery_latency_seconds",
+                "Time from a say being read to its message frame being written to a member.",
+            ),
+            queue_wait: histogram!("anteroom_queue_wait_seconds"),
+            promotions: counter!("anteroom_promotions_total"),
+            queue_abandoned: counter!("anteroom_queue_abandoned_total"),
+            rejected: REJECT_REASONS
+                .iter()
+                .map(|r| (*r, counter!("anteroom_rejected_total", "reason" => *r)))
+                .collect(),
+        };
+        // Touch every series so it is rendered at zero from start-up.
+        for g in [
+            &m.conn_handshake,
+            &m.conn_active,
+            &m.conn_waiting,
+            &m.room_capacity,
+        ] {
+            g.increment(0.0);
+        }
+        for g in [
+            &m.lag_room_delivery,
+            &m.lag_roster,
+            &m.lag_waitlist,
+            &m.lag_admission,
+        ] {
+            g.set(0.0);
+        }
+        for c in [
+            &m.published_room,
+            &m.published_presence,
+            &m.published_queue,
+            &m.dropped_room_delivery_slow,
+            &m.dropped_waitlist_slow,
+            &m.delivered,
+            &m.promotions,
+            &m.queue_abandoned,
+        ] {
+            c.increment(0);
+        }
+        for (_, c) in &m.rejected {
+            c.increment(0);
+        }
+        m
+    }
+
+    /// Counts one refusal. `reason` is one of [`REJECT_REASONS`].
+    pub fn rejected(&self, reason: &str) {
+        if let Some((_, c)) = self.rejected.iter().find(|(r, _)| *r == reason) {
+            c.increment(1);
+        }
+    }
+}
+
+struct Telemetry {
+    handle: PrometheusHandle,
+    metrics: Metrics,
+}
+
+static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
+
+fn telemetry() -> &'static Telemetry {
+    TELEMETRY.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full("anteroom_queue_wait_seconds".into()),
+                QUEUE_WAIT_BUCKETS,
+            )
+            .expect("bucket lists are non-empty constants");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // A process has one global recorder; a second server in the same
+        // process (as in tests) shares it.
+        let _ = metrics::set_global_recorder(recorder);
+        Telemetry {
+            handle,
+            metrics: Metrics::register(),
+        }
+    })
+}
+
+/// The process-wide metric handles, installing the recorder on first use.
+pub fn metrics() -> &'static Metrics {
+    &telemetry().metrics
+}
+
+/// Renders every series in the Prometheus text format.
+pub fn render() -> String {
+    let telemetry = telemetry();
+    let mut out = telemetry.handle.render();
+    if !out.is_empty() && !out.ends_with("\n\n") {
+        out.push('\n');
+    }
+    telemetry.metrics.delivery_latency.render(&mut out);
+    out
+}
+
+/// Drains histogram samples into their buckets; call periodically so that
+/// memory stays bounded between scrapes.
+pub fn upkeep() {
+    telemetry().handle.run_upkeep();
+}

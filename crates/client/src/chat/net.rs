@@ -1,0 +1,210 @@
+//! The chat client's connection: joins, forwards events, sends requests,
+//! and on loss reconnects with backoff under the same name.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::{Admission, ClientError, Connection, Event, Request};
+
+/// What the user wants sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    Say(String),
+    Who,
+    /// Leave: send `bye`, wait for the server's, stop.
+    Bye,
+}
+
+/// What the connection reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Net {
+    Connecting {
+        attempt: u32,
+    },
+    Admitted(Admission),
+    Event(Event),
+    /// The connection is gone; the next attempt is in `retry_in`.
+    Lost {
+        reason: String,
+        attempt: u32,
+        retry_in: Duration,
+    },
+    /// Giving up (a refused name, or the user left).
+    Finished {
+        reason: Option<String>,
+    },
+}
+
+/// When to stop retrying.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Keep retrying when the server is full (interactive use) or give up
+    /// (scripts want an answer).
+    pub when_full: bool,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Starts the connection task.
+pub fn spawn(
+    server: String,
+    name: String,
+    retry: Retry,
+) -> (mpsc::Sender<Outgoing>, mpsc::Receiver<Net>) {
+    let (out_tx, out_rx) = mpsc::channel(256);
+    let (net_tx, net_rx) = mpsc::channel(1024);
+    tokio::spawn(run(server, name, retry, out_rx, net_tx));
+    (out_tx, net_rx)
+}
+
+enum Ended {
+    Left,
+    Lost(String),
+    Fatal(String),
+}
+
+async fn run(
+    server: String,
+    name: String,
+    retry: Retry,
+    mut out: mpsc::Receiver<Outgoing>,
+    net: mpsc::Sender<Net>,
+) {
+    let mut attempt = 0u32;
+    let mut backoff = FIRST_BACKOFF;
+    let mut ever_joined = false;
+    loop {
+        attempt += 1;
+        let _ = net.send(Net::Connecting { attempt }).await;
+        let ended = session(
+            &server,
+            &name,
+            retry,
+            &mut ever_joined,
+            &mut out,
+            &net,
+            &mut backoff,
+        )
+        .await;
+        let reason = match ended {
+            Ended::Left => {
+                let _ = net.send(Net::Finished { reason: None }).await;
+                return;
+            }
+            Ended::Fatal(reason) => {
+                let _ = net
+                    .send(Net::Finished {
+                        reason: Some(reason),
+                    })
+                    .await;
+                return;
+            }
+            Ended::Lost(reason) => reason,
+        };
+        if backoff == FIRST_BACKOFF {
+            // The connection that was just lost had joined: count afresh.
+            attempt = 0;
+        }
+        let _ = net
+            .send(Net::Lost {
+                reason,
+                attempt: attempt + 1,
+                retry_in: backoff,
+            })
+            .await;
+        // Wait out the backoff, but leave at once if asked to.
+        let deadline = tokio::time::sleep(backoff);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                request = out.recv() => match request {
+                    None | Some(Outgoing::Bye) => {
+                        let _ = net.send(Net::Finished { reason: None }).await;
+                        return;
+                    }
+                    // Nothing can be sent while disconnected.
+                    Some(_) => {}
+                },
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn session(
+    server: &str,
+    name: &str,
+    retry: Retry,
+    joined_before: &mut bool,
+    out: &mut mpsc::Receiver<Outgoing>,
+    net: &mpsc::Sender<Net>,
+    backoff: &mut Duration,
+) -> Ended {
+    let mut connection = match Connection::connect(server).await {
+        Ok(c) => c,
+        Err(error) => return Ended::Lost(error.to_string()),
+    };
+    match connection.join(name).await {
+        Ok(admission) => {
+            *backoff = FIRST_BACKOFF;
+            *joined_before = true;
+            let _ = net.send(Net::Admitted(admission)).await;
+        }
+        // Rejoining, our old connection may not be gone yet: try again.
+        Err(ClientError::Refused { code, .. }) if code == "name_taken" && *joined_before => {
+            return Ended::Lost("the name is still held by the old connection".into());
+        }
+        Err(ClientError::Refused { code, text }) => return Ended::Fatal(format!("{code}: {text}")),
+        Err(ClientError::Bye { reason, text }) if reason == "server_full" && !retry.when_full => {
+            return Ended::Fatal(format!("{reason}: {text}"));
+        }
+        Err(error) => return Ended::Lost(error.to_string()),
+    }
+    let (mut reader, mut writer) = connection.split();
+    let mut leaving = false;
+    loop {
+        tokio::select! {
+            event = reader.next_event() => match event {
+                Ok(Event::Ping { id }) => {
+                    let pong = Request::Pong { id };
+                    if let Err(error) = writer.send(&pong).await {
+                        return Ended::Lost(error.to_string());
+                    }
+                }
+                Ok(Event::Bye { reason, text }) => {
+                    let _ = net.send(Net::Event(Event::Bye { reason: reason.clone(), text })).await;
+                    return match reason.as_str() {
+                        _ if leaving => Ended::Left,
+                        "bye" => Ended::Left,
+                        _ => Ended::Lost(format!("server closed the connection: {reason}")),
+                    };
+                }
+                Ok(event) => {
+                    if net.send(Net::Event(event)).await.is_err() {
+                        return Ended::Left;
+                    }
+                }
+                Err(_) if leaving => return Ended::Left,
+                Err(error) => return Ended::Lost(error.to_string()),
+            },
+            request = out.recv(), if !leaving => {
+                let sent = match request {
+                    Some(Outgoing::Say(text)) => writer.send(&Request::Say { text: &text }).await,
+                    Some(Outgoing::Who) => writer.send(&Request::Who).await,
+                    None | Some(Outgoing::Bye) => {
+                        leaving = true;
+                        writer.send(&Request::Bye).await
+                    }
+                };
+                if let Err(error) = sent {
+                    return if leaving { Ended::Left } else { Ended::Lost(error.to_string()) };
+                }
+            }
+            // Do not wait forever for the server's goodbye.
+            _ = tokio::time::sleep(Duration::from_secs(2)), if leaving => return Ended::Left,
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! The chat client's state: what the screen shows, updated by server events
+//! and by keys. Plain data with no terminal or socket, so it is tested
+//! directly and rendered by `ui`.
+
+use crate::{Admission, Event};
+
+/// Where the client stands with the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Connecting,
+    Queued {
+        position: u64,
+        waiting: u64,
+    },
+    InRoom {
+        capacity: u64,
+    },
+    /// Lost the server; retrying (attempt number, time until the next try).
+    Reconnecting {
+        attempt: u32,
+        retry_in_ms: u64,
+        reason: String,
+    },
+}
+
+/// One line of the conversation pane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Message {
+        ts: u64,
+        from: String,
+        text: String,
+    },
+    /// Something about the room or the connection (joins, leaves, errors).
+    Notice {
+        ts: u64,
+        text: String,
+    },
+}
+
+/// Everything the chat screen shows.
+#[derive(Debug, Clone)]
+pub struct ChatState {
+    pub me: String,
+    pub server: String,
+    pub status: Status,
+    pub entries: Vec<Entry>,
+    /// Members in join order.
+    pub users: Vec<String>,
+    pub input: String,
+    /// Cursor position in `input`, in characters.
+    pub cursor: usize,
+    history: Vec<String>,
+    history_pos: Option<usize>,
+    /// Lines scrolled up from the bottom of the conversation.
+    pub scroll_back: u16,
+}
+
+/// What the user asked for by pressing Enter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Say(String),
+    Who,
+    Quit,
+    /// Handled locally (e.g. `/help`); nothing to send.
+    None,
+}
+
+/// Oldest entries are dropped beyond this many.
+const MAX_ENTRIES: usize = 5000;
+
+/// The `/help` text.
+pub const HELP: &str =
+    "commands: /users lists the room, /quit leaves, /help shows this; PageUp/PageDown scroll";
+
+impl ChatState {
+    pub fn new(me: &str, server: &str) -> Self {
+        Self {
+            me: me.to_string(),
+            server: server.to_string(),
+            status: Status::Connecting,
+            entries: Vec::new(),
+            users: Vec::new(),
+            input: String::new(),
+            cursor: 0,
+            history: Vec::new(),
+            history_pos: None,
+            scroll_back: 0,
+        }
+    }
+
+    fn push(&mut self, entry: Entry) {
+        self.entries.push(entry);
+        if self.entries.len() > MAX_ENTRIES {
+            let excess = self.entries.len() - MAX_ENTRIES;
+            self.entries.drain(..excess);
+        }
+    }
+
+    /// Adds a local notice (connection state, help).
+    pub fn notice(&mut self, text: impl Into<String>) {
+        self.push(Entry::Notice {
+            ts: anteroom_protocol::unix_millis(),
+            text: text.into(),
+        });
+    }
+
+    /// Applies the result of `hello`.
+    pub fn admitted(&mut self, admission: &Admission) {
+        match admission {
+            Admission::Welcome {
+                users,
+                capacity,
+                text,
+            } => self.entered(users, *capacity, text),
+            Admission::Queued {
+                position,
+                waiting,
+                text,
+            } => {
+                self.status = Status::Queued {
+                    position: *position,
+                    waiting: *waiting,
+                };
+                self.notice(text.clone());
+            }
+        }
+    }
+
+    /// In the room, directly or from the queue.
+    fn entered(&mut self, users: &[String], capacity: u64, text: &str) {
+        self.users = users.to_vec();
+        self.status = Status::InRoom { capacity };
+        self.notice(text);
+    }
+
+    /// Applies one server event.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::Welcome {
+                users,
+                capacity,
+                text,
+                ..
+            } => self.entered(users, *capacity, text),
+            Event::Queued {
+                position, waiting, ..
+            } => {
+                self.status = Status::Queued {
+                    position: *position,
+                    waiting: *waiting,
+                };
+            }
+            Event::Message { from, text, ts, .. } => self.push(Entry::Message {
+                ts: *ts,
+                from: from.clone(),
+                text: text.clone(),
+            }),
+            Event::Joined { name, ts } => {
+                if !self.users.contains(name) {
+                    self.users.push(name.clone());
+                }
+                self.push(Entry::Notice {
+                    ts: *ts,
+                    text: format!("{name} joined"),
+                });
+            }
+            Event::Left { name, reason, ts } => {
+                self.users.retain(|u| u != name);
+                self.push(Entry::Notice {
+                    ts: *ts,
+                    text: format!("{name} left ({})", reason.replace('_', " ")),
+                });
+            }
+            Event::Users { names } => {
+                self.users = names.clone();
+                self.notice(format!(
+                    "in the room ({}): {}",
+                    names.len(),
+                    names.join(", ")
+                ));
+            }
+            Event::Gap { missed } => {
+                self.notice(format!(
+                    "{missed} events were skipped while you were behind; refreshing the user list"
+                ));
+            }
+            Event::Error { code, text } => self.notice(format!("error ({code}): {text}")),
+            Event::Bye { text, .. } => self.notice(text.clone()),
+            Event::Ping { .. } | Event::Pong { .. } | Event::Unknown => {}
+        }
+    }
+
+    /// Takes the input line when Enter is pressed.
+    pub fn submit(&mut self) -> Action {
+        let line = std::mem::take(&mut self.input);
+        self.cursor = 0;
+        self.history_pos = None;
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            return Action::None;
+        }
+        if self.history.last().map(String::as_str) != Some(line.as_str()) {
+            self.history.push(line.clone());
+        }
+        self.scroll_back = 0;
+        parse_command(trimmed)
+            .unwrap_or(Action::Say(line))
+            .then_local(self)
+    }
+
+    /// Inserts a character at the cursor.
+    pub fn insert(&mut self, c: char) {
+        let at = self.byte_index(self.cursor);
+        self.input.insert(at, c);
+        self.cursor += 1;
+    }
+
+    /// Deletes the character before the cursor.
+    pub fn backspace(&mut self) {
+        if self.cursor > 0 {
+            self.cursor -= 1;
+            let at = self.byte_index(self.cursor);
+            self.input.remove(at);
+        }
+    }
+
+    /// Deletes the character under the cursor.
+    pub fn delete(&mut self) {
+        if self.cursor < self.input.chars().count() {
+            let at = self.byte_index(self.cursor);
+            self.input.remove(at);
+        }
+    }
+
+    pub fn left(&mut self) {
+        self.cursor = self.cursor.saturating_sub(1);
+    }
+
+    pub fn right(&mut self) {
+        self.cursor = (self.cursor + 1).min(self.input.chars().count());
+    }
+
+    pub fn home(&mut self) {
+        self.cursor = 0;
+    }
+
+    pub fn end(&mut self) {
+        self.cursor = self.input.chars().count();
+    }
+
+    /// Recalls the previous line of history.
+    pub fn history_up(&mut self) {
+        if self.history.is_empty() {
+            return;
+        }
+        let pos = match self.history_pos {
+            None => self.history.len() - 1,
+            Some(p) => p.saturating_sub(1),
+        };
+        self.history_pos = Some(pos);
+        self.input = self.history[pos].clone();
+        self.end();
+    }
+
+    /// Moves forward in history; past the newest line, clears the input.
+    pub fn history_down(&mut self) {
+        match self.history_pos {
+            None => {}
+            Some(p) if p + 1 < self.history.len() => {
+                self.history_pos = Some(p + 1);
+                self.input = self.history[p + 1].clone();
+                self.end();
+            }
+            Some(_) => {
+                self.history_pos = None;
+                self.input.clear();
+                self.cursor = 0;
+            }
+        }
+    }
+
+    fn byte_index(&self, chars: usize) -> usize {
+        self.input
+            .char_indices()
+            .nth(chars)
+            .map_or(self.input.len(), |(i, _)| i)
+    }
+}
+
+fn parse_command(line: &str) -> Option<Action> {
+    let command = line.strip_prefix('/')?;
+    Some(match command.split_whitespace().next().unwrap_or("") {
+        "users" | "who" => Action::Who,
+        "quit" | "exit" => Action::Quit,
+        "help" => Action::None,
+        // `//text` sends a message starting with a slash.
+        _ if command.starts_with('/') => Action::Say(command.to_string()),
+        _ => return Some(Action::Say(String::new())),
+    })
+}
+
+impl Action {
+    /// Applies what a command does locally and returns what to send.
+    fn then_local(self, state: &mut ChatState) -> Action {
+        match self {
+            Action::None => {
+                state.notice(HELP);
+                Action::None
+            }
+            Action::Say(text) if text.is_empty() => {
+                state.notice(format!("unknown command; {HELP}"));
+                Action::None
+            }
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_update_users_and_conversation() {
+        let mut s = ChatState::new("ann", "x");
+        s.admitted(&Admission::Welcome {
+            users: vec!["bob".into(), "ann".into()],
+            capacity: 5,
+            text: "hi".into(),
+        });
+        assert_eq!(s.status, Status::InRoom { capacity: 5 });
+        s.apply(&Event::Joined {
+            name: "cid".into(),
+            ts: 1,
+        });
+        s.apply(&Event::Left {
+            name: "bob".into(),
+            reason: "slow_consumer".into(),
+            ts: 2,
+        });
+        assert_eq!(s.users, ["ann", "cid"]);
+        assert!(
+            matches!(s.entries.last(), Some(Entry::Notice { text, .. }) if text == "bob left (slow consumer)")
+        );
+    }
+
+    #[test]
+    fn commands_and_history() {
+        let mut s = ChatState::new("ann", "x");
+        for c in "hello".chars() {
+            s.insert(c);
+        }
+        assert_eq!(s.submit(), Action::Say("hello".into()));
+        for c in "/users".chars() {
+            s.insert(c);
+        }
+        assert_eq!(s.submit(), Action::Who);
+        s.input = "/quit".into();
+        assert_eq!(s.submit(), Action::Quit);
+        s.input = "//etc".into();
+        assert_eq!(s.submit(), Action::Say("/etc".into()));
+        s.input = "/nope".into();
+        assert_eq!(s.submit(), Action::None);
+        s.history_up();
+        assert_eq!(s.input, "/nope");
+        s.history_up();
+        s.history_up();
+        assert_eq!(s.input, "/quit");
+        s.history_down();
+        assert_eq!(s.input, "//etc");
+        s.history_down();
+        s.history_down();
+        assert_eq!(s.input, "");
+    }
+
+    #[test]
+    fn editing_is_by_character() {
+        let mut s = ChatState::new("ann", "x");
+        for c in "héllo🦀".chars() {
+            s.insert(c);
+        }
+        s.left();
+        s.backspace();
+        assert_eq!(s.input, "héll🦀");
+        s.home();
+        s.delete();
+        assert_eq!(s.input, "éll🦀");
+    }
+}

@@ -1,0 +1,19 @@
+//! The wire protocol: bytes to frames (`codec`), frames to typed messages
+//! (`client`, `server`). Sessions only ever see typed messages; this module owns
+//! every byte-level rule and limit so that no other module can get them wrong.
+
+pub mod client;
+pub mod codec;
+pub mod server;
+
+pub use client::{ClientMessage, DecodeError};
+pub use codec::{FrameError, frame_codec};
+pub use server::{ByeReason, ErrorCode, LeftReason, PingId, ServerMessage};
+
+/// Unix time in milliseconds, the unit of every `ts` field.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
