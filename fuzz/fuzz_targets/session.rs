@@ -19,6 +19,7 @@ use std::time::Duration;
 use anteroom_broker::bus::Bus;
 use anteroom_client::Event;
 use anteroom_broker::config::Config;
+use anteroom_broker::gateway::transport::ByteStream;
 use anteroom_broker::gateway::{Gateway, session::run_session};
 use anteroom_broker::room::names;
 use anteroom_protocol::codec::MAX_SERVER_FRAME_BYTES;
@@ -167,7 +168,7 @@ async fn converse(config: Config, seed: u8, input: Vec<u8>) -> Vec<u8> {
 
     let (client, server) = tokio::io::duplex(4096);
     let (server_read, server_write) = tokio::io::split(server);
-    let session = tokio::spawn(run_session(gateway, server_read, server_write));
+    let session = tokio::spawn(run_session(gateway, ByteStream::new(server_read, server_write)));
     let (mut from_server, mut to_server) = tokio::io::split(client);
     let sender = tokio::spawn(async move {
         let mut rest = &input[..];

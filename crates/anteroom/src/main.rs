@@ -3,10 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anteroom_broker::config::{Config, Raw, Source};
+use anteroom_broker::config::{Config, KEYS, Raw, Source};
 use anteroom_broker::server::Server;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+
+#[cfg(test)]
+mod docs_check;
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +27,7 @@ enum Command {
     /// Run the broker.
     Serve(ServeArgs),
     /// Load generator: fan-out, connections and queue churn workloads.
+    #[cfg(feature = "bench")]
     #[command(subcommand)]
     Bench(anteroom_bench::Workload),
     /// Chat in the room: a full-screen interface on a terminal, one line per
@@ -74,21 +78,54 @@ struct ServeArgs {
     /// Configuration file (TOML). Also ANTEROOM_CONFIG.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Chat listener address (listen).
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<String>,
-    /// Metrics listener address (metrics_listen).
-    #[arg(long, value_name = "ADDR")]
-    metrics_listen: Option<String>,
-    /// Room capacity (max_active).
-    #[arg(long, value_name = "N")]
-    max_active: Option<String>,
-    /// Queue capacity (max_waiting).
-    #[arg(long, value_name = "N")]
-    max_waiting: Option<String>,
     /// Log format. Also ANTEROOM_LOG_FORMAT. Filter with RUST_LOG (default `info`).
     #[arg(long, value_enum, env = "ANTEROOM_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    #[command(flatten)]
+    keys: KeyFlags,
+}
+
+/// One flag per configuration key (`--max-active` for `max_active`),
+/// generated from the key declaration so the two cannot drift apart.
+struct KeyFlags(Vec<(&'static str, String)>);
+
+impl clap::FromArgMatches for KeyFlags {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = KeyFlags(Vec::new());
+        flags.update_from_arg_matches(matches)?;
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        for key in KEYS {
+            if let Some(value) = matches.get_one::<String>(key.name) {
+                self.0.push((key.name, value.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl clap::Args for KeyFlags {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        for key in KEYS {
+            cmd = cmd.arg(
+                clap::Arg::new(key.name)
+                    .long(key.flag())
+                    .value_name("VALUE")
+                    .help(format!(
+                        "{} [config key {}, default {}]",
+                        key.doc, key.name, key.default
+                    ))
+                    .help_heading("Configuration keys"),
+            );
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -107,16 +144,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
         config.apply_toml(&text, &path)?;
     }
     config.apply_env(|var| std::env::var(var).ok())?;
-    let flags = [
-        ("listen", "--listen", &args.listen),
-        ("metrics_listen", "--metrics-listen", &args.metrics_listen),
-        ("max_active", "--max-active", &args.max_active),
-        ("max_waiting", "--max-waiting", &args.max_waiting),
-    ];
-    for (key, flag, value) in flags {
-        if let Some(value) = value {
-            config.set(key, Raw::Text(value), &Source::Flag(flag.to_string()))?;
-        }
+    for (key, value) in &args.keys.0 {
+        let flag = format!("--{}", key.replace('_', "-"));
+        config.set(key, Raw::Text(value), &Source::Flag(flag))?;
     }
     config.validate()?;
     Ok(config)
@@ -202,6 +232,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Healthcheck(args) => runtime.block_on(healthcheck(args)),
+        #[cfg(feature = "bench")]
         Command::Bench(workload) => runtime.block_on(anteroom_bench::run(workload)),
         Command::Chat(args) => runtime
             .block_on(anteroom_client::chat::run(args.server, args.name))

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anteroom_broker::bus::RoomEvent;
-use anteroom_broker::conn::outbox::run_writer;
 use anteroom_broker::conn::handle::Peer;
+use anteroom_broker::conn::writer::{ByteSink, run_writer};
 use anteroom_broker::room::delivery::RoomDelivery;
 
 const MEMBERS: usize = 1000;
@@ -42,7 +42,7 @@ fn fan_out_per_frame(runtime: &tokio::runtime::Runtime) -> f64 {
             .map(|peer| {
                 let peer = peer.clone();
                 tokio::spawn(async move {
-                    let _ = run_writer(&peer.outbox, tokio::io::sink(), None).await;
+                    let _ = run_writer(&peer.outbox, ByteSink(tokio::io::sink()), None).await;
                 })
             })
             .collect();

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use async_broadcast::{Receiver, Sender};
 use metrics::Counter;
 
-use crate::telemetry::metrics;
 use crate::conn::handle::{ConnId, Peer};
+use crate::telemetry::metrics;
 use anteroom_protocol::LeftReason;
 
 /// Capacity of each topic, in events.

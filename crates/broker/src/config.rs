@@ -1,35 +1,128 @@
 //! Configuration: embedded defaults, then the TOML file, then `ANTEROOM_*`
 //! environment variables, then command-line flags; each later source wins.
 //!
-//! Every value from every source goes through the same per-key parser, so an
-//! error always names the key (`max_active`), the offending value and where it
-//! came from, and start-up never proceeds half-configured.
+//! Every key is declared once, below: its name, type, default (as the TOML
+//! literal the shipped `config/anteroom.toml` writes), parser and meaning.
+//! The struct, the list of keys, the per-key parser dispatch, the
+//! command-line flags, the environment variables and the documentation's key
+//! table all come from that one declaration. Every value from every source
+//! goes through the same parser, so an error always names the key
+//! (`max_active`), the offending value and where it came from, and start-up
+//! never proceeds half-configured.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Every configuration key, in the order the documentation lists them.
-pub const KEYS: &[&str] = &[
-    "listen",
-    "metrics_listen",
-    "max_active",
-    "max_waiting",
-    "max_frame_bytes",
-    "max_message_bytes",
-    "handshake_timeout",
-    "heartbeat_interval",
-    "idle_timeout",
-    "write_timeout",
-    "outbox_limit",
-    "slow_consumer",
-    "rate_limit",
-    "rate_burst",
-    "shutdown_grace",
-    "max_connections",
-    "max_connections_per_ip",
-    "max_outbox_bytes",
-];
+use anteroom_protocol::codec::MAX_SERVER_FRAME_BYTES;
+
+/// One configuration key, as documentation, flags and variables present it.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    /// The key as written in the file, e.g. `max_active`.
+    pub name: &'static str,
+    /// The default as a TOML literal, e.g. `1000` or `"10s"`.
+    pub default: &'static str,
+    /// What it means, with its unit.
+    pub doc: &'static str,
+}
+
+impl Key {
+    /// The command-line flag without dashes: `max-active`.
+    pub fn flag(&self) -> String {
+        self.name.replace('_', "-")
+    }
+
+    /// The environment variable: `ANTEROOM_MAX_ACTIVE`.
+    pub fn env_var(&self) -> String {
+        env_var(self.name)
+    }
+}
+
+macro_rules! declare_config {
+    ($( #[doc = $doc:literal] $name:ident : $ty:ty = $default:literal, $parse:expr; )*) => {
+        /// The broker's complete configuration; [`Config::validate`] checks
+        /// the relations between keys.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Config {
+            $( #[doc = $doc] pub $name: $ty, )*
+        }
+
+        /// Every configuration key, in the order the documentation lists them.
+        pub const KEYS: &[Key] = &[
+            $( Key { name: stringify!($name), default: $default, doc: $doc.trim_ascii() }, )*
+        ];
+
+        impl Default for Config {
+            fn default() -> Self {
+                Self {
+                    $( $name: default_of(stringify!($name), $default, $parse), )*
+                }
+            }
+        }
+
+        impl Config {
+            /// Sets one key from one source, parsing and range-checking the value.
+            pub fn set(&mut self, key: &str, raw: Raw<'_>, source: &Source) -> Result<(), ConfigError> {
+                let invalid = |reason: String| ConfigError::Invalid {
+                    key: key.to_string(),
+                    value: raw.shown(),
+                    reason,
+                    origin: source.clone(),
+                };
+                match key {
+                    $( stringify!($name) => self.$name = ($parse)(raw).map_err(invalid)?, )*
+                    _ => {
+                        return Err(ConfigError::UnknownKey {
+                            key: key.to_string(),
+                            origin: source.clone(),
+                        })
+                    }
+                }
+                Ok(())
+            }
+        }
+    };
+}
+
+declare_config! {
+    /// Chat listener (TCP address).
+    listen: SocketAddr = "\"127.0.0.1:7878\"", addr;
+    /// HTTP listener for /metrics, /healthz and /readyz.
+    metrics_listen: SocketAddr = "\"127.0.0.1:9878\"", addr;
+    /// Room capacity: members in the room at once.
+    max_active: usize = "1000", count(1, usize::MAX);
+    /// Clients allowed to wait in the queue; beyond it a client gets `bye{server_full}`.
+    max_waiting: usize = "10000", count(0, usize::MAX);
+    /// Largest frame accepted from a client, in bytes of MessagePack.
+    max_frame_bytes: usize = "65536", count(64, MAX_SERVER_FRAME_BYTES);
+    /// Largest `say.text` accepted, in UTF-8 bytes.
+    max_message_bytes: usize = "4096", count(1, usize::MAX);
+    /// Time a new connection has to send a valid `hello`.
+    handshake_timeout: Duration = "\"10s\"", duration;
+    /// Silence after which the server sends a `ping`.
+    heartbeat_interval: Duration = "\"15s\"", duration;
+    /// Silence after which the connection is closed.
+    idle_timeout: Duration = "\"45s\"", duration;
+    /// A socket accepting no bytes this long makes its client a slow consumer.
+    write_timeout: Duration = "\"10s\"", duration;
+    /// Frames buffered per connection before it counts as a slow consumer.
+    outbox_limit: usize = "1024", count(1, usize::MAX);
+    /// What to do with a slow consumer: `"disconnect"` (`bye{slow_consumer}`) or `"skip"` (drop events, send `gap`).
+    slow_consumer: SlowConsumerPolicy = "\"disconnect\"", policy;
+    /// `say` messages per second per member (integer or float).
+    rate_limit: f64 = "20", rate;
+    /// Token-bucket burst for `rate_limit`, in messages.
+    rate_burst: u32 = "40", burst;
+    /// Longest a SIGTERM or SIGINT shutdown may take.
+    shutdown_grace: Duration = "\"5s\"", duration;
+    /// Open connections in any state; 0: `max_active + max_waiting + 1000`.
+    max_connections: usize = "0", count(0, usize::MAX);
+    /// Open connections from one IP address; 0: no limit.
+    max_connections_per_ip: usize = "0", count(0, usize::MAX);
+    /// Bytes buffered for one connection before it counts as a slow consumer.
+    max_outbox_bytes: usize = "8388608", count(1024, usize::MAX);
+}
 
 /// What to do with a member whose outbox overflows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,32 +131,6 @@ pub enum SlowConsumerPolicy {
     Disconnect,
     /// Keep the member, drop the events it cannot take and tell it with `gap`.
     Skip,
-}
-
-/// The broker's complete, validated configuration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    pub listen: SocketAddr,
-    pub metrics_listen: SocketAddr,
-    pub max_active: usize,
-    pub max_waiting: usize,
-    pub max_frame_bytes: usize,
-    pub max_message_bytes: usize,
-    pub handshake_timeout: Duration,
-    pub heartbeat_interval: Duration,
-    pub idle_timeout: Duration,
-    pub write_timeout: Duration,
-    pub outbox_limit: usize,
-    pub slow_consumer: SlowConsumerPolicy,
-    pub rate_limit: f64,
-    pub rate_burst: u32,
-    pub shutdown_grace: Duration,
-    /// Open connections in any state; 0 means `max_active + max_waiting + 1000`.
-    pub max_connections: usize,
-    /// Open connections from one IP address; 0 means no limit.
-    pub max_connections_per_ip: usize,
-    /// Bytes waiting in one connection's outbox before it is a slow consumer.
-    pub max_outbox_bytes: usize,
 }
 
 impl Config {
@@ -76,36 +143,23 @@ impl Config {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
-            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9878)),
-            max_active: 1000,
-            max_waiting: 10_000,
-            max_frame_bytes: 65_536,
-            max_message_bytes: 4096,
-            handshake_timeout: Duration::from_secs(10),
-            heartbeat_interval: Duration::from_secs(15),
-            idle_timeout: Duration::from_secs(45),
-            write_timeout: Duration::from_secs(10),
-            outbox_limit: 1024,
-            slow_consumer: SlowConsumerPolicy::Disconnect,
-            rate_limit: 20.0,
-            rate_burst: 40,
-            shutdown_grace: Duration::from_secs(5),
-            max_connections: 0,
-            max_connections_per_ip: 0,
-            max_outbox_bytes: 8 * 1024 * 1024,
-        }
-    }
+/// Parses a declared default; a default that does not parse is a bug in the
+/// declaration, caught by the tests before it can ship.
+fn default_of<T>(key: &str, literal: &str, parse: impl Fn(Raw<'_>) -> Result<T, String>) -> T {
+    let table: toml::Table = format!("v = {literal}")
+        .parse()
+        .unwrap_or_else(|e| panic!("default of `{key}` is not TOML: {e}"));
+    parse(Raw::Toml(&table["v"])).unwrap_or_else(|e| panic!("default of `{key}`: {e}"))
 }
 
 /// Where a value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
+    /// The configuration file at this path.
     File(PathBuf),
+    /// This environment variable.
     Env(String),
+    /// This command-line flag.
     Flag(String),
 }
 
@@ -122,24 +176,50 @@ impl std::fmt::Display for Source {
 /// A configuration that cannot be used. Every variant names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A value that does not parse or is out of range.
     #[error("invalid value for `{key}`: {value} ({reason}; from {origin})")]
     Invalid {
+        /// The key.
         key: String,
+        /// The value as given.
         value: String,
+        /// What was expected.
         reason: String,
+        /// Where the value came from.
         origin: Source,
     },
+    /// A key that does not exist (a typo must not be silently ignored).
     #[error("unknown configuration key `{key}` in {origin}")]
-    UnknownKey { key: String, origin: Source },
+    UnknownKey {
+        /// The key as given.
+        key: String,
+        /// Where it came from.
+        origin: Source,
+    },
+    /// The file could not be read.
     #[error("cannot read config file {path}: {error}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         error: std::io::Error,
     },
+    /// The file is not TOML.
     #[error("config file {path} is not valid TOML: {error}")]
-    Syntax { path: PathBuf, error: String },
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        error: String,
+    },
+    /// Values that are each valid but do not agree with each other.
     #[error("invalid configuration: `{key}` {reason}")]
-    Inconsistent { key: &'static str, reason: String },
+    Inconsistent {
+        /// The key to change.
+        key: &'static str,
+        /// Why, naming the other key.
+        reason: String,
+    },
 }
 
 /// A raw value before it is parsed for its key.
@@ -161,98 +241,6 @@ impl Raw<'_> {
 }
 
 impl Config {
-    /// Sets one key from one source, parsing and range-checking the value.
-    pub fn set(&mut self, key: &str, raw: Raw<'_>, source: &Source) -> Result<(), ConfigError> {
-        let invalid = |reason: &str| ConfigError::Invalid {
-            key: key.to_string(),
-            value: raw.shown(),
-            reason: reason.to_string(),
-            origin: source.clone(),
-        };
-        match key {
-            "listen" => {
-                self.listen = parse_addr(raw)
-                    .ok_or_else(|| invalid("expected an address like 127.0.0.1:7878"))?
-            }
-            "metrics_listen" => {
-                self.metrics_listen = parse_addr(raw)
-                    .ok_or_else(|| invalid("expected an address like 127.0.0.1:9878"))?
-            }
-            "max_active" => {
-                self.max_active =
-                    parse_count(raw, 1).ok_or_else(|| invalid("expected an integer >= 1"))?
-            }
-            "max_waiting" => {
-                self.max_waiting =
-                    parse_count(raw, 0).ok_or_else(|| invalid("expected an integer >= 0"))?
-            }
-            "max_frame_bytes" => {
-                self.max_frame_bytes = parse_count(raw, 64)
-                    .filter(|n| *n <= anteroom_protocol::codec::MAX_SERVER_FRAME_BYTES)
-                    .ok_or_else(|| invalid("expected an integer from 64 to 16777216"))?
-            }
-            "max_message_bytes" => {
-                self.max_message_bytes =
-                    parse_count(raw, 1).ok_or_else(|| invalid("expected an integer >= 1"))?
-            }
-            "handshake_timeout" => {
-                self.handshake_timeout = parse_duration(raw).ok_or_else(|| invalid(DURATION))?
-            }
-            "heartbeat_interval" => {
-                self.heartbeat_interval = parse_duration(raw).ok_or_else(|| invalid(DURATION))?
-            }
-            "idle_timeout" => {
-                self.idle_timeout = parse_duration(raw).ok_or_else(|| invalid(DURATION))?
-            }
-            "write_timeout" => {
-                self.write_timeout = parse_duration(raw).ok_or_else(|| invalid(DURATION))?
-            }
-            "shutdown_grace" => {
-                self.shutdown_grace = parse_duration(raw).ok_or_else(|| invalid(DURATION))?
-            }
-            "max_connections" => {
-                self.max_connections = parse_count(raw, 0)
-                    .ok_or_else(|| invalid("expected an integer >= 0 (0: automatic)"))?
-            }
-            "max_connections_per_ip" => {
-                self.max_connections_per_ip = parse_count(raw, 0)
-                    .ok_or_else(|| invalid("expected an integer >= 0 (0: no limit)"))?
-            }
-            "max_outbox_bytes" => {
-                self.max_outbox_bytes =
-                    parse_count(raw, 1024).ok_or_else(|| invalid("expected an integer >= 1024"))?
-            }
-            "outbox_limit" => {
-                self.outbox_limit =
-                    parse_count(raw, 1).ok_or_else(|| invalid("expected an integer >= 1"))?
-            }
-            "slow_consumer" => {
-                self.slow_consumer = match text_of(raw) {
-                    Some("disconnect") => SlowConsumerPolicy::Disconnect,
-                    Some("skip") => SlowConsumerPolicy::Skip,
-                    _ => return Err(invalid("expected \"disconnect\" or \"skip\"")),
-                }
-            }
-            "rate_limit" => {
-                self.rate_limit = parse_float(raw)
-                    .filter(|r| r.is_finite() && *r > 0.0)
-                    .ok_or_else(|| invalid("expected a number of messages per second > 0"))?
-            }
-            "rate_burst" => {
-                self.rate_burst = parse_count(raw, 1)
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| invalid("expected an integer >= 1"))?
-            }
-            _ => {
-                return Err(ConfigError::UnknownKey {
-                    key: key.to_string(),
-                    origin: source.clone(),
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// Applies every key of a TOML document; unknown keys are an error.
     pub fn apply_toml(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
         let table: toml::Table =
@@ -274,9 +262,9 @@ impl Config {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<(), ConfigError> {
         for key in KEYS {
-            let var = env_var(key);
+            let var = key.env_var();
             if let Some(value) = lookup(&var) {
-                self.set(key, Raw::Text(&value), &Source::Env(var))?;
+                self.set(key.name, Raw::Text(&value), &Source::Env(var))?;
             }
         }
         Ok(())
@@ -294,7 +282,7 @@ impl Config {
                 ),
             });
         }
-        if self.max_message_bytes + 64 > self.max_frame_bytes {
+        if self.max_message_bytes.saturating_add(64) > self.max_frame_bytes {
             return Err(ConfigError::Inconsistent {
                 key: "max_message_bytes",
                 reason: format!(
@@ -312,6 +300,45 @@ pub fn env_var(key: &str) -> String {
     format!("ANTEROOM_{}", key.to_ascii_uppercase())
 }
 
+/// The shipped configuration file, generated from [`KEYS`]: every key with
+/// its default and meaning. A test keeps `config/anteroom.toml` equal to it.
+pub fn sample_file() -> String {
+    let mut out = String::from(
+        "# anteroom configuration. Every key is shown with its default.\n\
+         # Precedence: command-line flag (--key-name), then ANTEROOM_<KEY> environment\n\
+         # variable, then this file. Durations are written like \"10s\" or \"250ms\".\n\n",
+    );
+    let width = KEYS
+        .iter()
+        .map(|k| k.name.len() + k.default.len() + 3)
+        .max()
+        .unwrap_or(0);
+    for key in KEYS {
+        let assignment = format!("{} = {}", key.name, key.default);
+        out.push_str(&format!("{assignment:<width$}  # {}\n", one_line(key.doc)));
+    }
+    out
+}
+
+/// The documentation's key table, generated from [`KEYS`]. A test keeps the
+/// table in docs/operations.md equal to it.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| key | default | meaning |\n|---|---|---|\n");
+    for key in KEYS {
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} |\n",
+            key.name,
+            key.default,
+            one_line(key.doc)
+        ));
+    }
+    out
+}
+
+fn one_line(doc: &str) -> String {
+    doc.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 const DURATION: &str = "expected a duration like \"10s\" or \"250ms\", greater than zero";
 
 fn text_of(raw: Raw<'_>) -> Option<&str> {
@@ -321,30 +348,56 @@ fn text_of(raw: Raw<'_>) -> Option<&str> {
     }
 }
 
-fn parse_addr(raw: Raw<'_>) -> Option<SocketAddr> {
-    text_of(raw)?.parse().ok()
+fn addr(raw: Raw<'_>) -> Result<SocketAddr, String> {
+    text_of(raw)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| "expected an address like 127.0.0.1:7878".to_string())
 }
 
-fn parse_count(raw: Raw<'_>, min: usize) -> Option<usize> {
-    let n = match raw {
-        Raw::Text(s) => s.trim().parse::<usize>().ok()?,
-        Raw::Toml(v) => usize::try_from(v.as_integer()?).ok()?,
-    };
-    (n >= min).then_some(n)
+fn count(min: usize, max: usize) -> impl Fn(Raw<'_>) -> Result<usize, String> {
+    move |raw| {
+        let n = match raw {
+            Raw::Text(s) => s.trim().parse::<usize>().ok(),
+            Raw::Toml(v) => v.as_integer().and_then(|i| usize::try_from(i).ok()),
+        };
+        n.filter(|n| (min..=max).contains(n)).ok_or_else(|| {
+            if max == usize::MAX {
+                format!("expected an integer >= {min}")
+            } else {
+                format!("expected an integer from {min} to {max}")
+            }
+        })
+    }
 }
 
-fn parse_float(raw: Raw<'_>) -> Option<f64> {
-    match raw {
+fn duration(raw: Raw<'_>) -> Result<Duration, String> {
+    text_of(raw)
+        .and_then(|s| humantime::parse_duration(s).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| DURATION.to_string())
+}
+
+fn policy(raw: Raw<'_>) -> Result<SlowConsumerPolicy, String> {
+    match text_of(raw) {
+        Some("disconnect") => Ok(SlowConsumerPolicy::Disconnect),
+        Some("skip") => Ok(SlowConsumerPolicy::Skip),
+        _ => Err("expected \"disconnect\" or \"skip\"".to_string()),
+    }
+}
+
+fn rate(raw: Raw<'_>) -> Result<f64, String> {
+    let r = match raw {
         Raw::Text(s) => s.trim().parse().ok(),
         Raw::Toml(toml::Value::Float(f)) => Some(*f),
         Raw::Toml(toml::Value::Integer(i)) => Some(*i as f64),
         Raw::Toml(_) => None,
-    }
+    };
+    r.filter(|r: &f64| r.is_finite() && *r > 0.0)
+        .ok_or_else(|| "expected a number of messages per second > 0".to_string())
 }
 
-fn parse_duration(raw: Raw<'_>) -> Option<Duration> {
-    let d = humantime::parse_duration(text_of(raw)?).ok()?;
-    (!d.is_zero()).then_some(d)
+fn burst(raw: Raw<'_>) -> Result<u32, String> {
+    count(1, u32::MAX as usize)(raw).map(|n| n as u32)
 }
 
 #[cfg(test)]
@@ -412,12 +465,27 @@ mod tests {
     }
 
     #[test]
-    fn shipped_config_file_lists_every_key_with_its_default() {
+    fn shipped_config_file_is_the_generated_one() {
         let text = include_str!("../../../config/anteroom.toml");
-        let table: toml::Table = text.parse().unwrap();
-        for key in KEYS {
-            assert!(table.contains_key(*key), "config/anteroom.toml lacks {key}");
-        }
+        assert_eq!(
+            text,
+            sample_file(),
+            "config/anteroom.toml differs from the declaration; regenerate it with \
+             `cargo test -p anteroom docs -- --ignored regenerate`"
+        );
         assert_eq!(file(text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_key_is_settable_and_round_trips_its_default() {
+        for key in KEYS {
+            let mut c = Config::default();
+            let table: toml::Table = format!("v = {}", key.default).parse().unwrap();
+            c.set(key.name, Raw::Toml(&table["v"]), &Source::Flag(key.flag()))
+                .unwrap();
+            assert_eq!(c, Config::default(), "{}", key.name);
+        }
+        let names: std::collections::HashSet<_> = KEYS.iter().map(|k| k.name).collect();
+        assert_eq!(names.len(), KEYS.len(), "a key is declared twice");
     }
 }

@@ -13,12 +13,12 @@ use tracing::{info, warn};
 use crate::bus::Bus;
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::gateway::{Gateway, listener};
-use crate::telemetry::metrics;
 use crate::room::delivery::RoomDelivery;
 use crate::room::roster::Roster;
 use crate::room::waitlist::Waitlist;
 use crate::room::{admission, delivery, roster, waitlist};
 use crate::telemetry::http;
+use crate::telemetry::metrics;
 
 /// Pending connections the kernel may hold for the chat listener. Bursts of
 /// thousands of clients (a reconnect storm) otherwise overflow the default

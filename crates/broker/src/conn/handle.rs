@@ -1,61 +1,30 @@
 //! The broker's shared view of one connection, handed between the session
 //! that owns the socket and the components that send to it or decide its fate.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
-use tokio::sync::Notify;
-
-use crate::telemetry::metrics;
-use crate::conn::outbox::Outbox;
 use anteroom_protocol::{ByeReason, LeftReason};
+use bytes::Bytes;
+
+use super::outbox::{Outbox, Push};
+use super::state::{ConnState, Phase, StateMachine};
+use crate::telemetry::metrics;
 
 /// Identifies a connection for its whole life; never reused in a process.
 pub type ConnId = u64;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Where a connection stands with the room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Phase {
-    /// Connected; no valid `hello` yet.
-    Handshake = 0,
-    /// `hello` accepted, waiting for admission to decide.
-    Pending = 1,
-    /// In the waiting queue.
-    Waiting = 2,
-    /// A member of the room.
-    Active = 3,
-    /// Refused: the room and the queue are full.
-    Rejected = 4,
-}
-
-impl Phase {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Phase::Pending,
-            2 => Phase::Waiting,
-            3 => Phase::Active,
-            4 => Phase::Rejected,
-            _ => Phase::Handshake,
-        }
-    }
-}
-
-/// One connection as the rest of the broker sees it.
+/// One connection as the rest of the broker sees it: its identity, its
+/// outbox and its state machine. Every change of state goes through a method
+/// here, so the outbox always agrees with the state.
 #[derive(Debug)]
 pub struct Peer {
+    /// Never reused in a process.
     pub id: ConnId,
     /// Frames on their way to this connection.
     pub outbox: Outbox,
-    phase: AtomicU8,
-    /// Wakes the session when admission decides or promotes.
-    phase_changed: Notify,
-    /// Set once when something other than the session ends the connection.
-    kicked: Mutex<Option<LeftReason>>,
-    kick: Notify,
+    state: StateMachine,
 }
 
 impl Peer {
@@ -70,49 +39,74 @@ impl Peer {
         Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             outbox: Outbox::with_byte_limit(outbox_limit, max_outbox_bytes),
-            phase: AtomicU8::new(Phase::Handshake as u8),
-            phase_changed: Notify::new(),
-            kicked: Mutex::new(None),
-            kick: Notify::new(),
+            state: StateMachine::new(),
         }
     }
 
     /// The connection's current phase.
     pub fn phase(&self) -> Phase {
-        Phase::from_u8(self.phase.load(Ordering::Acquire))
+        self.state.get().phase
     }
 
-    /// Moves the connection to `phase` and wakes its session.
-    pub fn set_phase(&self, phase: Phase) {
-        self.phase.store(phase as u8, Ordering::Release);
-        self.phase_changed.notify_one();
+    /// The whole state, for the session.
+    pub fn state(&self) -> ConnState {
+        self.state.get()
     }
 
-    /// Waits until the phase is no longer `from`.
-    pub async fn phase_after(&self, from: Phase) -> Phase {
-        loop {
-            let now = self.phase();
-            if now != from {
-                return now;
-            }
-            self.phase_changed.notified().await;
+    /// A receiver the session waits on for decisions and closes.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<ConnState> {
+        self.state.watch()
+    }
+
+    /// Session: its `hello` was accepted; admission decides next.
+    pub fn arrive(&self) -> bool {
+        self.state.arrive()
+    }
+
+    /// Admission: the client waits in the queue; `first` is its first
+    /// `queued` frame, queued before any `welcome` can be. A client that
+    /// asked for more replies than it read is cut off as slow.
+    pub fn queue(&self, first: Bytes) {
+        self.state.queue();
+        if self.outbox.push_reply(first) == Push::Overflow {
+            self.cut_off_slow();
         }
+    }
+
+    /// Admission: the room and the queue are full.
+    pub fn reject(&self) {
+        self.state.reject();
+    }
+
+    /// Room delivery: makes the connection a member, then queues its
+    /// `welcome`. In that order: a client that reads its welcome and at once
+    /// sends `say` must find itself a member.
+    pub fn admit(&self, welcome: Bytes) {
+        self.state.admit();
+        self.outbox.push_welcome(welcome);
     }
 
     /// Ends the connection from outside its session: the outbox closes with
     /// `last` (pending frames dropped) and the session is told why. Only the
-    /// first kick counts; returns whether this one did.
+    /// first close counts; returns whether this one did.
     pub fn kick(&self, reason: LeftReason, last: Option<Bytes>) -> bool {
-        {
-            let mut kicked = self.kicked.lock().unwrap_or_else(|e| e.into_inner());
-            if kicked.is_some() {
-                return false;
-            }
-            *kicked = Some(reason);
+        if !self.state.close(reason) {
+            return false;
         }
         self.outbox.close(last.as_slice(), true);
-        self.kick.notify_one();
         true
+    }
+
+    /// The session ends the connection itself: its last frames (an `error`,
+    /// a `bye`) follow what is already queued, unless `discard_pending`.
+    /// Returns the reason that counts: an earlier kick's, if there was one.
+    pub fn close(&self, reason: LeftReason, last: &[Bytes], discard_pending: bool) -> LeftReason {
+        if self.state.close(reason) {
+            self.outbox.close(last, discard_pending);
+            reason
+        } else {
+            self.state.get().closed.unwrap_or(reason)
+        }
     }
 
     /// Cuts the connection off as a slow consumer (best-effort `bye`), counted
@@ -131,16 +125,6 @@ impl Peer {
                 Phase::Active => metrics().dropped_room_delivery_slow.increment(1),
                 _ => {}
             }
-        }
-    }
-
-    /// Resolves with the reason once the connection has been kicked.
-    pub async fn kicked(&self) -> LeftReason {
-        loop {
-            if let Some(reason) = *self.kicked.lock().unwrap_or_else(|e| e.into_inner()) {
-                return reason;
-            }
-            self.kick.notified().await;
         }
     }
 }

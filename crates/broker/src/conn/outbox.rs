@@ -5,24 +5,16 @@
 //! wakes the writer only when the queue goes from empty to non-empty, so a busy
 //! room costs one wake-up per batch, not one per message. The writer takes
 //! everything queued at once and writes it with vectored writes, many frames
-//! per system call. Every push is bounded; what happens on overflow is the
+//! per system call (see [`super::writer`]). Every push is bounded; what happens on overflow is the
 //! caller's policy (see [`Push`]).
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
-use std::pin::Pin;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::Bytes;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::Notify;
-
-use crate::telemetry::{LocalLatency, metrics};
 use anteroom_protocol::ServerMessage;
-
-/// Frames handed to the kernel per `writev` at most.
-const MAX_IOVECS: usize = 128;
+use bytes::Bytes;
+use tokio::sync::Notify;
 
 /// How many frames of replies (pong, users, error) may be pending beyond the
 /// event limit before a client that asks but never reads is cut off.
@@ -41,17 +33,23 @@ pub enum Push {
     Closed,
 }
 
+/// One frame on its way out, with what the writer reports about it.
 #[derive(Debug)]
-struct Entry {
-    bytes: Bytes,
+pub struct Entry {
+    pub(crate) bytes: Bytes,
     /// When the `say` behind a `message` frame was read, for delivery latency.
-    posted: Option<Instant>,
+    pub(crate) posted: Option<Instant>,
     /// Whether this is a room event (`message`, `joined`, `left`, `gap`),
     /// counted in `anteroom_messages_delivered_total`.
-    event: bool,
+    pub(crate) event: bool,
 }
 
 impl Entry {
+    /// The complete frame, length prefix included.
+    pub fn frame(&self) -> &Bytes {
+        &self.bytes
+    }
+
     fn event(bytes: Bytes, posted: Option<Instant>) -> Self {
         Self {
             bytes,
@@ -97,8 +95,8 @@ pub struct Outbox {
 /// What the writer took in one go.
 #[derive(Debug, Default)]
 pub struct Batch {
-    entries: Vec<Entry>,
-    closing: bool,
+    pub(crate) entries: Vec<Entry>,
+    pub(crate) closing: bool,
     /// The outbox was a member's when this batch was taken.
     member: bool,
 }
@@ -294,169 +292,9 @@ fn gap_frame(missed: u64) -> Bytes {
     ServerMessage::Gap { missed }.to_frame()
 }
 
-/// Why the writer stopped before the outbox closed.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    #[error("socket accepted no bytes for {0:?}")]
-    Stalled(Duration),
-    #[error("write failed: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// Drains `outbox` into `io` until the outbox closes (then shuts the sending
-/// side down) or the socket fails or stalls for `write_timeout` (`None`: wait
-/// as long as it takes, the `skip` policy's choice).
-pub async fn run_writer<W>(
-    outbox: &Outbox,
-    mut io: W,
-    write_timeout: Option<Duration>,
-) -> Result<(), WriteError>
-where
-    W: AsyncWrite + Unpin,
-{
-    let mut batch = Batch::default();
-    let mut latency = LocalLatency::default();
-    loop {
-        outbox.next_batch(&mut batch).await;
-        write_batch(&mut io, &batch.entries, write_timeout).await?;
-        record_delivery(&batch.entries, &mut latency);
-        if batch.closing {
-            // Send FIN so the client reads everything before the close.
-            let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
-            return Ok(());
-        }
-    }
-}
-
-fn record_delivery(entries: &[Entry], latency: &mut LocalLatency) {
-    let m = metrics();
-    let now = Instant::now();
-    let mut events = 0u64;
-    for entry in entries {
-        events += u64::from(entry.event);
-        if let Some(posted) = entry.posted {
-            latency.record(now.saturating_duration_since(posted));
-        }
-    }
-    m.delivery_latency.publish(latency);
-    if events > 0 {
-        m.delivered.increment(events);
-    }
-}
-
-/// Writes every entry, as many per `writev` as the kernel takes. Each system
-/// call gets its own deadline: the timeout measures a socket that accepts
-/// nothing, not a large batch that takes long to drain.
-async fn write_batch<W>(
-    io: &mut W,
-    entries: &[Entry],
-    write_timeout: Option<Duration>,
-) -> Result<(), WriteError>
-where
-    W: AsyncWrite + Unpin,
-{
-    let mut index = 0;
-    let mut offset = 0;
-    while index < entries.len() {
-        let (first, skip) = (index, offset);
-        // Usually the socket takes the bytes at once: one poll, nothing
-        // allocated, no timer. Only a full socket gets a timer, and that
-        // wait lives on the heap, so an idle connection's writer stays small.
-        let ready = futures_util::FutureExt::now_or_never(std::future::poll_fn(|cx| {
-            poll_write_entries(&mut *io, cx, entries, first, skip)
-        }));
-        let mut written = match ready {
-            Some(result) => result?,
-            None => {
-                Box::pin(wait_and_write(
-                    &mut *io,
-                    entries,
-                    first,
-                    skip,
-                    write_timeout,
-                ))
-                .await?
-            }
-        };
-        if written == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
-        }
-        while written > 0 {
-            let remaining = entries[index].bytes.len() - offset;
-            if written >= remaining {
-                written -= remaining;
-                index += 1;
-                offset = 0;
-            } else {
-                offset += written;
-                written = 0;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// One `writev` of `entries[first..]`, the first `skip` bytes of the first
-/// entry already written. The slice array is built on the thread's stack on
-/// each poll, so it is neither part of any future nor allocated.
-fn poll_write_entries<W>(
-    io: &mut W,
-    cx: &mut std::task::Context<'_>,
-    entries: &[Entry],
-    first: usize,
-    skip: usize,
-) -> std::task::Poll<std::io::Result<usize>>
-where
-    W: AsyncWrite + Unpin,
-{
-    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-    let mut count = 0;
-    for (i, entry) in entries[first..].iter().take(MAX_IOVECS).enumerate() {
-        let start = if i == 0 { skip } else { 0 };
-        slices[count] = IoSlice::new(&entry.bytes[start..]);
-        count += 1;
-    }
-    Pin::new(io).poll_write_vectored(cx, &slices[..count])
-}
-
-/// Waits for a full socket to take more, within `write_timeout`.
-async fn wait_and_write<W>(
-    io: &mut W,
-    entries: &[Entry],
-    first: usize,
-    skip: usize,
-    write_timeout: Option<Duration>,
-) -> Result<usize, WriteError>
-where
-    W: AsyncWrite + Unpin,
-{
-    let write = std::future::poll_fn(|cx| poll_write_entries(&mut *io, cx, entries, first, skip));
-    Ok(match write_timeout {
-        Some(limit) => tokio::time::timeout(limit, write)
-            .await
-            .map_err(|_| WriteError::Stalled(limit))??,
-        None => write.await?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn an_idle_writer_stays_small() {
-        // Every connection holds a writer future for its whole life: neither
-        // the `writev` slice array (2 KiB) nor a write timer may be part of it.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (_read, write) = stream.into_split();
-        let outbox = Outbox::new(16);
-        let writer = run_writer(&outbox, write, Some(Duration::from_secs(1)));
-        let size = std::mem::size_of_val(&writer);
-        assert!(size < 512, "the writer's future is {size} bytes");
-    }
 
     fn frame(n: u8) -> Bytes {
         Bytes::from(vec![n; 3])
@@ -549,41 +387,5 @@ mod tests {
         outbox.next_batch(&mut batch).await;
         assert_eq!(batch.entries.len(), 1);
         assert_eq!(batch.entries[0].bytes[0], 9);
-    }
-
-    #[tokio::test]
-    async fn writer_writes_all_bytes_then_shuts_down() {
-        let outbox = Outbox::new(1024);
-        let (client, mut server) = tokio::io::duplex(7); // tiny pipe: many partial writes
-        for n in 0..100 {
-            outbox.push_event(frame(n), None, false);
-        }
-        outbox.close(&[frame(200)], false);
-        let reader = tokio::spawn(async move {
-            let mut out = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut server, &mut out)
-                .await
-                .unwrap();
-            out
-        });
-        run_writer(&outbox, client, Some(Duration::from_secs(5)))
-            .await
-            .unwrap();
-        let out = reader.await.unwrap();
-        assert_eq!(out.len(), 303);
-        assert_eq!(&out[297..300], &[99, 99, 99]);
-        assert_eq!(&out[300..], &[200, 200, 200]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_stalled_socket_times_out() {
-        let outbox = Outbox::new(1024);
-        let (client, _server) = tokio::io::duplex(4);
-        outbox.push_event(frame(1), None, false);
-        outbox.push_event(frame(2), None, false);
-        let err = run_writer(&outbox, client, Some(Duration::from_secs(10)))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, WriteError::Stalled(_)));
     }
 }

@@ -13,6 +13,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::Gateway;
 use super::limits::refuse;
 use super::session::run_session;
+use super::transport::ByteStream;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -39,7 +40,7 @@ pub async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>) {
                 };
                 let (reader, writer) = stream.into_split();
                 let span = info_span!("conn", peer = %peer_addr, conn_id = tracing::field::Empty, user = tracing::field::Empty);
-                let session = run_session(gateway.clone(), reader, writer);
+                let session = run_session(gateway.clone(), ByteStream::new(reader, writer));
                 gateway.tracker.spawn(
                     async move {
                         // The place under the caps lasts as long as the session.

@@ -1,12 +1,15 @@
 //! Connection gateways: turn sockets into sessions.
 //!
-//! [`session`] holds everything a connection does and is generic over its
-//! byte streams, so the TCP listener here and later transports (TLS,
-//! WebSocket) share it unchanged.
+//! [`session`] holds everything a connection does and takes any
+//! [`transport::Transport`]: the TCP [`listener`] adapts its sockets with
+//! [`transport::ByteStream`]; a message-framed transport (WebSocket) uses
+//! [`transport::MessageDuplex`]. [`limits`] caps connections in total and
+//! per address.
 
 pub mod limits;
 pub mod listener;
 pub mod session;
+pub mod transport;
 
 use std::sync::Arc;
 

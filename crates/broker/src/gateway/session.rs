@@ -1,8 +1,10 @@
-//! One connection's session: handshake, requests, liveness and goodbye.
+//! The session core: one connection's handshake, requests, liveness and
+//! goodbye, for every transport.
 //!
-//! The session reads frames and turns them into bus events or direct
-//! replies; a separate writer task drains its outbox. The session never
-//! writes to the socket itself, so nothing it does can block on a slow peer.
+//! The session reads frames from its [`Transport`] and turns them into bus
+//! events or direct replies; a separate writer task drains its outbox. The
+//! session never writes to the transport itself, so nothing it does can
+//! block on a slow peer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,27 +12,24 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use governor::DefaultDirectRateLimiter;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
-use tokio_util::codec::FramedRead;
 use tracing::{Span, debug, info, warn};
 
 use super::Gateway;
+use super::transport::Transport;
 use crate::bus::{PresenceEvent, RoomEvent};
-use anteroom_protocol::unix_millis;
 use crate::config::SlowConsumerPolicy;
-use crate::telemetry::metrics;
+use crate::conn::handle::Peer;
+use crate::conn::outbox::Push;
+use crate::conn::state::{ConnState, Phase};
+use crate::conn::writer::{WriteError, run_writer};
 use crate::room::names::{self, NameClaim, NameError};
-use crate::conn::outbox::{Push, WriteError, run_writer};
-use crate::conn::handle::{Peer, Phase};
+use crate::telemetry::metrics;
 use anteroom_protocol::server::error_frame;
+use anteroom_protocol::unix_millis;
 use anteroom_protocol::{
-    ByeReason, ClientMessage, ErrorCode, FrameError, LeftReason, PingId, ServerMessage, frame_codec,
+    ByeReason, ClientMessage, ErrorCode, FrameError, LeftReason, PingId, ServerMessage,
 };
-
-/// Initial read buffer: enough for typical frames, small enough that an idle
-/// connection costs little. It grows on demand up to `max_frame_bytes`.
-const READ_BUFFER: usize = 256;
 
 /// After a goodbye, how long input is read and discarded so the client gets
 /// our last frames instead of a reset.
@@ -109,13 +108,8 @@ struct Session {
     ping_id: i64,
 }
 
-/// Runs a connection until it ends. Generic over the byte streams so any
-/// transport can carry the protocol.
-pub async fn run_session<R, W>(gateway: Arc<Gateway>, reader: R, writer: W)
-where
-    R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
+/// Runs a connection until it ends: the one entry point for every transport.
+pub async fn run_session<T: Transport>(gateway: Arc<Gateway>, transport: T) {
     let config = &gateway.config;
     let peer = Arc::new(Peer::with_limits(
         config.outbox_limit,
@@ -123,6 +117,8 @@ where
     ));
     Span::current().record("conn_id", peer.id);
     debug!("connected");
+    let max_frame = config.max_frame_bytes;
+    let (mut frames, outbound) = transport.open(max_frame);
 
     let write_timeout = match config.slow_consumer {
         SlowConsumerPolicy::Disconnect => Some(config.write_timeout),
@@ -135,7 +131,7 @@ where
         let peer = peer.clone();
         let span = Span::current();
         async move {
-            let result = run_writer(&peer.outbox, writer, write_timeout).await;
+            let result = run_writer(&peer.outbox, outbound, write_timeout).await;
             span.in_scope(|| match result {
                 Ok(()) => {}
                 Err(WriteError::Stalled(_)) => peer.cut_off_slow(),
@@ -160,8 +156,8 @@ where
         next_ping: now + config.heartbeat_interval,
         ping_id: 0,
     };
-    let max_frame = config.max_frame_bytes;
-    let mut frames = FramedRead::with_capacity(reader, frame_codec(max_frame), READ_BUFFER);
+    // Closes made by others (a slow consumer cut off, a failed write).
+    let mut state = peer.watch();
 
     let end = loop {
         let deadline = session.deadline();
@@ -169,11 +165,11 @@ where
             // Shutdown and kicks first: a flooding client must not delay them.
             biased;
             _ = gateway.shutdown.cancelled() => break End::close(ByeReason::Shutdown, LeftReason::Shutdown),
-            reason = peer.kicked() => break End::Kicked(reason),
+            reason = closed_by_others(&mut state) => break End::Kicked(reason),
             frame = frames.next() => {
                 let payload = match frame {
                     None => break End::Gone,
-                    Some(Err(error)) => match FrameError::classify(error, max_frame) {
+                    Some(Err(error)) => match error {
                         FrameError::TooLarge { limit } => break End::protocol_error(
                             ErrorCode::FrameTooLarge,
                             &format!("frames are limited to {limit} bytes"),
@@ -208,7 +204,8 @@ where
         }
     };
 
-    Box::pin(session.finish(end, frames.into_inner(), writer_task)).await;
+    drop(state);
+    Box::pin(session.finish(end, frames, writer_task)).await;
 }
 
 impl Session {
@@ -349,7 +346,7 @@ impl Session {
         self.claim = Some(claim);
         self.name = Some(name.clone());
         self.handshake.done();
-        self.peer.set_phase(Phase::Pending);
+        self.peer.arrive();
         let arrived = PresenceEvent::ClientArrived {
             peer: self.peer.clone(),
             name,
@@ -366,7 +363,7 @@ impl Session {
             _ = self.gateway.shutdown.cancelled() => {
                 return Some(End::close(ByeReason::Shutdown, LeftReason::Shutdown));
             }
-            phase = self.peer.phase_after(Phase::Pending) => phase,
+            state = decision(&self.peer) => state,
         };
         if decided == Phase::Rejected && self.gateway.shutdown.is_cancelled() {
             return Some(End::close(ByeReason::Shutdown, LeftReason::Shutdown));
@@ -418,30 +415,23 @@ impl Session {
     }
 
     /// Says goodbye, tells the broker the client is gone, and closes cleanly.
-    async fn finish<R>(mut self, end: End, mut reader: R, writer_task: tokio::task::JoinHandle<()>)
+    async fn finish<I>(mut self, end: End, mut inbound: I, writer_task: tokio::task::JoinHandle<()>)
     where
-        R: AsyncRead + Unpin,
+        I: futures_util::Stream<Item = Result<bytes::BytesMut, FrameError>> + Unpin,
     {
         let (left, linger) = match end {
             End::Close { bye, error, left } => {
                 let mut last: Vec<Bytes> = error.into_iter().collect();
                 last.push(bye.frame());
-                self.peer.outbox.close(&last, false);
-                (left, true)
+                (self.peer.close(left, &last, false), true)
             }
             End::Kicked(reason) => (reason, true),
-            End::Gone => {
-                self.peer.outbox.close(&[], true);
-                (LeftReason::Disconnected, false)
-            }
+            End::Gone => (self.peer.close(LeftReason::Disconnected, &[], true), false),
         };
         debug!(reason = left.as_str(), "closing");
 
         // Free the seat (or queue place) before anything slow happens.
-        if matches!(
-            self.peer.phase(),
-            Phase::Pending | Phase::Waiting | Phase::Active
-        ) {
+        if self.peer.phase().holds_a_place() {
             let departed = PresenceEvent::ClientDeparted {
                 id: self.peer.id,
                 reason: left,
@@ -462,15 +452,30 @@ impl Session {
         if linger {
             // Read and discard so closing does not reset the connection
             // while our last frames are still in flight.
-            let mut sink = vec![0u8; 1024];
             let _ = tokio::time::timeout(LINGER, async {
-                while let Ok(n) = reader.read(&mut sink).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
+                while let Some(Ok(_)) = inbound.next().await {}
             })
             .await;
         }
     }
+}
+
+/// Resolves once something other than the session closed the connection.
+async fn closed_by_others(state: &mut tokio::sync::watch::Receiver<ConnState>) -> LeftReason {
+    let closed = state
+        .wait_for(|s| s.closed.is_some())
+        .await
+        .map(|s| s.closed);
+    closed.ok().flatten().unwrap_or(LeftReason::Disconnected)
+}
+
+/// Waits for admission's decision on a `hello` (or for the connection to be
+/// closed meanwhile), and returns the phase reached.
+async fn decision(peer: &Peer) -> Phase {
+    let mut state = peer.watch();
+    let decided = state
+        .wait_for(|s| s.phase != Phase::Pending || s.closed.is_some())
+        .await
+        .map(|s| s.phase);
+    decided.unwrap_or(Phase::Pending)
 }

@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::bus::{Bus, PresenceEvent, QueueEvent, RoomEvent};
-use anteroom_protocol::unix_millis;
+use crate::conn::handle::{ConnId, Peer};
 use crate::telemetry::metrics;
-use crate::conn::handle::{ConnId, Peer, Phase};
 use anteroom_protocol::LeftReason;
+use anteroom_protocol::unix_millis;
 
 /// The outcome of an arrival.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,21 +206,17 @@ async fn arrive(
             // `welcome` can be, so even a client promoted at once sees it.
             let position = position as u64;
             let first = crate::room::waitlist::queued_frame(position, rules.waiting_len() as u64);
-            peer.set_phase(Phase::Waiting);
-            if peer.outbox.push_reply(first) == crate::conn::outbox::Push::Overflow {
-                // It asked for more replies than it read: a slow consumer.
-                peer.cut_off_slow();
-            }
+            peer.queue(first);
             bus.queue.publish(QueueEvent::ClientQueued { peer }).await?;
         }
-        Decision::Rejected => peer.set_phase(Phase::Rejected),
+        Decision::Rejected => peer.reject(),
     }
     Ok(())
 }
 
-/// Publishes the join, then lets the session speak: its first message is
-/// published after `MemberJoined`, so no member sees it before the join.
-/// Room delivery may have made it a member already, as it queued the welcome.
+/// Publishes the join. Room delivery makes the client a member as it takes
+/// the join from the `room` topic, so the client's first message is
+/// published after `MemberJoined` and no member sees it before the join.
 async fn admit(
     bus: &Bus,
     peer: Arc<Peer>,
@@ -236,7 +232,6 @@ async fn admit(
             ts: unix_millis(),
         })
         .await?;
-    peer.set_phase(Phase::Active);
     Ok(())
 }
 

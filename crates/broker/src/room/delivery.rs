@@ -12,9 +12,9 @@ use bytes::Bytes;
 use tracing::debug;
 
 use crate::bus::RoomEvent;
-use crate::telemetry::metrics;
+use crate::conn::handle::{ConnId, Peer};
 use crate::conn::outbox::Push;
-use crate::conn::handle::{ConnId, Peer, Phase};
+use crate::telemetry::metrics;
 use anteroom_protocol::ServerMessage;
 use anteroom_protocol::server::{WELCOME_DIRECT, WELCOME_FROM_QUEUE};
 
@@ -92,8 +92,7 @@ impl RoomDelivery {
                 // A member from the moment its welcome can reach it: a
                 // promoted client's session is already reading, and a `say`
                 // or `who` sent on the welcome must not find it still queued.
-                peer.set_phase(Phase::Active);
-                peer.outbox.push_welcome(welcome);
+                peer.admit(welcome);
             }
             RoomEvent::MemberLeft {
                 id,

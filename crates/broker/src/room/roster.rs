@@ -12,8 +12,8 @@ use async_broadcast::Receiver;
 use bytes::Bytes;
 
 use crate::bus::RoomEvent;
-use crate::telemetry::metrics;
 use crate::conn::handle::ConnId;
+use crate::telemetry::metrics;
 use anteroom_protocol::ServerMessage;
 
 #[derive(Debug, Default)]

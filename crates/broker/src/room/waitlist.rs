@@ -23,8 +23,8 @@ use async_broadcast::Receiver;
 use tokio::time::Instant;
 
 use crate::bus::QueueEvent;
-use crate::telemetry::metrics;
 use crate::conn::handle::{ConnId, Peer};
+use crate::telemetry::metrics;
 use anteroom_protocol::ServerMessage;
 use anteroom_protocol::server::queued_text;
 
