@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let mut state = ChatState::new("ann", "127.0.0.1:7878");
     let mut applied = 0;
     while let Ok(Some(payload)) = codec.decode_eof(&mut buf) {
-        let Ok(event) = rmp_serde::from_slice::<Event>(&payload) else {
+        let Ok(event) = Event::decode(&payload) else {
             continue;
         };
         let _ = format_event(&event);

@@ -413,7 +413,8 @@ async fn the_client_reconnects_under_the_same_name_when_the_server_returns() {
 
 #[tokio::test]
 async fn the_client_library_joins_waits_and_chats() {
-    use anteroom_client::{Admission, Connection, Event, Request};
+    use anteroom_client::protocol::ClientMessage;
+    use anteroom_client::{Admission, Connection, Event};
     let server = TestServer::start(|c| c.max_active = 1).await;
     let addr = server.addr.to_string();
     let mut ann = Connection::connect(&addr).await.unwrap();
@@ -432,7 +433,7 @@ async fn the_client_library_joins_waits_and_chats() {
     let mut again = Connection::connect(&addr).await.unwrap();
     let refused = again.join("ANN").await.unwrap_err().to_string();
     assert!(refused.contains("name_taken"), "{refused}");
-    ann.send(&Request::Bye).await.unwrap();
+    ann.send(&ClientMessage::Bye).await.unwrap();
     loop {
         match bob.next_event().await.unwrap() {
             Event::Welcome { users, .. } => {
@@ -443,11 +444,15 @@ async fn the_client_library_joins_waits_and_chats() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    bob.send(&Request::Say { text: "hello" }).await.unwrap();
+    bob.send(&ClientMessage::Say {
+        text: "hello".into(),
+    })
+    .await
+    .unwrap();
     assert!(
         matches!(bob.next_event().await.unwrap(), Event::Message { ref text, .. } if text == "hello")
     );
-    bob.send(&Request::Who).await.unwrap();
+    bob.send(&ClientMessage::Who).await.unwrap();
     assert_eq!(
         bob.next_event().await.unwrap(),
         Event::Users {

@@ -81,7 +81,7 @@ impl ServerUnderTest {
                 "--metrics-listen",
                 "127.0.0.1:0",
             ])
-            .env("RUST_LOG", "warn,anteroom::server=info")
+            .env("RUST_LOG", "warn,anteroom_broker::server=info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -471,7 +471,7 @@ mod tests {
             text,
             sample_file(),
             "config/anteroom.toml differs from the declaration; regenerate it with \
-             `cargo test -p anteroom docs -- --ignored regenerate`"
+             `ANTEROOM_REGENERATE=1 cargo test -p anteroom docs`"
         );
         assert_eq!(file(text).unwrap(), Config::default());
     }

@@ -1,105 +1,31 @@
-//! The client side of the protocol, written once: the terminal client and
-//! the load generator talk to the broker through this module. (The
-//! integration tests keep their own raw client on purpose, so that they do
-//! not share code with what they check.)
+#![cfg_attr(doc, doc = include_str!("../../../docs/client-library.md"))]
 //!
-//! [`Connection`] owns a socket and speaks frames: typed [`Request`]s out,
-//! typed [`Event`]s in. [`Connection::join`] performs the handshake and
-//! reports whether the client entered the room or is waiting in the queue.
+//! ## This crate
+//!
+//! [`Connection`] owns a socket and speaks frames: typed
+//! [`ClientMessage`]s out, typed [`ServerMessage`]s in (the vocabulary of
+//! [`protocol`], shared with the server). [`Connection::join`] performs the
+//! handshake and reports whether the client entered the room or is waiting
+//! in the queue. The terminal client `anteroom chat` lives in [`chat`].
+//! (The integration tests keep their own raw client on purpose, so that they
+//! do not share code with what they check.)
 
 pub mod chat;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
-use bytes::Bytes;
+pub use anteroom_protocol as protocol;
+use anteroom_protocol::codec::MAX_SERVER_FRAME_BYTES;
+use anteroom_protocol::{ByeReason, ClientMessage, ErrorCode, ServerMessage};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
-use anteroom_protocol::codec::{MAX_SERVER_FRAME_BYTES, encode_frame};
-use anteroom_protocol::server::PingId;
-
-/// A request to the server.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Request<'a> {
-    Hello {
-        name: &'a str,
-    },
-    Say {
-        text: &'a str,
-    },
-    Who,
-    Ping {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<i64>,
-    },
-    Pong {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        id: Option<PingId>,
-    },
-    Bye,
-}
-
-/// Something the server sent.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Event {
-    Welcome {
-        name: String,
-        users: Vec<String>,
-        capacity: u64,
-        text: String,
-    },
-    Queued {
-        position: u64,
-        waiting: u64,
-        text: String,
-    },
-    Message {
-        id: u64,
-        from: String,
-        text: String,
-        ts: u64,
-    },
-    Joined {
-        name: String,
-        ts: u64,
-    },
-    Left {
-        name: String,
-        reason: String,
-        ts: u64,
-    },
-    Users {
-        names: Vec<String>,
-    },
-    Gap {
-        missed: u64,
-    },
-    Error {
-        code: String,
-        text: String,
-    },
-    Ping {
-        #[serde(default)]
-        id: Option<PingId>,
-    },
-    Pong {
-        #[serde(default)]
-        id: Option<PingId>,
-    },
-    Bye {
-        reason: String,
-        text: String,
-    },
-    /// A frame type this client does not know (a newer server).
-    #[serde(other)]
-    Unknown,
-}
+/// Something the server sent, decoded with owned strings.
+pub type Event = ServerMessage<'static>;
 
 /// Why talking to the server failed.
 #[derive(Debug, thiserror::Error)]
@@ -112,10 +38,10 @@ pub enum ClientError {
     BadFrame(#[from] rmp_serde::decode::Error),
     #[error("the server closed the connection")]
     Closed,
-    #[error("the server refused: {code}: {text}")]
-    Refused { code: String, text: String },
-    #[error("the server said goodbye: {reason}: {text}")]
-    Bye { reason: String, text: String },
+    #[error("the server refused: {}: {text}", code.as_str())]
+    Refused { code: ErrorCode, text: String },
+    #[error("the server said goodbye: {}: {text}", reason.as_str())]
+    Bye { reason: ByeReason, text: String },
     #[error("no answer from the server within {0:?}")]
     Timeout(Duration),
 }
@@ -180,7 +106,7 @@ impl Connection {
     }
 
     /// Sends one request.
-    pub async fn send(&mut self, request: &Request<'_>) -> Result<(), ClientError> {
+    pub async fn send(&mut self, request: &ClientMessage<'_>) -> Result<(), ClientError> {
         self.writer.send(request).await
     }
 
@@ -188,8 +114,8 @@ impl Connection {
     pub async fn next_event(&mut self) -> Result<Event, ClientError> {
         loop {
             let event = next_event(&mut self.reader).await?;
-            if let Event::Ping { id } = &event {
-                self.writer.send(&Request::Pong { id: *id }).await?;
+            if let Some(answer) = event.answer() {
+                self.writer.send(&answer).await?;
                 continue;
             }
             return Ok(event);
@@ -199,7 +125,10 @@ impl Connection {
     /// Sends `hello` and waits for the outcome. A refused name or a full
     /// server is an error; the connection stays usable after a refusal.
     pub async fn join(&mut self, name: &str) -> Result<Admission, ClientError> {
-        self.send(&Request::Hello { name }).await?;
+        self.send(&ClientMessage::Hello {
+            name: Cow::Borrowed(name),
+        })
+        .await?;
         loop {
             match self.next_event().await? {
                 Event::Welcome {
@@ -209,9 +138,9 @@ impl Connection {
                     ..
                 } => {
                     return Ok(Admission::Welcome {
-                        users,
+                        users: users.into_iter().map(Cow::into_owned).collect(),
                         capacity,
-                        text,
+                        text: text.into_owned(),
                     });
                 }
                 Event::Queued {
@@ -222,11 +151,21 @@ impl Connection {
                     return Ok(Admission::Queued {
                         position,
                         waiting,
-                        text,
+                        text: text.into_owned(),
                     });
                 }
-                Event::Error { code, text } => return Err(ClientError::Refused { code, text }),
-                Event::Bye { reason, text } => return Err(ClientError::Bye { reason, text }),
+                Event::Error { code, text } => {
+                    return Err(ClientError::Refused {
+                        code,
+                        text: text.into_owned(),
+                    });
+                }
+                Event::Bye { reason, text } => {
+                    return Err(ClientError::Bye {
+                        reason,
+                        text: text.into_owned(),
+                    });
+                }
                 _ => {}
             }
         }
@@ -258,10 +197,8 @@ impl Connection {
 
 impl Writer {
     /// Sends one request.
-    pub async fn send(&mut self, request: &Request<'_>) -> Result<(), ClientError> {
-        let frame: Bytes =
-            encode_frame(request).map_err(|e| std::io::Error::other(e.to_string()))?;
-        self.io.write_all(&frame).await?;
+    pub async fn send(&mut self, request: &ClientMessage<'_>) -> Result<(), ClientError> {
+        self.io.write_all(&request.to_frame()).await?;
         Ok(())
     }
 
@@ -285,52 +222,25 @@ async fn next_event(
     match frames.next().await {
         None => Err(ClientError::Closed),
         Some(Err(error)) => Err(ClientError::Io(error)),
-        Some(Ok(payload)) => Ok(rmp_serde::from_slice(&payload)?),
+        Some(Ok(payload)) => Ok(ServerMessage::decode(&payload)?),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anteroom_protocol::ServerMessage;
-
-    fn decode(message: ServerMessage<'_>) -> Event {
-        let frame = message.to_frame();
-        rmp_serde::from_slice(&frame[4..]).unwrap()
-    }
 
     #[test]
     fn decodes_what_the_server_encodes() {
-        assert_eq!(
-            decode(ServerMessage::Message {
-                id: 3,
-                from: "ann",
-                text: "hi",
-                ts: 9
-            }),
-            Event::Message {
-                id: 3,
-                from: "ann".into(),
-                text: "hi".into(),
-                ts: 9
-            }
-        );
-        assert_eq!(
-            decode(ServerMessage::Ping { id: None }),
-            Event::Ping { id: None }
-        );
-        assert_eq!(
-            decode(ServerMessage::Queued {
-                position: 2,
-                waiting: 5,
-                text: "t".into()
-            }),
-            Event::Queued {
-                position: 2,
-                waiting: 5,
-                text: "t".into()
-            }
-        );
+        let sent = ServerMessage::Message {
+            id: 3,
+            from: "ann".into(),
+            text: "hi".into(),
+            ts: 9,
+        };
+        assert_eq!(ServerMessage::decode(&sent.to_frame()[4..]).unwrap(), sent);
+        let ping = ServerMessage::Ping { id: None };
+        assert_eq!(ServerMessage::decode(&ping.to_frame()[4..]).unwrap(), ping);
     }
 
     #[test]
@@ -341,22 +251,21 @@ mod tests {
             ("colour".into(), "red".into()),
         ]);
         rmpv::encode::write_value(&mut payload, &value).unwrap();
-        assert_eq!(
-            rmp_serde::from_slice::<Event>(&payload).unwrap(),
-            Event::Unknown
-        );
+        assert_eq!(ServerMessage::decode(&payload).unwrap(), Event::Unknown);
         let value = rmpv::Value::Map(vec![
-            ("type".into(), "joined".into()),
+            ("type".into(), "left".into()),
             ("name".into(), "bob".into()),
+            ("reason".into(), "teleported".into()),
             ("ts".into(), 1.into()),
             ("extra".into(), true.into()),
         ]);
         payload.clear();
         rmpv::encode::write_value(&mut payload, &value).unwrap();
         assert_eq!(
-            rmp_serde::from_slice::<Event>(&payload).unwrap(),
-            Event::Joined {
+            ServerMessage::decode(&payload).unwrap(),
+            Event::Left {
                 name: "bob".into(),
+                reason: anteroom_protocol::LeftReason::Unknown,
                 ts: 1
             }
         );

@@ -5,27 +5,48 @@
 //! not a map with a string `type` is `bad_frame`, an unknown `type` is
 //! `unknown_type`, a missing or mistyped field is `bad_request`.
 
-use rmpv::Value;
+use std::borrow::Cow;
 
+use bytes::Bytes;
+use rmpv::Value;
+use serde::Serialize;
+
+use super::codec::encode_frame;
 use super::server::{ErrorCode, PingId};
 
 /// Nesting deeper than this is refused; no valid client frame nests at all,
 /// and the bound keeps a hostile frame from exhausting the stack.
 const MAX_DEPTH: usize = 16;
 
-/// A request from a client, already checked for shape.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientMessage {
+/// A request from a client: the one vocabulary every client encodes and the
+/// server decodes. Clients build it from borrowed strings; the server's
+/// [`ClientMessage::decode`] checks its shape and owns what it read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage<'a> {
     /// Asks to join the room under `name` (not yet validated as a name).
-    Hello { name: String },
+    Hello {
+        /// The name asked for.
+        name: Cow<'a, str>,
+    },
     /// A chat line for the room (length not yet checked against the limit).
-    Say { text: String },
+    Say {
+        /// What to say.
+        text: Cow<'a, str>,
+    },
     /// Asks for the list of users in the room.
     Who,
     /// Liveness check; answered with a `pong` echoing `id`.
-    Ping { id: Option<PingId> },
+    Ping {
+        /// Echoed back, if given.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<PingId>,
+    },
     /// Answer to a server `ping`.
-    Pong { id: PingId },
+    Pong {
+        /// The ping's `id`.
+        id: PingId,
+    },
     /// The client is leaving.
     Bye,
 }
@@ -49,7 +70,15 @@ impl DecodeError {
     }
 }
 
-impl ClientMessage {
+impl ClientMessage<'_> {
+    /// Encodes the request as a complete frame. A request holds only strings
+    /// and integers, which MessagePack always represents.
+    pub fn to_frame(&self) -> Bytes {
+        encode_frame(self).expect("client messages are always encodable")
+    }
+}
+
+impl ClientMessage<'static> {
     /// Decodes one frame payload (without its length prefix).
     pub fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
         let mut cursor = payload;
@@ -89,10 +118,10 @@ impl ClientMessage {
         };
         match kind {
             "hello" => Ok(ClientMessage::Hello {
-                name: fields.string("name")?,
+                name: fields.string("name")?.into(),
             }),
             "say" => Ok(ClientMessage::Say {
-                text: fields.string("text")?,
+                text: fields.string("text")?.into(),
             }),
             "who" => Ok(ClientMessage::Who),
             "ping" => Ok(ClientMessage::Ping {

@@ -1,9 +1,12 @@
 //! Frames the server sends. Each variant serializes to a MessagePack map with
 //! a string `type` key, exactly as the contract lists them.
 
-use bytes::Bytes;
-use serde::Serialize;
+use std::borrow::Cow;
 
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::client::ClientMessage;
 use super::codec::encode_frame;
 
 /// The exact text of a `queued` frame, with the position filled in.
@@ -18,65 +21,109 @@ pub const WELCOME_FROM_QUEUE: &str = "A spot has opened up! You are now connecte
 pub const WELCOME_DIRECT: &str = "Welcome to anteroom! You are now connected to the chat.";
 
 /// A ping or pong `id`: any MessagePack integer, echoed back unchanged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum PingId {
+    /// Fits an `i64`.
     Signed(i64),
+    /// Above `i64::MAX`.
     Unsigned(u64),
 }
 
-/// A frame from server to client. Borrowed fields keep encoding free of copies.
-#[derive(Debug, Serialize)]
+/// A frame from server to client: the one vocabulary the server encodes and
+/// every client decodes. The server builds it from borrowed strings, so
+/// encoding copies nothing; a client decodes it into owned strings
+/// (`ServerMessage<'static>`, see [`ServerMessage::decode`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage<'a> {
+    /// Admitted into the room.
     Welcome {
-        name: &'a str,
-        users: Vec<&'a str>,
+        /// The name as stored.
+        name: Cow<'a, str>,
+        /// Everyone in the room, in join order, this client included.
+        users: Vec<Cow<'a, str>>,
+        /// The room's capacity (`max_active`).
         capacity: u64,
-        text: &'a str,
+        /// A greeting; fixed text after waiting in the queue.
+        text: Cow<'a, str>,
     },
+    /// Waiting in the queue; sent on entry and whenever the position changes.
     Queued {
+        /// 1-based place in the queue.
         position: u64,
+        /// Clients in the queue.
         waiting: u64,
-        text: String,
+        /// The fixed text, see [`queued_text`].
+        text: Cow<'a, str>,
     },
+    /// A member said something.
     Message {
+        /// Strictly increasing in the room.
         id: u64,
-        from: &'a str,
-        text: &'a str,
+        /// The sender's name.
+        from: Cow<'a, str>,
+        /// What was said.
+        text: Cow<'a, str>,
+        /// Unix time in milliseconds.
         ts: u64,
     },
+    /// Another user entered the room.
     Joined {
-        name: &'a str,
+        /// Who.
+        name: Cow<'a, str>,
+        /// Unix time in milliseconds.
         ts: u64,
     },
+    /// A user left the room.
     Left {
-        name: &'a str,
+        /// Who.
+        name: Cow<'a, str>,
+        /// Why.
         reason: LeftReason,
+        /// Unix time in milliseconds.
         ts: u64,
     },
+    /// The answer to `who`.
     Users {
-        names: Vec<&'a str>,
+        /// Everyone in the room, in join order.
+        names: Vec<Cow<'a, str>>,
     },
+    /// Under the `skip` policy: this many room events were dropped for you.
     Gap {
+        /// Frames of type `message`, `joined` or `left` dropped.
         missed: u64,
     },
+    /// A request was refused; the connection stays open unless a `bye` follows.
     Error {
+        /// What went wrong.
         code: ErrorCode,
-        text: &'a str,
+        /// For people.
+        text: Cow<'a, str>,
     },
+    /// Liveness check; answer with `pong` and the same `id`.
     Ping {
-        #[serde(skip_serializing_if = "Option::is_none")]
+        /// Echoed back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<PingId>,
     },
+    /// The answer to a client's `ping`.
     Pong {
-        #[serde(skip_serializing_if = "Option::is_none")]
+        /// The client's `id`, if it sent one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<PingId>,
     },
+    /// The server is about to close the connection.
     Bye {
+        /// Why.
         reason: ByeReason,
-        text: &'a str,
+        /// For people.
+        text: Cow<'a, str>,
     },
+    /// A frame type this version does not know (from a newer server); never
+    /// sent.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ServerMessage<'_> {
@@ -87,22 +134,52 @@ impl ServerMessage<'_> {
     pub fn to_frame(&self) -> Bytes {
         encode_frame(self).expect("server messages are always encodable")
     }
+
+    /// The answer a client owes this message: a `pong` for a server `ping`.
+    /// The one place that says how pings are answered.
+    pub fn answer(&self) -> Option<ClientMessage<'static>> {
+        match self {
+            ServerMessage::Ping { id: Some(id) } => Some(ClientMessage::Pong { id: *id }),
+            _ => None,
+        }
+    }
+}
+
+impl ServerMessage<'static> {
+    /// Decodes one frame payload (without its length prefix). Unknown keys
+    /// and unknown frame types are tolerated, as the contract asks.
+    pub fn decode(payload: &[u8]) -> Result<Self, rmp_serde::decode::Error> {
+        rmp_serde::from_slice(payload)
+    }
 }
 
 /// The `code` of an `error` frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
+    /// Not a MessagePack map with a string `type`, or `L` = 0.
     BadFrame,
+    /// `L` above `max_frame_bytes`.
     FrameTooLarge,
+    /// `type` is not a client type.
     UnknownType,
+    /// A field missing or mistyped, or a `hello` out of turn.
     BadRequest,
+    /// `say` or `who` before `hello`.
     HandshakeRequired,
+    /// The name breaks the name rule.
     NameInvalid,
+    /// A connected user holds the name.
     NameTaken,
+    /// `say` or `who` while queued.
     NotAdmitted,
+    /// `say.text` above `max_message_bytes`.
     MessageTooLong,
+    /// Over the message rate limit.
     RateLimited,
+    /// A code this version does not know (from a newer server); never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ErrorCode {
@@ -119,20 +196,30 @@ impl ErrorCode {
             ErrorCode::NotAdmitted => "not_admitted",
             ErrorCode::MessageTooLong => "message_too_long",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unknown => "unknown",
         }
     }
 }
 
 /// Why a member left the room, as broadcast in `left`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeftReason {
+    /// It said `bye`.
     Bye,
+    /// Its connection ended without a goodbye.
     Disconnected,
+    /// Silent for `idle_timeout`.
     IdleTimeout,
+    /// Cut off for falling behind.
     SlowConsumer,
+    /// Cut off for breaking the protocol.
     ProtocolError,
+    /// The server shut down.
     Shutdown,
+    /// A reason this version does not know (from a newer server); never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 impl LeftReason {
@@ -145,24 +232,49 @@ impl LeftReason {
             LeftReason::SlowConsumer => "slow_consumer",
             LeftReason::ProtocolError => "protocol_error",
             LeftReason::Shutdown => "shutdown",
+            LeftReason::Unknown => "unknown",
         }
     }
 }
 
 /// Why the server is closing a connection, as sent in `bye`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ByeReason {
+    /// The room and the queue are full.
     ServerFull,
+    /// It fell too far behind.
     SlowConsumer,
+    /// Silent for `idle_timeout`.
     IdleTimeout,
+    /// No valid `hello` within `handshake_timeout`.
     HandshakeTimeout,
+    /// It broke the protocol.
     ProtocolError,
+    /// The server is shutting down.
     Shutdown,
+    /// The answer to the client's own `bye`.
     Bye,
+    /// A reason this version does not know (from a newer server); never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ByeReason {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ByeReason::ServerFull => "server_full",
+            ByeReason::SlowConsumer => "slow_consumer",
+            ByeReason::IdleTimeout => "idle_timeout",
+            ByeReason::HandshakeTimeout => "handshake_timeout",
+            ByeReason::ProtocolError => "protocol_error",
+            ByeReason::Shutdown => "shutdown",
+            ByeReason::Bye => "bye",
+            ByeReason::Unknown => "unknown",
+        }
+    }
+
     /// The human-readable `text` that accompanies each reason.
     pub fn text(self) -> &'static str {
         match self {
@@ -173,6 +285,7 @@ impl ByeReason {
             ByeReason::ProtocolError => "Protocol error; disconnecting.",
             ByeReason::Shutdown => "The server is shutting down.",
             ByeReason::Bye => "Goodbye!",
+            ByeReason::Unknown => "",
         }
     }
 
@@ -180,15 +293,31 @@ impl ByeReason {
     pub fn frame(self) -> Bytes {
         ServerMessage::Bye {
             reason: self,
-            text: self.text(),
+            text: self.text().into(),
         }
         .to_frame()
     }
 }
 
+/// Each code and reason prints as its wire spelling.
+macro_rules! display_as_wire {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+display_as_wire!(ErrorCode, LeftReason, ByeReason);
+
 /// An `error` frame.
 pub fn error_frame(code: ErrorCode, text: &str) -> Bytes {
-    ServerMessage::Error { code, text }.to_frame()
+    ServerMessage::Error {
+        code,
+        text: text.into(),
+    }
+    .to_frame()
 }
 
 #[cfg(test)]
@@ -228,5 +357,92 @@ mod tests {
             queued_text(3),
             "We are dealing with a large amount of users and you are at 3 in queue"
         );
+    }
+
+    #[test]
+    fn every_server_message_decodes_to_what_was_encoded() {
+        let all = [
+            ServerMessage::Welcome {
+                name: "ann".into(),
+                users: vec!["bob".into(), "ann".into()],
+                capacity: 2,
+                text: WELCOME_DIRECT.into(),
+            },
+            ServerMessage::Queued {
+                position: 1,
+                waiting: 3,
+                text: queued_text(1).into(),
+            },
+            ServerMessage::Message {
+                id: 7,
+                from: "ann".into(),
+                text: "hi".into(),
+                ts: 1,
+            },
+            ServerMessage::Joined {
+                name: "bob".into(),
+                ts: 2,
+            },
+            ServerMessage::Left {
+                name: "bob".into(),
+                reason: LeftReason::IdleTimeout,
+                ts: 3,
+            },
+            ServerMessage::Users {
+                names: vec!["ann".into()],
+            },
+            ServerMessage::Gap { missed: 4 },
+            ServerMessage::Error {
+                code: ErrorCode::NameTaken,
+                text: "taken".into(),
+            },
+            ServerMessage::Ping {
+                id: Some(PingId::Unsigned(u64::MAX)),
+            },
+            ServerMessage::Pong { id: None },
+            ServerMessage::Bye {
+                reason: ByeReason::ServerFull,
+                text: ByeReason::ServerFull.text().into(),
+            },
+        ];
+        for message in all {
+            let frame = message.to_frame();
+            assert_eq!(ServerMessage::decode(&frame[4..]).unwrap(), message);
+        }
+    }
+
+    #[test]
+    fn every_client_message_decodes_to_what_was_encoded() {
+        let all = [
+            ClientMessage::Hello { name: "ann".into() },
+            ClientMessage::Say { text: "hi".into() },
+            ClientMessage::Who,
+            ClientMessage::Ping { id: None },
+            ClientMessage::Ping {
+                id: Some(PingId::Signed(-1)),
+            },
+            ClientMessage::Pong {
+                id: PingId::Signed(5),
+            },
+            ClientMessage::Bye,
+        ];
+        for message in all {
+            let frame = message.to_frame();
+            assert_eq!(ClientMessage::decode(&frame[4..]).unwrap(), message);
+        }
+    }
+
+    #[test]
+    fn a_ping_is_answered_with_its_id_and_nothing_else_is() {
+        let ping = ServerMessage::Ping {
+            id: Some(PingId::Signed(9)),
+        };
+        assert_eq!(
+            ping.answer(),
+            Some(ClientMessage::Pong {
+                id: PingId::Signed(9)
+            })
+        );
+        assert_eq!(ServerMessage::Gap { missed: 1 }.answer(), None);
     }
 }

@@ -378,7 +378,11 @@ impl Session {
         }
     }
 
-    async fn say(&mut self, text: String, read_at: std::time::Instant) -> Option<End> {
+    async fn say(
+        &mut self,
+        text: std::borrow::Cow<'static, str>,
+        read_at: std::time::Instant,
+    ) -> Option<End> {
         if !self.admitted("say") {
             return None;
         }

@@ -5,6 +5,7 @@
 //! each member. It never waits on a member: a member whose outbox is full is
 //! cut off (`disconnect`) or skipped and told with `gap` (`skip`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_broadcast::Receiver;
@@ -58,8 +59,8 @@ impl RoomDelivery {
                 self.next_id += 1;
                 let frame = ServerMessage::Message {
                     id: self.next_id,
-                    from: &from,
-                    text: &text,
+                    from: Cow::Borrowed(&from),
+                    text: Cow::Borrowed(&text),
                     ts,
                 }
                 .to_frame();
@@ -71,7 +72,11 @@ impl RoomDelivery {
                 from_queue,
                 ts,
             } => {
-                let joined = ServerMessage::Joined { name: &name, ts }.to_frame();
+                let joined = ServerMessage::Joined {
+                    name: Cow::Borrowed(&name),
+                    ts,
+                }
+                .to_frame();
                 self.fan_out(&joined, None);
                 self.members.push(Member {
                     id: peer.id,
@@ -79,14 +84,18 @@ impl RoomDelivery {
                     peer: peer.clone(),
                 });
                 let welcome = ServerMessage::Welcome {
-                    name: &name,
-                    users: self.members.iter().map(|m| &*m.name).collect(),
+                    name: Cow::Borrowed(&name),
+                    users: self
+                        .members
+                        .iter()
+                        .map(|m| Cow::Borrowed(&*m.name))
+                        .collect(),
                     capacity: self.capacity,
-                    text: if from_queue {
+                    text: Cow::Borrowed(if from_queue {
                         WELCOME_FROM_QUEUE
                     } else {
                         WELCOME_DIRECT
-                    },
+                    }),
                 }
                 .to_frame();
                 // A member from the moment its welcome can reach it: a
@@ -104,7 +113,7 @@ impl RoomDelivery {
                     self.members.remove(i);
                 }
                 let left = ServerMessage::Left {
-                    name: &name,
+                    name: Cow::Borrowed(&name),
                     reason,
                     ts,
                 }

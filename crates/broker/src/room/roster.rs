@@ -81,7 +81,11 @@ impl Roster {
             return frame.clone();
         }
         let frame = ServerMessage::Users {
-            names: inner.by_seq.values().map(|n| &**n).collect(),
+            names: inner
+                .by_seq
+                .values()
+                .map(|n| std::borrow::Cow::Borrowed(&**n))
+                .collect(),
         }
         .to_frame();
         inner.users_frame = Some(frame.clone());

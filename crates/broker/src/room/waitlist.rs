@@ -148,7 +148,7 @@ pub fn queued_frame(position: u64, waiting: u64) -> bytes::Bytes {
     ServerMessage::Queued {
         position,
         waiting,
-        text: queued_text(position),
+        text: queued_text(position).into(),
     }
     .to_frame()
 }

@@ -8,6 +8,7 @@ use chrono::{Local, TimeZone};
 use tokio::io::AsyncBufReadExt;
 
 use super::net::{self, Net, Outgoing, Retry};
+use crate::protocol::ErrorCode;
 use crate::{Admission, Event};
 
 /// Formats an event as one line; `None` for events not worth a line.
@@ -108,7 +109,7 @@ pub async fn run(server: String, name: String) -> Result<(), String> {
                             }
                         }
                         Event::Message { from, .. } if *from == name => unechoed = unechoed.saturating_sub(1),
-                        Event::Error { code, .. } if code == "rate_limited" || code == "message_too_long" || code == "bad_request" => {
+                        Event::Error { code, .. } if matches!(code, ErrorCode::RateLimited | ErrorCode::MessageTooLong | ErrorCode::BadRequest) => {
                             unechoed = unechoed.saturating_sub(1);
                         }
                         _ => {}

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::{Admission, ClientError, Connection, Event, Request};
+use std::borrow::Cow;
+
+use crate::protocol::{ByeReason, ClientMessage, ErrorCode};
+use crate::{Admission, ClientError, Connection, Event};
 
 /// What the user wants sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,11 +157,18 @@ async fn session(
             let _ = net.send(Net::Admitted(admission)).await;
         }
         // Rejoining, our old connection may not be gone yet: try again.
-        Err(ClientError::Refused { code, .. }) if code == "name_taken" && *joined_before => {
+        Err(ClientError::Refused {
+            code: ErrorCode::NameTaken,
+            ..
+        }) if *joined_before => {
             return Ended::Lost("the name is still held by the old connection".into());
         }
         Err(ClientError::Refused { code, text }) => return Ended::Fatal(format!("{code}: {text}")),
-        Err(ClientError::Bye { reason, text }) if reason == "server_full" && !retry.when_full => {
+        Err(ClientError::Bye {
+            reason: ByeReason::ServerFull,
+            text,
+        }) if !retry.when_full => {
+            let reason = ByeReason::ServerFull;
             return Ended::Fatal(format!("{reason}: {text}"));
         }
         Err(error) => return Ended::Lost(error.to_string()),
@@ -168,17 +178,17 @@ async fn session(
     loop {
         tokio::select! {
             event = reader.next_event() => match event {
-                Ok(Event::Ping { id }) => {
-                    let pong = Request::Pong { id };
+                Ok(event) if event.answer().is_some() => {
+                    let Some(pong) = event.answer() else { continue };
                     if let Err(error) = writer.send(&pong).await {
                         return Ended::Lost(error.to_string());
                     }
                 }
                 Ok(Event::Bye { reason, text }) => {
-                    let _ = net.send(Net::Event(Event::Bye { reason: reason.clone(), text })).await;
-                    return match reason.as_str() {
+                    let _ = net.send(Net::Event(Event::Bye { reason, text })).await;
+                    return match reason {
                         _ if leaving => Ended::Left,
-                        "bye" => Ended::Left,
+                        ByeReason::Bye => Ended::Left,
                         _ => Ended::Lost(format!("server closed the connection: {reason}")),
                     };
                 }
@@ -192,11 +202,11 @@ async fn session(
             },
             request = out.recv(), if !leaving => {
                 let sent = match request {
-                    Some(Outgoing::Say(text)) => writer.send(&Request::Say { text: &text }).await,
-                    Some(Outgoing::Who) => writer.send(&Request::Who).await,
+                    Some(Outgoing::Say(text)) => writer.send(&ClientMessage::Say { text: Cow::Borrowed(&text) }).await,
+                    Some(Outgoing::Who) => writer.send(&ClientMessage::Who).await,
                     None | Some(Outgoing::Bye) => {
                         leaving = true;
-                        writer.send(&Request::Bye).await
+                        writer.send(&ClientMessage::Bye).await
                     }
                 };
                 if let Err(error) = sent {

@@ -128,8 +128,8 @@ impl ChatState {
     }
 
     /// In the room, directly or from the queue.
-    fn entered(&mut self, users: &[String], capacity: u64, text: &str) {
-        self.users = users.to_vec();
+    fn entered<S: AsRef<str>>(&mut self, users: &[S], capacity: u64, text: &str) {
+        self.users = users.iter().map(|u| u.as_ref().to_string()).collect();
         self.status = Status::InRoom { capacity };
         self.notice(text);
     }
@@ -153,12 +153,12 @@ impl ChatState {
             }
             Event::Message { from, text, ts, .. } => self.push(Entry::Message {
                 ts: *ts,
-                from: from.clone(),
-                text: text.clone(),
+                from: from.to_string(),
+                text: text.to_string(),
             }),
             Event::Joined { name, ts } => {
-                if !self.users.contains(name) {
-                    self.users.push(name.clone());
+                if !self.users.iter().any(|u| u == name) {
+                    self.users.push(name.to_string());
                 }
                 self.push(Entry::Notice {
                     ts: *ts,
@@ -169,11 +169,11 @@ impl ChatState {
                 self.users.retain(|u| u != name);
                 self.push(Entry::Notice {
                     ts: *ts,
-                    text: format!("{name} left ({})", reason.replace('_', " ")),
+                    text: format!("{name} left ({})", reason.as_str().replace('_', " ")),
                 });
             }
             Event::Users { names } => {
-                self.users = names.clone();
+                self.users = names.iter().map(|n| n.to_string()).collect();
                 self.notice(format!(
                     "in the room ({}): {}",
                     names.len(),
@@ -186,7 +186,7 @@ impl ChatState {
                 ));
             }
             Event::Error { code, text } => self.notice(format!("error ({code}): {text}")),
-            Event::Bye { text, .. } => self.notice(text.clone()),
+            Event::Bye { text, .. } => self.notice(text.to_string()),
             Event::Ping { .. } | Event::Pong { .. } | Event::Unknown => {}
         }
     }
@@ -336,7 +336,7 @@ mod tests {
         });
         s.apply(&Event::Left {
             name: "bob".into(),
-            reason: "slow_consumer".into(),
+            reason: crate::protocol::LeftReason::SlowConsumer,
             ts: 2,
         });
         assert_eq!(s.users, ["ann", "cid"]);

@@ -267,7 +267,7 @@ mod tests {
         s.apply(&Event::Queued {
             position: 1,
             waiting: 5,
-            text: String::new(),
+            text: String::new().into(),
         });
         let screen = render(&s, 100, 10);
         assert!(
@@ -313,7 +313,7 @@ mod tests {
             s.apply(&Event::Message {
                 id: i,
                 from: "bob".into(),
-                text: format!("line {i}"),
+                text: format!("line {i}").into(),
                 ts: 0,
             });
         }
