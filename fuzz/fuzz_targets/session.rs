@@ -16,7 +16,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anteroom_broker::bus::Bus;
 use anteroom_client::Event;
 use anteroom_broker::config::Config;
 use anteroom_broker::gateway::transport::ByteStream;
@@ -24,10 +23,7 @@ use anteroom_broker::gateway::{Gateway, session::run_session};
 use anteroom_broker::room::names;
 use anteroom_protocol::codec::MAX_SERVER_FRAME_BYTES;
 use anteroom_protocol::{ClientMessage, PingId};
-use anteroom_broker::room::delivery::RoomDelivery;
-use anteroom_broker::room::roster::Roster;
-use anteroom_broker::room::waitlist::Waitlist;
-use anteroom_broker::room::{admission, delivery, roster, waitlist};
+use anteroom_broker::room::Room;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -146,25 +142,12 @@ fn schedule(seed: u8) -> impl Iterator<Item = (usize, Duration)> {
 /// Runs one session over an in-memory connection; returns what the server sent.
 async fn converse(config: Config, seed: u8, input: Vec<u8>) -> Vec<u8> {
     let shutdown = CancellationToken::new();
-    let (bus, subs) = Bus::new();
-    let roster_state = Arc::new(Roster::new());
-    let components = [
-        tokio::spawn(delivery::run(
-            subs.room_delivery,
-            RoomDelivery::new(config.max_active, false),
-            config.outbox_limit,
-        )),
-        tokio::spawn(roster::run(subs.roster, roster_state.clone())),
-        tokio::spawn(admission::run(
-            subs.admission,
-            bus.clone(),
-            config.max_active,
-            config.max_waiting,
-            shutdown.clone(),
-        )),
-        tokio::spawn(waitlist::run(subs.waitlist, Waitlist::new())),
-    ];
-    let gateway = Arc::new(Gateway::new(config, bus.clone(), roster_state, shutdown));
+    let Room {
+        bus,
+        roster,
+        components,
+    } = Room::start(&config, &shutdown);
+    let gateway = Arc::new(Gateway::new(config, bus.clone(), roster, shutdown));
 
     let (client, server) = tokio::io::duplex(4096);
     let (server_read, server_write) = tokio::io::split(server);

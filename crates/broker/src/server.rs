@@ -10,13 +10,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::bus::Bus;
-use crate::config::{Config, SlowConsumerPolicy};
+use crate::config::Config;
 use crate::gateway::{Gateway, listener};
-use crate::room::delivery::RoomDelivery;
-use crate::room::roster::Roster;
-use crate::room::waitlist::Waitlist;
-use crate::room::{admission, delivery, roster, waitlist};
+use crate::room::Room;
 use crate::telemetry::http;
 use crate::telemetry::metrics;
 
@@ -89,25 +85,11 @@ impl Server {
                 .map_or(config.metrics_listen, |a| a)
         );
 
-        let (bus, subscriptions) = Bus::new();
-        let roster_state = Arc::new(Roster::new());
-        let skip = config.slow_consumer == SlowConsumerPolicy::Skip;
-        let components = [
-            tokio::spawn(delivery::run(
-                subscriptions.room_delivery,
-                RoomDelivery::new(config.max_active, skip),
-                config.outbox_limit,
-            )),
-            tokio::spawn(roster::run(subscriptions.roster, roster_state.clone())),
-            tokio::spawn(admission::run(
-                subscriptions.admission,
-                bus.clone(),
-                config.max_active,
-                config.max_waiting,
-                shutdown.clone(),
-            )),
-            tokio::spawn(waitlist::run(subscriptions.waitlist, Waitlist::new())),
-        ];
+        let Room {
+            bus,
+            roster,
+            components,
+        } = Room::start(&config, &shutdown);
 
         let ready = Arc::new(AtomicBool::new(true));
         let http_stop = CancellationToken::new();
@@ -128,7 +110,7 @@ impl Server {
         let gateway = Arc::new(Gateway::new(
             config,
             bus.clone(),
-            roster_state,
+            roster,
             shutdown.clone(),
         ));
         listener::accept_loop(listener, gateway.clone()).await;
