@@ -4,15 +4,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::TestServer;
-
-const BIN: &str = env!("CARGO_BIN_EXE_anteroom");
+use support::process::{BIN, Chat};
 
 /// Under CI a missing tool is a failure: `.ci/run` installs it.
 fn required(tool: &str, why: &str) -> bool {
@@ -31,100 +28,16 @@ fn have(program: &str) -> bool {
         .is_ok()
 }
 
-/// An `anteroom chat` process in line mode.
-struct Chat {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Chat {
-    fn start(server: &TestServer, name: &str) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["chat", "--name", name, "--server", &server.addr.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let stdin = child.stdin.take();
-        Chat {
-            child,
-            stdin,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn type_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits for an output line equal to `want` (or matching after a
-    /// timestamp, for messages).
-    fn expect(&mut self, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let matches =
-                        line == want || line.split_once("] ").is_some_and(|(_, rest)| rest == want);
-                    self.seen.push(line);
-                    if matches {
-                        return;
-                    }
-                }
-                Err(_) => panic!("never saw {want:?}; saw {:#?}", self.seen),
-            }
-        }
-    }
-
-    /// Closes standard input and expects a clean exit.
-    fn finish(mut self) {
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chat did not exit after its input ended"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Chat {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_chat_clients_talk_and_a_third_waits_its_turn() {
     let server = TestServer::start(|c| c.max_active = 2).await;
-    let mut ann = Chat::start(&server, "ann");
+    let mut ann = Chat::start(server.addr, "ann");
     ann.expect("* Welcome to anteroom! You are now connected to the chat.");
     ann.expect("* in the room: ann");
-    let mut bob = Chat::start(&server, "bob");
+    let mut bob = Chat::start(server.addr, "bob");
     bob.expect("* in the room: ann, bob");
     ann.expect("* bob joined");
-    let mut cid = Chat::start(&server, "cid");
+    let mut cid = Chat::start(server.addr, "cid");
     cid.expect("* We are dealing with a large amount of users and you are at 1 in queue");
 
     bob.type_line("hello everyone");
@@ -382,7 +295,7 @@ async fn the_full_screen_interface_in_a_real_terminal() {
 async fn the_client_reconnects_under_the_same_name_when_the_server_returns() {
     let server = TestServer::start(|_| {}).await;
     let addr = server.addr;
-    let mut ann = Chat::start(&server, "ann");
+    let mut ann = Chat::start(server.addr, "ann");
     ann.expect("* in the room: ann");
     server.stop().await;
     ann.expect("* bye (shutdown): The server is shutting down.");

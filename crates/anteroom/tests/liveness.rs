@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anteroom_broker::config::SlowConsumerPolicy;
 use support::{Client, TestServer};
-use tokio::net::TcpSocket;
 
 #[tokio::test]
 async fn a_silent_connection_gets_handshake_timeout_on_time() {
@@ -138,10 +137,7 @@ async fn a_queued_client_is_also_subject_to_idle_timeout() {
 
 /// A client whose receive window is tiny, so a stalled reader backs up fast.
 async fn stalled_member(s: &TestServer, name: &str) -> Client {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(s.addr).await.unwrap();
-    let mut c = Client { stream };
+    let mut c = Client::connect_small(s.addr).await;
     c.hello(name).await;
     c.recv_type("welcome").await;
     c
@@ -210,12 +206,7 @@ async fn left_of(name: &str, seen: Vec<rmpv::Value>, reader: &mut Client) -> rmp
     if let Some(v) = seen.into_iter().find(is_it) {
         return v;
     }
-    loop {
-        let v = reader.recv().await;
-        if is_it(&v) {
-            return v;
-        }
-    }
+    reader.recv_until(is_it).await
 }
 
 fn flood_config(c: &mut anteroom_broker::config::Config) {

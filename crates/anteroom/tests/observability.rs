@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use support::process::{Running, spawn};
 use support::{Client, http_get, metric};
-use tokio::net::TcpSocket;
 
 /// Finds a program on PATH. Under CI (`CI` set) a missing program is a
 /// failure, not a skip: `.ci/run` installs it, so it must be there.
@@ -61,11 +60,7 @@ async fn reading_member(running: &Running, name: &str) -> tokio::task::JoinHandl
 /// them, until its outbox overflows and the broker cuts it off as a slow
 /// consumer.
 async fn provoke_slow_consumer(running: &Running) {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut slow = Client {
-        stream: socket.connect(running.addr).await.unwrap(),
-    };
+    let mut slow = Client::connect_small(running.addr).await;
     slow.hello("slow").await;
     slow.recv_type("welcome").await;
     let ping = support::frame_of(&support::map(&[("type", "ping".into()), ("id", 1.into())]));

@@ -76,13 +76,17 @@ pub fn raise_fd_limit() -> u64 {
 /// connections do not run out of ephemeral ports on one address.
 const SOURCE_ADDRESSES: u8 = 16;
 
+/// The loopback source address 127.0.0.x, x chosen by `index`.
+pub(crate) fn spread_source(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, 1 + (index % SOURCE_ADDRESSES as usize) as u8)
+}
+
 /// Connects from 127.0.0.x, x chosen by `index`, when the server is on
 /// loopback; from anywhere otherwise.
 pub async fn connect_spread(server: SocketAddr, index: usize) -> std::io::Result<TcpStream> {
     if server.ip().is_loopback() {
-        let source = Ipv4Addr::new(127, 0, 0, 1 + (index % SOURCE_ADDRESSES as usize) as u8);
         let socket = TcpSocket::new_v4()?;
-        socket.bind(SocketAddr::from((source, 0)))?;
+        socket.bind(SocketAddr::from((spread_source(index), 0)))?;
         socket.connect(server).await
     } else {
         TcpStream::connect(server).await

@@ -12,8 +12,8 @@ use std::time::Duration;
 use anteroom_broker::config::Config;
 use anteroom_broker::server::Server;
 use rmpv::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -62,25 +62,17 @@ impl TestServer {
 
     /// Connects and joins as `name`, expecting a direct `welcome`.
     pub async fn join(&self, name: &str) -> Client {
-        let mut c = self.connect().await;
-        c.hello(name).await;
-        let w = c.recv_type("welcome").await;
-        assert_eq!(w["name"].as_str(), Some(name));
-        c
+        Client::join(self.addr, name).await
     }
 
     /// Connects as `name`, expecting to be queued at `position`.
     pub async fn queue(&self, name: &str, position: u64) -> Client {
-        let mut c = self.connect().await;
-        c.hello(name).await;
-        let q = c.recv_type("queued").await;
-        assert_eq!(q["position"].as_u64(), Some(position), "{q}");
-        c
+        Client::queue(self.addr, name, position).await
     }
 
     /// Fetches `/metrics`.
     pub async fn scrape(&self) -> String {
-        http_get(self.metrics_addr, "/metrics").await.1
+        scrape(self.metrics_addr).await
     }
 
     pub async fn stop(self) {
@@ -105,12 +97,17 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Fetches `/metrics` from a metrics listener.
+pub async fn scrape(metrics_addr: SocketAddr) -> String {
+    http_get(metrics_addr, "/metrics").await.1
+}
+
 /// Scrapes `/metrics` until `series` satisfies `ok` (metrics are updated by
 /// components on their own schedule), failing after a few seconds.
 pub async fn wait_metric(metrics_addr: SocketAddr, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
     let mut last = None;
     for _ in 0..150 {
-        let body = http_get(metrics_addr, "/metrics").await.1;
+        let body = scrape(metrics_addr).await;
         last = metric(&body, series);
         if last.is_some_and(&ok) {
             return last.unwrap();
@@ -165,6 +162,29 @@ pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(stream: &mut R) -> Opti
     Some(v)
 }
 
+/// Reads one server frame from any byte stream, failing the test after
+/// [`RECV_TIMEOUT`] or if the stream ends.
+pub async fn recv_from<R: AsyncRead + Unpin>(stream: &mut R) -> Value {
+    tokio::time::timeout(RECV_TIMEOUT, read_frame(stream))
+        .await
+        .expect("timed out waiting for a frame")
+        .expect("connection closed while waiting for a frame")
+}
+
+/// Whether a frame is of type `ty`, for [`Client::recv_until`].
+pub fn is_type(ty: &'static str) -> impl Fn(&Value) -> bool {
+    move |v| v["type"].as_str() == Some(ty)
+}
+
+/// The names in a list of a frame (`users` of a welcome, `names` of users).
+pub fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .expect("an array of names")
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect()
+}
+
 /// A raw protocol client.
 pub struct Client {
     pub stream: TcpStream,
@@ -175,6 +195,39 @@ impl Client {
         let stream = TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).unwrap();
         Client { stream }
+    }
+
+    /// Connects with a tiny receive buffer: a client that stops reading
+    /// backs up after a few kilobytes.
+    pub async fn connect_small(addr: SocketAddr) -> Self {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client { stream }
+    }
+
+    /// Connects and joins as `name`, expecting a direct `welcome`.
+    pub async fn join(addr: SocketAddr, name: &str) -> Self {
+        let mut c = Client::connect(addr).await;
+        c.enter(name).await;
+        c
+    }
+
+    /// Connects as `name`, expecting to be queued at `position`.
+    pub async fn queue(addr: SocketAddr, name: &str, position: u64) -> Self {
+        let mut c = Client::connect(addr).await;
+        c.hello(name).await;
+        let q = c.recv_type("queued").await;
+        assert_eq!(q["position"].as_u64(), Some(position), "{name}: {q}");
+        c
+    }
+
+    /// Closes with a reset (RST) instead of FIN.
+    pub fn reset(self) {
+        let socket = socket2::Socket::from(self.stream.into_std().unwrap());
+        socket.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(socket);
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
@@ -195,6 +248,13 @@ impl Client {
         self.send_type("hello", &[("name", name.into())]).await;
     }
 
+    /// Sends `hello` and expects a direct `welcome`.
+    pub async fn enter(&mut self, name: &str) {
+        self.hello(name).await;
+        let w = self.recv_type("welcome").await;
+        assert_eq!(w["name"].as_str(), Some(name));
+    }
+
     pub async fn say(&mut self, text: &str) {
         self.send_type("say", &[("text", text.into())]).await;
     }
@@ -206,10 +266,17 @@ impl Client {
 
     /// Reads one frame, failing the test after [`RECV_TIMEOUT`].
     pub async fn recv(&mut self) -> Value {
-        tokio::time::timeout(RECV_TIMEOUT, self.try_recv())
-            .await
-            .expect("timed out waiting for a frame")
-            .expect("connection closed while waiting for a frame")
+        recv_from(&mut self.stream).await
+    }
+
+    /// Reads frames until one satisfies `want`; the others are skipped.
+    pub async fn recv_until(&mut self, want: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let v = self.recv().await;
+            if want(&v) {
+                return v;
+            }
+        }
     }
 
     /// Reads frames until one of type `ty`, skipping server pings.
@@ -253,6 +320,16 @@ impl Client {
         })
         .await;
         assert!(closed.is_ok(), "connection not closed");
+    }
+
+    /// Reads until the server closes the connection, whatever arrives
+    /// before (a reset counts too).
+    pub async fn expect_end(&mut self) {
+        let ended = tokio::time::timeout(RECV_TIMEOUT, async {
+            while self.try_recv().await.is_some() {}
+        })
+        .await;
+        assert!(ended.is_ok(), "connection not closed");
     }
 
     /// Asserts nothing arrives within `wait`.

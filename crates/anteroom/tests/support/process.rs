@@ -1,9 +1,10 @@
-//! Running the real `anteroom` binary as a child process.
+//! Running the real `anteroom` binary as a child process: the server, and
+//! the chat client in line mode.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_anteroom");
@@ -32,6 +33,16 @@ impl Running {
     pub fn logged(&self, text: &str) -> usize {
         let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         log.iter().filter(|line| line.contains(text)).count()
+    }
+
+    /// Waits up to `within` for at least `count` lines of the log to contain
+    /// `text`: the log is read by another thread, so a line may arrive a
+    /// moment after what it reports.
+    pub async fn wait_logged(&self, text: &str, count: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.logged(text) < count && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The child process.
@@ -90,6 +101,29 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     anteroom_bench::server::read_usage(pid).map_or(0.0, |u| u.cpu_seconds)
 }
 
+/// How many descriptors a process has open (0 if they cannot be read).
+pub fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Hands each line of `output` to `each`, then to the returned channel, from
+/// a thread of its own.
+fn lines_of(
+    output: impl Read + Send + 'static,
+    mut each: impl FnMut(&str) + Send + 'static,
+) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            each(&line);
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
 /// Starts the server on free ports and waits for its two address lines.
 pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut all = vec!["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
@@ -100,21 +134,17 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
         .spawn()
         .expect("run anteroom");
     let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
     let kept = log.clone();
-    std::thread::spawn(move || {
-        // TEST_SERVER_LOGS=1 shows the server's log while debugging a test.
-        let echo = std::env::var_os("TEST_SERVER_LOGS").is_some();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if echo {
-                eprintln!("server: {line}");
-            }
-            kept.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(line.clone());
-            let _ = tx.send(line);
+    // TEST_SERVER_LOGS=1 shows the server's log while debugging a test.
+    let echo = std::env::var_os("TEST_SERVER_LOGS").is_some();
+    let rx = lines_of(stdout, move |line| {
+        if echo {
+            eprintln!("server: {line}");
         }
+        kept.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line.to_string());
     });
     let mut addr = None;
     let mut metrics_addr = None;
@@ -140,5 +170,101 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
         addr: addr.unwrap(),
         metrics_addr: metrics_addr.unwrap(),
         log,
+    }
+}
+
+/// An `anteroom chat` process in line mode.
+pub struct Chat {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// The lines it prints, as they come.
+    pub lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Chat {
+    /// Starts `anteroom chat --name NAME` against the server at `server`.
+    pub fn start(server: SocketAddr, name: &str) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["chat", "--name", name, "--server", &server.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let lines = lines_of(child.stdout.take().unwrap(), |_| {});
+        let stdin = child.stdin.take();
+        Chat {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for an output line equal to `want` (or matching after a
+    /// timestamp, for messages).
+    pub fn expect(&mut self, want: &str) {
+        self.expect_line(want, |line| {
+            line == want || line.split_once("] ").is_some_and(|(_, rest)| rest == want)
+        });
+    }
+
+    /// Waits for an output line that contains `part`.
+    pub fn expect_containing(&mut self, part: &str) {
+        self.expect_line(part, |line| line.contains(part));
+    }
+
+    fn expect_line(&mut self, want: &str, matches: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = matches(&line);
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(_) => panic!("never saw {want:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Closes standard input and expects a clean exit.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chat did not exit after its input ended"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process and reaps it.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -1,0 +1,160 @@
+//! Fan-out: S members, P of them publishing B-byte messages at an offered
+//! rate R for D seconds, paced open loop: each message is due at a fixed
+//! time and carries that time, so a sender falling behind shows up as
+//! latency instead of hiding it (no coordinated omission).
+
+#[cfg(feature = "compare")]
+mod external;
+mod members;
+mod publishers;
+mod room;
+mod sweep;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::ms;
+use crate::server::{Broker, ServerUnderTest};
+use room::connect_room;
+use sweep::{sweep, sweep_summary};
+
+/// Fan-out workload settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Members in the room (S).
+    #[arg(long, default_value_t = 1000)]
+    pub members: usize,
+    /// Members that publish (P), among the S.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Message size in bytes (B), at least 24.
+    #[arg(long, default_value_t = 128)]
+    pub payload: usize,
+    /// Offered rate, messages per second over all publishers (R).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// How long to publish (D).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Raise R until delivery drops below 99.9% or p99 exceeds 50 ms; report
+    /// the highest sustainable rate.
+    #[arg(long)]
+    pub sweep: bool,
+    /// Stop a sweep at this rate even if it is still sustainable.
+    #[arg(long)]
+    pub max_rate: Option<f64>,
+    /// Use a running anteroom instead of starting one.
+    #[arg(long)]
+    pub server: Option<SocketAddr>,
+    /// Which broker to measure; `all` runs anteroom, Redis and NATS one
+    /// after the other (needs the `compare` feature and the system's
+    /// redis-server and nats-server).
+    #[arg(long, default_value = "anteroom")]
+    pub broker: BrokerChoice,
+}
+
+/// A broker, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BrokerChoice {
+    Anteroom,
+    Redis,
+    Nats,
+    All,
+}
+
+impl BrokerChoice {
+    pub fn brokers(self) -> Vec<Broker> {
+        match self {
+            BrokerChoice::Anteroom => vec![Broker::Anteroom],
+            BrokerChoice::Redis => vec![Broker::Redis],
+            BrokerChoice::Nats => vec![Broker::Nats],
+            BrokerChoice::All => vec![Broker::Anteroom, Broker::Redis, Broker::Nats],
+        }
+    }
+}
+
+/// Server settings for a fan-out run: a room big enough, no rate limit,
+/// no heartbeats during the measurement.
+pub(crate) fn server_settings(members: usize, payload: usize) -> Vec<(&'static str, String)> {
+    vec![
+        ("ANTEROOM_MAX_ACTIVE", members.to_string()),
+        ("ANTEROOM_MAX_MESSAGE_BYTES", payload.max(4096).to_string()),
+        (
+            "ANTEROOM_MAX_FRAME_BYTES",
+            (payload + 1024).max(65_536).to_string(),
+        ),
+        ("ANTEROOM_MAX_WAITING", "0".into()),
+        ("ANTEROOM_RATE_LIMIT", "1000000000".into()),
+        ("ANTEROOM_RATE_BURST", "1000000000".into()),
+        ("ANTEROOM_HEARTBEAT_INTERVAL", "1h".into()),
+        ("ANTEROOM_IDLE_TIMEOUT", "2h".into()),
+    ]
+}
+
+/// Runs the fan-out workload on each chosen broker.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    for broker in args.broker.brokers() {
+        run_broker(&args, broker).await?;
+    }
+    Ok(())
+}
+
+async fn run_broker(args: &Args, broker: Broker) -> anyhow::Result<()> {
+    let (server, mut room) = match broker {
+        Broker::Anteroom => {
+            let server =
+                ServerUnderTest::start(args.server, &server_settings(args.members, args.payload))?;
+            let room = connect_room(args, server.addr)
+                .await
+                .context("joining the room")?;
+            (server, room)
+        }
+        #[cfg(feature = "compare")]
+        other => {
+            let server = ServerUnderTest::start_external(other)?;
+            let room = external::connect_external_room(args, other, server.addr).await?;
+            (server, room)
+        }
+        #[cfg(not(feature = "compare"))]
+        other => anyhow::bail!(
+            "measuring {} needs a build with the compare feature: cargo run --release --features compare -- bench ...",
+            other.name()
+        ),
+    };
+    let args = args.clone();
+    println!(
+        "fanout on {}: {} members, {} publishing, {}-byte messages, {:?} per rate, server {}{}",
+        broker.name(),
+        args.members,
+        args.publishers,
+        args.payload,
+        args.duration,
+        server.addr,
+        if server.measurable() {
+            ""
+        } else {
+            " (external: no CPU/RSS figures)"
+        }
+    );
+    if !args.sweep {
+        room.round(0, args.rate, args.duration, &server)
+            .await
+            .print();
+    } else {
+        let best = sweep(&mut room, &args, &server).await;
+        match &best {
+            Some(best) => println!(
+                "highest sustainable rate: {:.0} msg/s ({:.0} deliveries/s, p99 {} ms)",
+                best.offered_rate,
+                best.deliveries_per_s,
+                ms((best.p99_ms * 1000.0) as u64)
+            ),
+            None => println!("no sustainable rate at or above {:.0} msg/s", args.rate),
+        }
+        println!("{}", sweep_summary(&args, broker, best.as_ref()));
+    }
+    drop(room);
+    server.stop()
+}
