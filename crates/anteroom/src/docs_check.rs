@@ -110,10 +110,11 @@ fn every_metric_is_documented_and_every_documented_metric_exists() {
 fn flags_in_code() -> BTreeSet<String> {
     fn walk(cmd: &clap::Command, out: &mut BTreeSet<String>) {
         for arg in cmd.get_arguments() {
-            if let Some(long) = arg.get_long() {
-                if long != "help" && long != "version" {
-                    out.insert(format!("--{long}"));
-                }
+            if let Some(long) = arg.get_long()
+                && long != "help"
+                && long != "version"
+            {
+                out.insert(format!("--{long}"));
             }
         }
         for sub in cmd.get_subcommands() {

@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 
 use super::server::ServerUnderTest;
 use super::{connect_spread, lock, progress};
-use anteroom_client::{Admission, Connection, Event, Request};
-use anteroom_protocol::codec::encode_frame;
+use anteroom_client::protocol::ClientMessage;
+use anteroom_client::{Admission, Connection, Event};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -300,7 +300,7 @@ fn spawn_client(
                     let Some(Ok(payload)) = frames.next().await else {
                         return;
                     };
-                    match rmp_serde::from_slice::<Event>(&payload) {
+                    match Event::decode(&payload) {
                         Ok(Event::Queued { position, .. }) => {
                             let mut w = lock(&state);
                             if position > w.latest {
@@ -319,13 +319,11 @@ fn spawn_client(
                             lock(&shared.members).push_back(leave_tx.clone());
                             break;
                         }
-                        Ok(Event::Ping { id }) => {
-                            // Against a server with heartbeats on, a long
-                            // wait must not end in `idle_timeout`.
-                            let Ok(pong) = encode_frame(&Request::Pong { id }) else {
-                                return;
-                            };
-                            if write.write_all(&pong).await.is_err() {
+                        // Against a server with heartbeats on, a long wait
+                        // must not end in `idle_timeout`.
+                        Ok(ping @ Event::Ping { .. }) => {
+                            let Some(pong) = ping.answer() else { continue };
+                            if write.write_all(&pong.to_frame()).await.is_err() {
                                 return;
                             }
                         }
@@ -344,7 +342,7 @@ fn spawn_client(
             let mut sink = vec![0u8; 16 * 1024];
             let mut keepalive = tokio::time::interval(KEEPALIVE);
             keepalive.tick().await;
-            let ping = encode_frame(&Request::Ping { id: None }).unwrap_or_default();
+            let ping = ClientMessage::Ping { id: None }.to_frame();
             loop {
                 tokio::select! {
                     n = read.read(&mut sink) => match n {
@@ -361,9 +359,7 @@ fn spawn_client(
             }
             lock(&shared.departed_at).push_back(Instant::now());
             shared.departures.fetch_add(1, Ordering::Relaxed);
-            if let Ok(bye) = encode_frame(&Request::Bye) {
-                let _ = write.write_all(&bye).await;
-            }
+            let _ = write.write_all(&ClientMessage::Bye.to_frame()).await;
             drop((read, write));
         }
     });

@@ -107,12 +107,7 @@ impl Server {
         });
 
         let grace = config.shutdown_grace;
-        let gateway = Arc::new(Gateway::new(
-            config,
-            bus.clone(),
-            roster,
-            shutdown.clone(),
-        ));
+        let gateway = Arc::new(Gateway::new(config, bus.clone(), roster, shutdown.clone()));
         listener::accept_loop(listener, gateway.clone()).await;
 
         // Phase one: stop accepting (done) and let sessions say goodbye.

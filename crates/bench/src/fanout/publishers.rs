@@ -3,8 +3,7 @@
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
-use anteroom_client::Request;
-use anteroom_protocol::codec::encode_frame;
+use anteroom_client::protocol::ClientMessage;
 
 /// A connection that publishes.
 pub(super) enum Publisher {
@@ -20,10 +19,10 @@ pub(super) enum Publisher {
 impl Publisher {
     pub(super) async fn send(&mut self, text: &str) -> bool {
         match self {
-            Publisher::Anteroom(writer) => match encode_frame(&Request::Say { text }) {
-                Ok(frame) => writer.write_all(&frame).await.is_ok(),
-                Err(_) => false,
-            },
+            Publisher::Anteroom(writer) => {
+                let frame = ClientMessage::Say { text: text.into() }.to_frame();
+                writer.write_all(&frame).await.is_ok()
+            }
             #[cfg(feature = "compare")]
             Publisher::Redis(writer) => {
                 let command = redis::cmd("PUBLISH")

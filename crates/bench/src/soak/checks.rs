@@ -9,17 +9,9 @@ use std::collections::HashMap;
 use super::shared::Shared;
 use crate::lock;
 
-pub(super) const WELCOME_DIRECT: &str = "Welcome to anteroom! You are now connected to the chat.";
-pub(super) const WELCOME_FROM_QUEUE: &str =
-    "A spot has opened up! You are now connected to the chat.";
-pub(super) const LEFT_REASONS: [&str; 6] = [
-    "bye",
-    "disconnected",
-    "idle_timeout",
-    "slow_consumer",
-    "protocol_error",
-    "shutdown",
-];
+// The fixed texts come from the protocol's vocabulary: the soak checks that
+// the server sends them, not what they say.
+pub(super) use anteroom_protocol::server::{WELCOME_DIRECT, WELCOME_FROM_QUEUE, queued_text};
 
 /// What a client saw that the protocol forbids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -266,9 +258,7 @@ impl QueueTrack {
                 format!("position {last} then {position}"),
             ));
         }
-        let expected = format!(
-            "We are dealing with a large amount of users and you are at {position} in queue"
-        );
+        let expected = queued_text(position);
         if text != expected {
             findings.push((Kind::Protocol, format!("queued text {text:?}")));
         }

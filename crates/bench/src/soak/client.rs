@@ -16,7 +16,7 @@ use super::plan::{Act, End, Plan, exponential};
 use super::session::{Got, Session, Stage};
 use super::shared::Shared;
 use crate::{connect_spread, lock, spread_source};
-use anteroom_client::Request;
+use anteroom_client::protocol::ClientMessage;
 
 impl Session {
     /// One connection from start to end, as planned; returns once the
@@ -41,7 +41,10 @@ impl Session {
                 },
             );
             let name = self.name.clone();
-            self.send(&Request::Hello { name: &name }).await;
+            self.send(&ClientMessage::Hello {
+                name: (&name).into(),
+            })
+            .await;
             match self.admission().await {
                 Some(Got::Welcome | Got::Queued) => {}
                 Some(Got::Refused(code)) => {
@@ -137,7 +140,7 @@ impl Session {
                     self.say(rng.usize(..120)).await;
                     if rng.f64() < 0.05 {
                         self.shared.counters.who.fetch_add(1, Ordering::Relaxed);
-                        self.send(&Request::Who).await;
+                        self.send(&ClientMessage::Who).await;
                     }
                     next_say = Some(tokio::time::Instant::now()
                         + Duration::from_secs_f64(exponential(rng, 1.0 / rate)));
@@ -168,7 +171,7 @@ impl Session {
     pub(super) async fn leave(&mut self, end: End) {
         match end {
             End::Bye => {
-                self.send(&Request::Bye).await;
+                self.send(&ClientMessage::Bye).await;
                 self.expect_bye.push("bye");
                 let over = self.wait_over(Duration::from_secs(10)).await;
                 self.judge(&over, "after bye");

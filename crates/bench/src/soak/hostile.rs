@@ -9,7 +9,7 @@ use super::checks::Kind;
 use super::plan::{Act, Pre};
 use super::session::{Got, Session};
 use crate::lock;
-use anteroom_client::Request;
+use anteroom_client::protocol::ClientMessage;
 use anteroom_protocol::codec::encode_frame;
 
 /// The default `max_message_bytes`; a longer `say` is refused.
@@ -66,7 +66,10 @@ impl Session {
             }
             Pre::SayFirst => {
                 self.allow("handshake_required");
-                self.send(&Request::Say { text: "early" }).await;
+                self.send(&ClientMessage::Say {
+                    text: ("early").into(),
+                })
+                .await;
                 true
             }
         }
@@ -84,7 +87,8 @@ impl Session {
         ];
         let bad = BAD[rng.usize(..BAD.len())];
         self.allow("name_invalid");
-        self.send(&Request::Hello { name: bad }).await;
+        self.send(&ClientMessage::Hello { name: (bad).into() })
+            .await;
         match self.admission().await {
             Some(Got::Refused(_)) => {}
             Some(_) => self.report(Kind::Protocol, format!("name {bad:?} accepted")),
@@ -109,7 +113,10 @@ impl Session {
             self.own_name = false;
             self.allow("name_taken");
             let taken = self.name.clone();
-            self.send(&Request::Hello { name: &taken }).await;
+            self.send(&ClientMessage::Hello {
+                name: (&taken).into(),
+            })
+            .await;
             match self.admission().await {
                 Some(Got::Refused(_)) => {
                     self.name = own;
@@ -152,20 +159,26 @@ impl Session {
             Act::SecondHello => {
                 self.allow("bad_request");
                 let name = self.name.clone();
-                self.send(&Request::Hello { name: &name }).await;
+                self.send(&ClientMessage::Hello {
+                    name: (&name).into(),
+                })
+                .await;
                 false
             }
             Act::TooLong => {
                 self.allow("message_too_long");
                 let text = "x".repeat(MAX_MESSAGE_BYTES + 1);
-                self.send(&Request::Say { text: &text }).await;
+                self.send(&ClientMessage::Say {
+                    text: (&text).into(),
+                })
+                .await;
                 false
             }
             Act::StopReading(pause) => {
                 self.deserve_bye("slow_consumer");
                 let until = Instant::now() + pause;
                 while Instant::now() < until {
-                    if !self.send(&Request::Ping { id: None }).await {
+                    if !self.send(&ClientMessage::Ping { id: None }).await {
                         break;
                     }
                     let left = until.saturating_duration_since(Instant::now());
@@ -175,7 +188,7 @@ impl Session {
             }
             Act::WhoFlood => {
                 self.deserve_bye("slow_consumer");
-                let who = encode_frame(&Request::Who).unwrap_or_default();
+                let who = ClientMessage::Who.to_frame();
                 let burst = who.repeat(1000);
                 for _ in 0..10 {
                     if !self.send_frame(&burst).await {

@@ -12,13 +12,13 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use super::checks::{
-    Echoes, Kind, LEFT_REASONS, QueueTrack, RoomView, Stretch, WELCOME_DIRECT, WELCOME_FROM_QUEUE,
-    parse_text, say_text,
+    Echoes, Kind, QueueTrack, RoomView, Stretch, WELCOME_DIRECT, WELCOME_FROM_QUEUE, parse_text,
+    say_text,
 };
 use super::shared::{Shared, Timeouts};
 use crate::lock;
-use anteroom_client::{Connection, Event, Request};
-use anteroom_protocol::codec::encode_frame;
+use anteroom_client::protocol::{ClientMessage, LeftReason};
+use anteroom_client::{Connection, Event};
 
 /// What reading the next frame gave.
 pub(super) enum Got {
@@ -146,11 +146,8 @@ impl Session {
     }
 
     /// Sends a complete frame; false if the connection is gone.
-    pub(super) async fn send(&mut self, request: &Request<'_>) -> bool {
-        match encode_frame(request) {
-            Ok(frame) => self.send_frame(&frame).await,
-            Err(_) => false,
-        }
+    pub(super) async fn send(&mut self, request: &ClientMessage<'_>) -> bool {
+        self.send_frame(&request.to_frame()).await
     }
 
     pub(super) async fn send_frame(&mut self, frame: &[u8]) -> bool {
@@ -167,7 +164,10 @@ impl Session {
         self.seq += 1;
         let text = say_text(self.uid, self.seq, self.shared.now_us(), &self.name, pad);
         self.shared.counters.said.fetch_add(1, Ordering::Relaxed);
-        self.send(&Request::Say { text: &text }).await
+        self.send(&ClientMessage::Say {
+            text: (&text).into(),
+        })
+        .await
     }
 
     /// Reads and checks the next frame.
@@ -182,7 +182,7 @@ impl Session {
             }
             Some(Ok(payload)) => payload,
         };
-        match rmp_serde::from_slice::<Event>(&payload) {
+        match Event::decode(&payload) {
             Ok(event) => self.on_event(event).await,
             Err(error) => {
                 self.report(Kind::Decode, format!("frame is not an event: {error}"));
@@ -192,6 +192,7 @@ impl Session {
     }
 
     async fn on_event(&mut self, event: Event) -> Got {
+        let event_answer = event.answer();
         let counters = &self.shared.counters;
         match event {
             Event::Welcome {
@@ -208,7 +209,8 @@ impl Session {
                 if text != expected {
                     self.report(Kind::Protocol, format!("welcome text {text:?}"));
                 }
-                if name != self.name || users.last() != Some(&self.name) {
+                if name != self.name || users.last().map(|u| u.as_ref()) != Some(self.name.as_str())
+                {
                     self.report(
                         Kind::Protocol,
                         format!("welcome as {name:?} with users ending {:?}", users.last()),
@@ -221,6 +223,7 @@ impl Session {
                     counters.direct.fetch_add(1, Ordering::Relaxed);
                 }
                 self.queue.welcomed = true;
+                let users: Vec<String> = users.into_iter().map(|u| u.into_owned()).collect();
                 self.view = Some(RoomView::new(&users));
                 self.set_stage(Stage::Member);
                 Got::Welcome
@@ -289,12 +292,12 @@ impl Session {
                     }
                 }
                 if let Some(joins) = self.joins.as_mut() {
-                    joins.push(name);
+                    joins.push(name.into_owned());
                 }
                 Got::Other
             }
             Event::Left { name, reason, .. } => {
-                if !LEFT_REASONS.contains(&reason.as_str()) {
+                if reason == LeftReason::Unknown {
                     self.report(Kind::Protocol, format!("left reason {reason:?}"));
                 }
                 match self.view.as_mut() {
@@ -315,6 +318,7 @@ impl Session {
                 Got::Other
             }
             Event::Error { code, text } => {
+                let code = code.as_str().to_string();
                 if code == "rate_limited" {
                     counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                     self.echoes.refused();
@@ -329,14 +333,14 @@ impl Session {
                 }
                 Got::Refused(code)
             }
-            Event::Ping { id } => {
-                if !self.silent {
-                    self.send(&Request::Pong { id }).await;
+            Event::Ping { .. } => {
+                if let Some(pong) = event_answer.filter(|_| !self.silent) {
+                    self.send(&pong).await;
                 }
                 Got::Other
             }
             Event::Users { .. } | Event::Pong { .. } => Got::Other,
-            Event::Bye { reason, .. } => Got::Bye(reason),
+            Event::Bye { reason, .. } => Got::Bye(reason.as_str().to_string()),
             Event::Unknown => {
                 self.report(Kind::Protocol, "a frame of unknown type");
                 Got::Other

@@ -53,7 +53,10 @@ impl Room {
                 config.max_waiting,
                 shutdown.clone(),
             )),
-            tokio::spawn(waitlist::run(subscriptions.waitlist, waitlist::Waitlist::new())),
+            tokio::spawn(waitlist::run(
+                subscriptions.waitlist,
+                waitlist::Waitlist::new(),
+            )),
         ];
         Self {
             bus,

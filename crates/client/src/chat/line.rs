@@ -109,7 +109,7 @@ pub async fn run(server: String, name: String) -> Result<(), String> {
                             }
                         }
                         Event::Message { from, .. } if *from == name => unechoed = unechoed.saturating_sub(1),
-                        Event::Error { code, .. } if matches!(code, ErrorCode::RateLimited | ErrorCode::MessageTooLong | ErrorCode::BadRequest) => {
+                        Event::Error { code: ErrorCode::RateLimited | ErrorCode::MessageTooLong | ErrorCode::BadRequest, .. } => {
                             unechoed = unechoed.saturating_sub(1);
                         }
                         _ => {}
