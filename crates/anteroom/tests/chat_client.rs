@@ -136,7 +136,7 @@ async fn a_refused_name_is_reported_with_a_failure_status() {
 
 #[tokio::test]
 async fn the_python_example_talks_to_the_server() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/chat.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/python/chat.py");
     let has_msgpack = Command::new("python3")
         .args(["-c", "import msgpack"])
         .status()

@@ -238,7 +238,7 @@ fn prometheus_config_passes_promtool() {
         println!("skipped: promtool not found (apt-get install prometheus)");
         return;
     };
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("prometheus/prometheus.yml");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prometheus/prometheus.yml");
     let out = Command::new(promtool)
         .arg("check")
         .arg("config")
@@ -254,7 +254,7 @@ fn prometheus_config_passes_promtool() {
 
 /// Every `expr` in the dashboard, with Grafana's variables filled in.
 fn dashboard_queries() -> Vec<(String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/dashboards/anteroom.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../grafana/dashboards/anteroom.json");
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut queries = Vec::new();

@@ -130,7 +130,7 @@ pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
     all.extend_from_slice(args);
     let mut child = command(&all, env)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::inherit()) // read by nobody: a full pipe would block the server
         .spawn()
         .expect("run anteroom");
     let stdout = child.stdout.take().unwrap();
