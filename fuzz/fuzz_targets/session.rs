@@ -16,14 +16,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anteroom_client::Event;
 use anteroom_broker::config::Config;
 use anteroom_broker::gateway::transport::ByteStream;
 use anteroom_broker::gateway::{Gateway, session::run_session};
+use anteroom_broker::room::Room;
 use anteroom_broker::room::names;
+use anteroom_client::Event;
 use anteroom_protocol::codec::MAX_SERVER_FRAME_BYTES;
 use anteroom_protocol::{ClientMessage, PingId};
-use anteroom_broker::room::Room;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -151,7 +151,10 @@ async fn converse(config: Config, seed: u8, input: Vec<u8>) -> Vec<u8> {
 
     let (client, server) = tokio::io::duplex(4096);
     let (server_read, server_write) = tokio::io::split(server);
-    let session = tokio::spawn(run_session(gateway, ByteStream::new(server_read, server_write)));
+    let session = tokio::spawn(run_session(
+        gateway,
+        ByteStream::new(server_read, server_write),
+    ));
     let (mut from_server, mut to_server) = tokio::io::split(client);
     let sender = tokio::spawn(async move {
         let mut rest = &input[..];
@@ -210,7 +213,10 @@ fuzz_target!(|data: &[u8]| {
             .unwrap_or_else(|e| panic!("server frame is not an event: {e}"));
         assert_ne!(event, Event::Unknown);
         if let Event::Error { code, text } = &event {
-            assert!(*code != anteroom_protocol::ErrorCode::Unknown && !text.is_empty(), "{event:?}");
+            assert!(
+                *code != anteroom_protocol::ErrorCode::Unknown && !text.is_empty(),
+                "{event:?}"
+            );
         }
         assert!(
             !matches!(events.last(), Some(Event::Bye { .. })),
@@ -230,12 +236,18 @@ fuzz_target!(|data: &[u8]| {
     let mut bye = None;
     for event in &events {
         match event {
-            Event::Error { code, .. } if *code == anteroom_protocol::ErrorCode::RateLimited => limited += 1,
+            Event::Error { code, .. } if *code == anteroom_protocol::ErrorCode::RateLimited => {
+                limited += 1
+            }
             Event::Error { code, .. } => replies.push(Reply::Error(code.to_string())),
             Event::Pong { id } => replies.push(Reply::Pong(*id)),
             Event::Users { .. } => replies.push(Reply::Users),
             Event::Welcome { name, users, .. } => {
-                assert_eq!(Some(name.as_ref()), p.name.as_deref(), "welcomed under another name");
+                assert_eq!(
+                    Some(name.as_ref()),
+                    p.name.as_deref(),
+                    "welcomed under another name"
+                );
                 assert!(users.contains(name), "{users:?} lacks {name}");
             }
             Event::Bye { reason, .. } => bye = Some(reason.to_string()),
