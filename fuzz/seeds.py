@@ -125,6 +125,17 @@ def main():
         write("session", name, bytes([i]) + stream)
     write("session", "slow_hello", bytes([0x85]) + STREAMS["hello_then_silence"])
     write("session", "silent_half_frame", bytes([0x81]) + frame(PAYLOADS["hello"])[:5])
+    # room: two bytes an operation (client, what it does; see room.rs).
+    # Three clients join a room of two seats, the members talk, one leaves,
+    # the queued one is promoted; then a client vanishes mid-frame.
+    HELLO, SAY, WHO, PING, BYE, VANISH, RAW, PAUSE = 0, 1, 2, 3, 4, 5, 6, 7
+    write("room", "fill_queue_promote", bytes([
+        0, HELLO, 1, HELLO + 9, 2, HELLO + 18, 0, SAY, 1, WHO, 2, SAY,
+        0, BYE, 2, PAUSE, 2, SAY, 1, PING, 3, HELLO + 27, 1, VANISH, 3, SAY,
+    ]))
+    write("room", "announce_and_trickle", bytes([
+        0, HELLO, 1, RAW, 5, 0, 1, 0, 0, 0x81, 1, PAUSE + 9 * 20, 0, SAY,
+    ]))
     stream = b"".join(frame(pack(m)) for m in SERVER.values())
     write("server_event", "every_event", stream)
     for name, message in SERVER.items():
