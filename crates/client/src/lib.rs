@@ -35,7 +35,7 @@ pub enum ClientError {
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
     #[error("the server sent a frame that is not a valid event: {0}")]
-    BadFrame(#[from] rmp_serde::decode::Error),
+    BadFrame(#[from] anteroom_protocol::ServerDecodeError),
     #[error("the server closed the connection")]
     Closed,
     #[error("the server refused: {}: {text}", code.as_str())]
