@@ -473,7 +473,9 @@ mod tests {
             "{error}"
         );
         // The same inside a key the client does not know.
-        let mut unknown = vec![0x82, 0xa4, b't', b'y', b'p', b'e', 0xa4, b'p', b'o', b'n', b'g'];
+        let mut unknown = vec![
+            0x82, 0xa4, b't', b'y', b'p', b'e', 0xa4, b'p', b'o', b'n', b'g',
+        ];
         unknown.extend_from_slice(&[0xa4, b'j', b'u', b'n', b'k', 0xdd]);
         unknown.extend_from_slice(&1_000_000u32.to_be_bytes());
         unknown.extend(std::iter::repeat_n(0xc0, 1_000_000));

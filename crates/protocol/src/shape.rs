@@ -195,7 +195,16 @@ mod tests {
             max_depth: 1,
         };
         assert_eq!(check(&payload, exact), Ok(()));
-        assert!(check(&payload, Limits { max_values: n, ..exact }).is_err());
+        assert!(
+            check(
+                &payload,
+                Limits {
+                    max_values: n,
+                    ..exact
+                }
+            )
+            .is_err()
+        );
     }
 
     #[test]
