@@ -6,6 +6,7 @@ pub mod client;
 pub mod codec;
 pub mod server;
 pub mod shape;
+pub mod text;
 
 pub use client::{ClientMessage, DecodeError};
 pub use codec::{FrameError, frame_codec};
