@@ -2,7 +2,18 @@
 //! and by keys. Plain data with no terminal or socket, so it is tested
 //! directly and rendered by `ui`.
 
+use std::borrow::Cow;
+
+use super::escape;
 use crate::{Admission, Event};
+
+/// `text` escaped by `how`, copied only when something was escaped.
+fn escaped(text: String, how: impl Fn(&str) -> Cow<'_, str>) -> String {
+    match how(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(safe) => safe,
+    }
+}
 
 /// Where the client stands with the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +100,16 @@ impl ChatState {
         }
     }
 
+    /// Adds an entry. Message entries come escaped from [`ChatState::apply`];
+    /// a notice is escaped here, whatever it quotes.
     fn push(&mut self, entry: Entry) {
+        let entry = match entry {
+            Entry::Notice { ts, text } => Entry::Notice {
+                ts,
+                text: escaped(text, escape::text),
+            },
+            message => message,
+        };
         self.entries.push(entry);
         if self.entries.len() > MAX_ENTRIES {
             let excess = self.entries.len() - MAX_ENTRIES;
@@ -153,8 +173,8 @@ impl ChatState {
             }
             Event::Message { from, text, ts, .. } => self.push(Entry::Message {
                 ts: *ts,
-                from: from.to_string(),
-                text: text.to_string(),
+                from: escape::name(from).into_owned(),
+                text: escape::text(text).into_owned(),
             }),
             Event::Joined { name, ts } => {
                 if !self.users.iter().any(|u| u == name) {
@@ -162,14 +182,18 @@ impl ChatState {
                 }
                 self.push(Entry::Notice {
                     ts: *ts,
-                    text: format!("{name} joined"),
+                    text: format!("{} joined", escape::name(name)),
                 });
             }
             Event::Left { name, reason, ts } => {
                 self.users.retain(|u| u != name);
                 self.push(Entry::Notice {
                     ts: *ts,
-                    text: format!("{name} left ({})", reason.as_str().replace('_', " ")),
+                    text: format!(
+                        "{} left ({})",
+                        escape::name(name),
+                        reason.as_str().replace('_', " ")
+                    ),
                 });
             }
             Event::Users { names } => {
@@ -177,7 +201,7 @@ impl ChatState {
                 self.notice(format!(
                     "in the room ({}): {}",
                     names.len(),
-                    names.join(", ")
+                    escape::names(names)
                 ));
             }
             Event::Gap { missed } => {
@@ -343,6 +367,37 @@ mod tests {
         assert!(
             matches!(s.entries.last(), Some(Entry::Notice { text, .. }) if text == "bob left (slow consumer)")
         );
+    }
+
+    #[test]
+    fn what_others_wrote_is_kept_escaped() {
+        let mut s = ChatState::new("ann", "x");
+        let bad = "x\n[12:00] <admin> hi\u{1b}]0;t\u{7}\u{202e}";
+        s.apply(&Event::Message {
+            id: 1,
+            from: "ev\u{200b}e".into(),
+            text: bad.into(),
+            ts: 1,
+        });
+        s.apply(&Event::Joined {
+            name: bad.into(),
+            ts: 2,
+        });
+        s.apply(&Event::Error {
+            code: crate::protocol::ErrorCode::BadRequest,
+            text: bad.into(),
+        });
+        s.apply(&Event::Users {
+            names: vec![bad.into()],
+        });
+        assert!(matches!(&s.entries[0], Entry::Message { from, .. } if from == "ev\\u{200b}e"));
+        for entry in &s.entries {
+            let (Entry::Message { text, .. } | Entry::Notice { text, .. }) = entry;
+            assert!(
+                text.contains("x\\n[12:00] <admin> hi\\x1b]0;t\\x07\\u{202e}"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, List, ListItem, Paragraph, Wrap};
 use unicode_width::UnicodeWidthStr;
 
+use super::escape;
 use super::state::{ChatState, Entry, Status};
 
 /// Below this width the user panel is hidden to leave room for the talk.
@@ -114,7 +115,7 @@ fn draw_users(frame: &mut Frame<'_>, area: Rect, state: &ChatState) {
             if *u == state.me {
                 style = style.add_modifier(Modifier::BOLD);
             }
-            ListItem::new(Span::styled(u.as_str(), style))
+            ListItem::new(Span::styled(escape::name(u), style))
         })
         .collect();
     let title = format!(" users ({}) ", state.users.len());
@@ -231,6 +232,31 @@ mod tests {
             "{screen}"
         );
         assert!(screen.contains("> "), "{screen}");
+    }
+
+    #[test]
+    fn escape_sequences_are_drawn_as_text() {
+        let mut s = in_room();
+        s.apply(&Event::Joined {
+            name: "eve\u{1b}[5m".into(),
+            ts: 0,
+        });
+        s.apply(&Event::Message {
+            id: 2,
+            from: "eve\u{1b}[5m".into(),
+            text: "x\n\u{1b}]0;owned\u{7}".into(),
+            ts: 0,
+        });
+        let screen = render(&s, 80, 12);
+        assert!(
+            screen.contains(r"eve\x1b[5m: x\n\x1b]0;owned\x07"),
+            "{screen}"
+        );
+        assert!(screen.contains(r"│eve\x1b[5m"), "{screen}");
+        assert!(
+            !screen.lines().any(|l| l.chars().any(char::is_control)),
+            "{screen:?}"
+        );
     }
 
     #[test]
