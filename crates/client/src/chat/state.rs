@@ -7,6 +7,30 @@ use std::borrow::Cow;
 use super::escape;
 use crate::{Admission, Event};
 
+impl Entry {
+    fn text_bytes(&self) -> usize {
+        match self {
+            Entry::Message { from, text, .. } => from.len() + text.len(),
+            Entry::Notice { text, .. } => text.len(),
+        }
+    }
+}
+
+/// Cuts `text` to [`MAX_ENTRY_BYTES`] (at a character boundary), noting how
+/// much was left out.
+fn cap_text(text: &mut String) {
+    if text.len() <= MAX_ENTRY_BYTES {
+        return;
+    }
+    let mut end = MAX_ENTRY_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let left_out = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!(" … ({left_out} more bytes not shown)"));
+}
+
 /// `text` escaped by `how`, copied only when something was escaped.
 fn escaped(text: String, how: impl Fn(&str) -> Cow<'_, str>) -> String {
     match how(&text) {
@@ -65,6 +89,8 @@ pub struct ChatState {
     history_pos: Option<usize>,
     /// Lines scrolled up from the bottom of the conversation.
     pub scroll_back: u16,
+    /// Bytes of text in `entries`, bounded by [`MAX_TOTAL_BYTES`].
+    text_bytes: usize,
 }
 
 /// What the user asked for by pressing Enter.
@@ -79,6 +105,22 @@ pub enum Action {
 
 /// Oldest entries are dropped beyond this many.
 const MAX_ENTRIES: usize = 5000;
+
+/// Most bytes of text kept in one entry; the rest of a longer one is left
+/// out, with a note saying how much. Far above any message a server allows by
+/// default (4 KiB), it keeps a hostile server's 16 MiB frames from filling
+/// memory 5,000 times over.
+pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
+
+/// Most bytes of text kept in all entries together; the oldest entries are
+/// dropped beyond it (5,000 messages of 4 KiB fit).
+pub const MAX_TOTAL_BYTES: usize = 32 * 1024 * 1024;
+
+/// Most members the roster holds, whatever the server says: a room this
+/// large is far beyond one server, and the bound keeps a hostile server's
+/// endless `joined` frames from growing the roster without end. Below it,
+/// the room's capacity from `welcome` is the bound.
+pub const MAX_ROSTER: usize = 100_000;
 
 /// The `/help` text.
 pub const HELP: &str =
@@ -97,24 +139,60 @@ impl ChatState {
             history: Vec::new(),
             history_pos: None,
             scroll_back: 0,
+            text_bytes: 0,
         }
     }
 
     /// Adds an entry. Message entries come escaped from [`ChatState::apply`];
     /// a notice is escaped here, whatever it quotes.
     fn push(&mut self, entry: Entry) {
-        let entry = match entry {
+        let mut entry = match entry {
             Entry::Notice { ts, text } => Entry::Notice {
                 ts,
                 text: escaped(text, escape::text),
             },
             message => message,
         };
+        let (Entry::Message { text, .. } | Entry::Notice { text, .. }) = &mut entry;
+        cap_text(text);
+        self.text_bytes += entry.text_bytes();
         self.entries.push(entry);
-        if self.entries.len() > MAX_ENTRIES {
-            let excess = self.entries.len() - MAX_ENTRIES;
-            self.entries.drain(..excess);
+        let mut excess = self.entries.len().saturating_sub(MAX_ENTRIES);
+        let mut bytes = self.text_bytes
+            - self.entries[..excess]
+                .iter()
+                .map(Entry::text_bytes)
+                .sum::<usize>();
+        for old in &self.entries[excess..self.entries.len() - 1] {
+            if bytes <= MAX_TOTAL_BYTES {
+                break;
+            }
+            bytes -= old.text_bytes();
+            excess += 1;
         }
+        for old in self.entries.drain(..excess) {
+            self.text_bytes -= old.text_bytes();
+        }
+    }
+
+    /// The most members the roster may hold: the room's capacity when known.
+    fn roster_limit(&self) -> usize {
+        match self.status {
+            Status::InRoom { capacity } => usize::try_from(capacity)
+                .unwrap_or(usize::MAX)
+                .clamp(1, MAX_ROSTER),
+            _ => MAX_ROSTER,
+        }
+    }
+
+    /// Replaces the roster, keeping at most [`ChatState::roster_limit`] names.
+    fn set_roster<S: AsRef<str>>(&mut self, names: &[S]) {
+        let limit = self.roster_limit();
+        self.users = names
+            .iter()
+            .take(limit)
+            .map(|n| n.as_ref().to_string())
+            .collect();
     }
 
     /// Adds a local notice (connection state, help).
@@ -149,8 +227,8 @@ impl ChatState {
 
     /// In the room, directly or from the queue.
     fn entered<S: AsRef<str>>(&mut self, users: &[S], capacity: u64, text: &str) {
-        self.users = users.iter().map(|u| u.as_ref().to_string()).collect();
         self.status = Status::InRoom { capacity };
+        self.set_roster(users);
         self.notice(text);
     }
 
@@ -177,7 +255,7 @@ impl ChatState {
                 text: escape::text(text).into_owned(),
             }),
             Event::Joined { name, ts } => {
-                if !self.users.iter().any(|u| u == name) {
+                if self.users.len() < self.roster_limit() && !self.users.iter().any(|u| u == name) {
                     self.users.push(name.to_string());
                 }
                 self.push(Entry::Notice {
@@ -197,7 +275,7 @@ impl ChatState {
                 });
             }
             Event::Users { names } => {
-                self.users = names.iter().map(|n| n.to_string()).collect();
+                self.set_roster(names);
                 self.notice(format!(
                     "in the room ({}): {}",
                     names.len(),
@@ -398,6 +476,86 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn the_roster_is_bounded_by_the_room_capacity() {
+        let mut s = ChatState::new("ann", "x");
+        s.admitted(&Admission::Welcome {
+            users: vec!["ann".into(), "bob".into(), "cid".into(), "dan".into()],
+            capacity: 3,
+            text: "hi".into(),
+        });
+        assert_eq!(s.users, ["ann", "bob", "cid"]);
+        s.apply(&Event::Left {
+            name: "cid".into(),
+            reason: crate::protocol::LeftReason::Bye,
+            ts: 1,
+        });
+        for i in 0..1000 {
+            s.apply(&Event::Joined {
+                name: format!("u{i}").into(),
+                ts: 2,
+            });
+        }
+        assert_eq!(s.users, ["ann", "bob", "u0"]);
+        s.apply(&Event::Users {
+            names: (0..1000).map(|i| format!("v{i}").into()).collect(),
+        });
+        assert_eq!(s.users, ["v0", "v1", "v2"]);
+    }
+
+    #[test]
+    fn the_roster_has_a_hard_bound_whatever_the_server_says() {
+        let mut s = ChatState::new("ann", "x");
+        let huge: Vec<_> = (0..MAX_ROSTER + 10).map(|i| format!("u{i}")).collect();
+        s.admitted(&Admission::Welcome {
+            users: huge.clone(),
+            capacity: u64::MAX,
+            text: "hi".into(),
+        });
+        assert_eq!(s.users.len(), MAX_ROSTER);
+        s.apply(&Event::Joined {
+            name: "one more".into(),
+            ts: 1,
+        });
+        assert_eq!(s.users.len(), MAX_ROSTER);
+        s.apply(&Event::Welcome {
+            name: "ann".into(),
+            users: vec!["ann".into()],
+            capacity: 0,
+            text: "hi".into(),
+        });
+        assert_eq!(s.users, ["ann"]);
+    }
+
+    #[test]
+    fn entries_are_bounded_in_size() {
+        let mut s = ChatState::new("ann", "x");
+        s.apply(&Event::Message {
+            id: 1,
+            from: "bob".into(),
+            text: "é".repeat(MAX_ENTRY_BYTES).into(),
+            ts: 1,
+        });
+        let Some(Entry::Message { text, .. }) = s.entries.last() else {
+            panic!("no message");
+        };
+        assert!(text.len() < MAX_ENTRY_BYTES + 64, "{}", text.len());
+        assert!(text.ends_with(&format!(" … ({} more bytes not shown)", MAX_ENTRY_BYTES)));
+        // Large entries push the oldest out before their number does.
+        for id in 0..MAX_TOTAL_BYTES / MAX_ENTRY_BYTES + 10 {
+            s.apply(&Event::Message {
+                id: id as u64,
+                from: "bob".into(),
+                text: "x".repeat(MAX_ENTRY_BYTES).into(),
+                ts: 1,
+            });
+        }
+        let total: usize = s.entries.iter().map(Entry::text_bytes).sum();
+        assert!(total <= MAX_TOTAL_BYTES, "{total}");
+        assert_eq!(total, s.text_bytes);
+        assert!(s.entries.len() < MAX_TOTAL_BYTES / MAX_ENTRY_BYTES + 1);
     }
 
     #[test]
