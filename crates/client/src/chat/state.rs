@@ -3,6 +3,7 @@
 //! directly and rendered by `ui`.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 
 use super::escape;
 use crate::{Admission, Event};
@@ -79,7 +80,11 @@ pub struct ChatState {
     pub me: String,
     pub server: String,
     pub status: Status,
-    pub entries: Vec<Entry>,
+    /// The conversation, oldest first; see [`ChatState::entries`].
+    entries: VecDeque<Entry>,
+    /// Entries ever dropped from the front: the sequence number of the
+    /// first entry, so that a renderer can tell new entries from old.
+    dropped: u64,
     /// Members in join order.
     pub users: Vec<String>,
     pub input: String,
@@ -87,8 +92,10 @@ pub struct ChatState {
     pub cursor: usize,
     history: Vec<String>,
     history_pos: Option<usize>,
-    /// Lines scrolled up from the bottom of the conversation.
-    pub scroll_back: u16,
+    /// Lines scrolled up from the bottom of the conversation. The screen
+    /// limits it to the lines there are (a `usize`: a conversation can wrap
+    /// into far more than 65,535 lines).
+    pub scroll_back: usize,
     /// Bytes of text in `entries`, bounded by [`MAX_TOTAL_BYTES`].
     text_bytes: usize,
 }
@@ -132,7 +139,8 @@ impl ChatState {
             me: me.to_string(),
             server: server.to_string(),
             status: Status::Connecting,
-            entries: Vec::new(),
+            entries: VecDeque::new(),
+            dropped: 0,
             users: Vec::new(),
             input: String::new(),
             cursor: 0,
@@ -156,23 +164,29 @@ impl ChatState {
         let (Entry::Message { text, .. } | Entry::Notice { text, .. }) = &mut entry;
         cap_text(text);
         self.text_bytes += entry.text_bytes();
-        self.entries.push(entry);
-        let mut excess = self.entries.len().saturating_sub(MAX_ENTRIES);
-        let mut bytes = self.text_bytes
-            - self.entries[..excess]
-                .iter()
-                .map(Entry::text_bytes)
-                .sum::<usize>();
-        for old in &self.entries[excess..self.entries.len() - 1] {
-            if bytes <= MAX_TOTAL_BYTES {
-                break;
+        self.entries.push_back(entry);
+        // Drop the oldest beyond either bound, never the newest.
+        while self.entries.len() > 1
+            && (self.entries.len() > MAX_ENTRIES || self.text_bytes > MAX_TOTAL_BYTES)
+        {
+            if let Some(old) = self.entries.pop_front() {
+                self.text_bytes -= old.text_bytes();
+                self.dropped += 1;
             }
-            bytes -= old.text_bytes();
-            excess += 1;
         }
-        for old in self.entries.drain(..excess) {
-            self.text_bytes -= old.text_bytes();
-        }
+    }
+
+    /// The conversation, oldest first. Entries never change once added;
+    /// they are only dropped from the front.
+    pub fn entries(&self) -> &VecDeque<Entry> {
+        &self.entries
+    }
+
+    /// The sequence number of the first entry: entries are numbered from 0
+    /// in the order they were added, and `entries()[i]` is number
+    /// `first_seq() + i`.
+    pub fn first_seq(&self) -> u64 {
+        self.dropped
     }
 
     /// The most members the roster may hold: the room's capacity when known.
@@ -443,7 +457,7 @@ mod tests {
         });
         assert_eq!(s.users, ["ann", "cid"]);
         assert!(
-            matches!(s.entries.last(), Some(Entry::Notice { text, .. }) if text == "bob left (slow consumer)")
+            matches!(s.entries.back(), Some(Entry::Notice { text, .. }) if text == "bob left (slow consumer)")
         );
     }
 
@@ -538,7 +552,7 @@ mod tests {
             text: "é".repeat(MAX_ENTRY_BYTES).into(),
             ts: 1,
         });
-        let Some(Entry::Message { text, .. }) = s.entries.last() else {
+        let Some(Entry::Message { text, .. }) = s.entries.back() else {
             panic!("no message");
         };
         assert!(text.len() < MAX_ENTRY_BYTES + 64, "{}", text.len());
