@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use anteroom_broker::room::names::{self, MAX_NAME_CHARS, NameError, Names};
-use anteroom_protocol::{ClientMessage, ErrorCode, PingId};
+use anteroom_protocol::{ClientMessage, ErrorCode, PingId, text};
 use libfuzzer_sys::fuzz_target;
 use rmpv::Value;
 
@@ -52,6 +52,7 @@ fn check_name(raw: &str) {
     assert!((1..=MAX_NAME_CHARS).contains(&chars), "{name:?}");
     assert_eq!(name, name.trim());
     assert!(!name.chars().any(char::is_control), "{name:?}");
+    assert!(!name.chars().any(text::is_forbidden_in_name), "{name:?}");
     assert!(raw.contains(name));
     assert_eq!(names::validate(name), Ok(name), "validation is idempotent");
 

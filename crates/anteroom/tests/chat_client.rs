@@ -61,6 +61,22 @@ async fn two_chat_clients_talk_and_a_third_waits_its_turn() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_mode_shows_what_others_send_as_escapes_on_one_line() {
+    let server = TestServer::start(|_| {}).await;
+    let mut ann = Chat::start(server.addr, "ann");
+    ann.expect("* in the room: ann");
+    let mut mallory = server.join("mallory").await;
+    ann.expect("* mallory joined");
+    // A forged second line, a window title and a screen wipe.
+    mallory
+        .say("hi\n[12:00:00] <admin> your password, please\u{1b}]0;owned\u{7}\u{1b}[2J")
+        .await;
+    ann.expect(r"<mallory> hi\n[12:00:00] <admin> your password, please\x1b]0;owned\x07\x1b[2J");
+    ann.finish();
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn piped_input_is_said_then_the_client_leaves() {
     let server = TestServer::start(|_| {}).await;

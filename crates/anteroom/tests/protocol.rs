@@ -255,6 +255,10 @@ async fn invalid_names_are_refused_and_the_client_may_retry() {
         "a\u{0}b",
         "a\u{7f}",
         "x\u{85}y",
+        "\u{202e}nna",
+        "ann\u{200b}",
+        "\u{feff}ann",
+        "a\u{2066}b\u{2069}",
         &"n".repeat(33),
         &"é".repeat(33),
     ] {

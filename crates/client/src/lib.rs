@@ -35,7 +35,7 @@ pub enum ClientError {
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
     #[error("the server sent a frame that is not a valid event: {0}")]
-    BadFrame(#[from] rmp_serde::decode::Error),
+    BadFrame(#[from] anteroom_protocol::ServerDecodeError),
     #[error("the server closed the connection")]
     Closed,
     #[error("the server refused: {}: {text}", code.as_str())]
@@ -67,6 +67,7 @@ pub enum Admission {
 pub struct Connection {
     reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
     writer: Writer,
+    join_timeout: Duration,
 }
 
 /// The sending half of a connection.
@@ -79,30 +80,109 @@ pub struct Reader {
     frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
 }
 
-impl Connection {
-    /// Connects to `addr` (`host:port`).
-    pub async fn connect(addr: &str) -> Result<Self, ClientError> {
-        let stream = TcpStream::connect(addr)
+/// How long [`Connection::connect`] waits for the connection by default
+/// (name resolution included).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`Connection::join`] waits for the answer to `hello` by default.
+/// The server decides at once, so the answer comes in well under a second
+/// from a working server; waiting longer only keeps a stalled or hostile
+/// server from holding the caller forever.
+pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings for a [`Connection`], from [`Connection::builder`]:
+///
+/// ```no_run
+/// # async fn f() -> Result<(), anteroom_client::ClientError> {
+/// use std::time::Duration;
+/// let conn = anteroom_client::Connection::builder()
+///     .connect_timeout(Duration::from_secs(3))
+///     .join_timeout(Duration::from_secs(30))
+///     .connect("127.0.0.1:7878")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Builder {
+    connect_timeout: Duration,
+    join_timeout: Duration,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            join_timeout: DEFAULT_JOIN_TIMEOUT,
+        }
+    }
+}
+
+impl Builder {
+    /// How long [`Builder::connect`] waits, name resolution included.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long [`Connection::join`] waits for `welcome`, `queued` or a
+    /// refusal after sending `hello`.
+    pub fn join_timeout(mut self, timeout: Duration) -> Self {
+        self.join_timeout = timeout;
+        self
+    }
+
+    /// Connects to `addr` (`host:port`; a host name is resolved). A server
+    /// that does not accept within the connect timeout is an error of kind
+    /// [`std::io::ErrorKind::TimedOut`].
+    pub async fn connect(self, addr: &str) -> Result<Connection, ClientError> {
+        let failed = |error| ClientError::Connect {
+            addr: addr.to_string(),
+            error,
+        };
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
-            .map_err(|error| ClientError::Connect {
-                addr: addr.to_string(),
-                error,
-            })?;
-        Ok(Self::from_stream(stream))
+            .map_err(|_| {
+                failed(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {:?}", self.connect_timeout),
+                ))
+            })?
+            .map_err(failed)?;
+        Ok(self.from_stream(stream))
     }
 
     /// Wraps an already connected socket.
-    pub fn from_stream(stream: TcpStream) -> Self {
+    pub fn from_stream(self, stream: TcpStream) -> Connection {
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
         let codec = LengthDelimitedCodec::builder()
             .length_field_length(4)
             .max_frame_length(MAX_SERVER_FRAME_BYTES)
             .new_codec();
-        Self {
+        Connection {
             reader: FramedRead::with_capacity(read, codec, 1024),
             writer: Writer { io: write },
+            join_timeout: self.join_timeout,
         }
+    }
+}
+
+impl Connection {
+    /// Connects to `addr` (`host:port`), waiting at most
+    /// [`DEFAULT_CONNECT_TIMEOUT`]; [`Connection::builder`] sets other
+    /// timeouts.
+    pub async fn connect(addr: &str) -> Result<Self, ClientError> {
+        Builder::default().connect(addr).await
+    }
+
+    /// Settings for a connection other than the defaults.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Wraps an already connected socket, with the default join timeout.
+    pub fn from_stream(stream: TcpStream) -> Self {
+        Builder::default().from_stream(stream)
     }
 
     /// Sends one request.
@@ -124,7 +204,19 @@ impl Connection {
 
     /// Sends `hello` and waits for the outcome. A refused name or a full
     /// server is an error; the connection stays usable after a refusal.
+    ///
+    /// No outcome within the join timeout ([`DEFAULT_JOIN_TIMEOUT`] unless
+    /// set by [`Builder::join_timeout`]) is [`ClientError::Timeout`]; the
+    /// connection should then be dropped, as the server's answer may still
+    /// come.
     pub async fn join(&mut self, name: &str) -> Result<Admission, ClientError> {
+        let limit = self.join_timeout;
+        tokio::time::timeout(limit, self.join_now(name))
+            .await
+            .map_err(|_| ClientError::Timeout(limit))?
+    }
+
+    async fn join_now(&mut self, name: &str) -> Result<Admission, ClientError> {
         self.send(&ClientMessage::Hello {
             name: Cow::Borrowed(name),
         })
@@ -241,6 +333,79 @@ mod tests {
         assert_eq!(ServerMessage::decode(&sent.to_frame()[4..]).unwrap(), sent);
         let ping = ServerMessage::Ping { id: None };
         assert_eq!(ServerMessage::decode(&ping.to_frame()[4..]).unwrap(), ping);
+    }
+
+    /// A listener that has accepted as many connections as its backlog
+    /// holds and accepts none: a further connection attempt hangs.
+    async fn full_listener() -> (tokio::net::TcpListener, Vec<std::net::TcpStream>) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        // Fill the backlog until an attempt is not answered.
+        for _ in 0..64 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                Ok(stream) => held.push(stream),
+                Err(_) => return (listener, held),
+            }
+        }
+        panic!("the backlog never filled");
+    }
+
+    #[tokio::test]
+    async fn connect_gives_up_on_a_server_that_never_accepts() {
+        let (listener, _held) = full_listener().await;
+        let addr = listener.local_addr().unwrap().to_string();
+        // Virtual time: the wait costs nothing and cannot be flaky.
+        tokio::time::pause();
+        let outcome = tokio::time::timeout(Duration::from_secs(3600), Connection::connect(&addr))
+            .await
+            .expect("connect gives up by itself");
+        match outcome {
+            Err(ClientError::Connect { error, .. }) => {
+                assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{error}")
+            }
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("connected to a full backlog"),
+        }
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(3600),
+            Connection::builder()
+                .connect_timeout(Duration::from_millis(1))
+                .connect(&addr),
+        )
+        .await
+        .expect("connect gives up by itself");
+        assert!(matches!(outcome, Err(ClientError::Connect { .. })));
+    }
+
+    #[tokio::test]
+    async fn join_gives_up_on_a_server_that_never_answers() {
+        // The kernel completes the connection; nobody ever reads `hello`.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::time::pause();
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut conn = Connection::from_stream(stream);
+        let outcome = tokio::time::timeout(Duration::from_secs(3600), conn.join("ann"))
+            .await
+            .expect("join gives up by itself");
+        assert!(
+            matches!(outcome, Err(ClientError::Timeout(t)) if t == DEFAULT_JOIN_TIMEOUT),
+            "{outcome:?}"
+        );
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut conn = Connection::builder()
+            .join_timeout(Duration::from_secs(60))
+            .from_stream(stream);
+        let outcome = tokio::time::timeout(Duration::from_secs(3600), conn.join("bob"))
+            .await
+            .expect("join gives up by itself");
+        assert!(
+            matches!(outcome, Err(ClientError::Timeout(t)) if t == Duration::from_secs(60)),
+            "{outcome:?}"
+        );
     }
 
     #[test]

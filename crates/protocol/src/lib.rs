@@ -5,10 +5,12 @@
 pub mod client;
 pub mod codec;
 pub mod server;
+pub mod shape;
+pub mod text;
 
 pub use client::{ClientMessage, DecodeError};
 pub use codec::{FrameError, frame_codec};
-pub use server::{ByeReason, ErrorCode, LeftReason, PingId, ServerMessage};
+pub use server::{ByeReason, ErrorCode, LeftReason, PingId, ServerDecodeError, ServerMessage};
 
 /// Unix time in milliseconds, the unit of every `ts` field.
 pub fn unix_millis() -> u64 {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::ClientMessage;
 use super::codec::encode_frame;
+use super::shape::{self, ShapeError};
 
 /// The exact text of a `queued` frame, with the position filled in.
 pub fn queued_text(position: u64) -> String {
@@ -145,11 +146,26 @@ impl ServerMessage<'_> {
     }
 }
 
+/// Why a server frame could not be read as a [`ServerMessage`].
+#[derive(Debug, thiserror::Error)]
+pub enum ServerDecodeError {
+    /// Too many values or too deep: refused before decoding, see [`shape`].
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    /// Not a server message.
+    #[error(transparent)]
+    Invalid(#[from] rmp_serde::decode::Error),
+}
+
 impl ServerMessage<'static> {
     /// Decodes one frame payload (without its length prefix). Unknown keys
     /// and unknown frame types are tolerated, as the contract asks.
-    pub fn decode(payload: &[u8]) -> Result<Self, rmp_serde::decode::Error> {
-        rmp_serde::from_slice(payload)
+    ///
+    /// The payload is first checked against [`shape::SERVER_FRAME`], so that
+    /// a hostile server cannot make a 16 MiB frame decode into gigabytes.
+    pub fn decode(payload: &[u8]) -> Result<Self, ServerDecodeError> {
+        shape::check(payload, shape::SERVER_FRAME)?;
+        Ok(rmp_serde::from_slice(payload)?)
     }
 }
 
@@ -429,6 +445,50 @@ mod tests {
         for message in all {
             let frame = message.to_frame();
             assert_eq!(ClientMessage::decode(&frame[4..]).unwrap(), message);
+        }
+    }
+
+    /// A `users` frame whose `names` array has `count` elements, each
+    /// `element` (already encoded).
+    fn users_frame(count: u32, element: &[u8]) -> Vec<u8> {
+        let mut payload = vec![0x82];
+        payload.extend_from_slice(b"\xa4type\xa5users\xa5names\xdd");
+        payload.extend_from_slice(&count.to_be_bytes());
+        for _ in 0..count {
+            payload.extend_from_slice(element);
+        }
+        payload
+    }
+
+    #[test]
+    fn a_frame_of_millions_of_tiny_values_is_refused_before_decoding() {
+        // Nearly 16 MiB of one-byte empty strings: decoded, about 1 GB.
+        let payload = users_frame(16_000_000, &[0xa0]);
+        let error = ServerMessage::decode(&payload).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ServerDecodeError::Shape(ShapeError::TooManyValues { .. })
+            ),
+            "{error}"
+        );
+        // The same inside a key the client does not know.
+        let mut unknown = vec![
+            0x82, 0xa4, b't', b'y', b'p', b'e', 0xa4, b'p', b'o', b'n', b'g',
+        ];
+        unknown.extend_from_slice(&[0xa4, b'j', b'u', b'n', b'k', 0xdd]);
+        unknown.extend_from_slice(&1_000_000u32.to_be_bytes());
+        unknown.extend(std::iter::repeat_n(0xc0, 1_000_000));
+        assert!(ServerMessage::decode(&unknown).is_err());
+    }
+
+    #[test]
+    fn a_roster_of_a_large_room_still_decodes() {
+        let name = b"\xa5m0000";
+        let payload = users_frame(100_000, name);
+        match ServerMessage::decode(&payload).unwrap() {
+            ServerMessage::Users { names } => assert_eq!(names.len(), 100_000),
+            other => panic!("{other:?}"),
         }
     }
 

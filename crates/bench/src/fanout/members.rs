@@ -79,9 +79,33 @@ pub(super) fn stamp(round: u32, due_ns: u64, payload: usize) -> String {
     text
 }
 
+/// Reads the stamp at the head of a message; `None` for any other text.
+/// The halves are sliced with `get`, which refuses a cut inside a multibyte
+/// character where indexing would panic: a member may say anything.
 fn parse_stamp(payload: &[u8]) -> Option<(u32, u64)> {
     let head = std::str::from_utf8(payload.get(..24)?).ok()?;
-    let round = u32::from_str_radix(&head[..8], 16).ok()?;
-    let due = u64::from_str_radix(&head[8..24], 16).ok()?;
+    let round = u32::from_str_radix(head.get(..8)?, 16).ok()?;
+    let due = u64::from_str_radix(head.get(8..)?, 16).ok()?;
     Some((round, due))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_reads_back() {
+        let text = stamp(7, 123_456, 64);
+        assert_eq!(parse_stamp(text.as_bytes()), Some((7, 123_456)));
+    }
+
+    #[test]
+    fn other_text_is_no_stamp_even_with_a_character_across_byte_8() {
+        // `é` is two bytes, at bytes 7 and 8: 24 bytes of valid UTF-8.
+        let text = "0000000é000000000000000";
+        assert_eq!(text.len(), 24);
+        assert_eq!(parse_stamp(text.as_bytes()), None);
+        assert_eq!(parse_stamp("short".as_bytes()), None);
+        assert_eq!(parse_stamp("x".repeat(40).as_bytes()), None);
+    }
 }

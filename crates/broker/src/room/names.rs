@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use anteroom_protocol::text;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
@@ -22,11 +23,22 @@ pub enum NameError {
     Length,
     #[error("name must not contain control characters")]
     Control,
+    #[error(
+        "name must not contain invisible formatting characters (zero-width, bidirectional and the like) or line separators"
+    )]
+    Invisible,
     #[error("name is already in use")]
     Taken,
 }
 
 /// Trims `raw` and checks it against the naming rule; returns the stored form.
+///
+/// Beyond the contract's rule (1 to 32 characters, no control characters),
+/// format characters (Unicode category Cf: zero-width characters,
+/// bidirectional overrides and isolates, the byte order mark, ...) and line
+/// and paragraph separators are refused too: they are invisible or reorder
+/// what is shown around them, so `ann` followed by a zero-width space, or a
+/// name reversed by an override, could pass for someone else.
 pub fn validate(raw: &str) -> Result<&str, NameError> {
     let name = raw.trim();
     let chars = name.chars().count();
@@ -35,6 +47,9 @@ pub fn validate(raw: &str) -> Result<&str, NameError> {
     }
     if name.chars().any(char::is_control) {
         return Err(NameError::Control);
+    }
+    if name.chars().any(text::is_forbidden_in_name) {
+        return Err(NameError::Invisible);
     }
     Ok(name)
 }
@@ -96,6 +111,7 @@ impl Drop for NameClaim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn validation_trims_and_counts_scalar_values() {
@@ -109,6 +125,106 @@ mod tests {
         );
         assert_eq!(validate("a\u{7}b"), Err(NameError::Control));
         assert_eq!(validate("a\u{85}b"), Err(NameError::Control)); // C1
+    }
+
+    #[test]
+    fn invisible_and_reordering_characters_are_refused() {
+        for c in [
+            '\u{202A}',
+            '\u{202B}',
+            '\u{202C}',
+            '\u{202D}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{200E}',
+            '\u{200F}',
+            '\u{2060}',
+            '\u{FEFF}',
+            '\u{AD}',
+            '\u{E0041}',
+        ] {
+            for name in [format!("ann{c}"), format!("{c}ann"), format!("a{c}nn")] {
+                assert_eq!(validate(&name), Err(NameError::Invisible), "{name:?}");
+            }
+        }
+        // Line and paragraph separators are white space: trimmed at the ends,
+        // refused inside.
+        for c in ['\u{2028}', '\u{2029}'] {
+            assert_eq!(validate(&format!("ann{c}")), Ok("ann"));
+            assert_eq!(validate(&format!("a{c}nn")), Err(NameError::Invisible));
+        }
+        // `ann` reversed on screen by a right-to-left override.
+        assert_eq!(validate("\u{202E}nna"), Err(NameError::Invisible));
+        // Every format character, anywhere in the name.
+        for c in ('\0'..=char::MAX).filter(|c| text::is_format(*c)) {
+            assert_eq!(validate(&format!("x{c}y")), Err(NameError::Invisible));
+        }
+    }
+
+    #[test]
+    fn letters_marks_and_emoji_of_every_script_stay_valid() {
+        for name in [
+            "Zoë",
+            "李雷",
+            "Фёдор",
+            "🦀",
+            "ann b",
+            "e\u{301}",
+            "❤\u{FE0F}",
+            "o'neil-2",
+        ] {
+            assert_eq!(validate(name), Ok(name));
+        }
+    }
+
+    fn forbidden() -> impl Strategy<Value = char> {
+        prop_oneof![
+            (0u32..0x20).prop_map(|c| char::from_u32(c).unwrap()),
+            (0x7fu32..0xa0).prop_map(|c| char::from_u32(c).unwrap()),
+            prop::sample::select(
+                ('\0'..=char::MAX)
+                    .filter(|c| text::is_format(*c) || text::is_line_separator(*c))
+                    .collect::<Vec<_>>()
+            ),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the input, an accepted name keeps the rule.
+        #[test]
+        fn an_accepted_name_keeps_the_rule(raw in any::<String>()) {
+            if let Ok(name) = validate(&raw) {
+                prop_assert!((1..=MAX_NAME_CHARS).contains(&name.chars().count()));
+                prop_assert_eq!(name, name.trim());
+                prop_assert!(!name.chars().any(text::is_forbidden_in_name), "{:?}", name);
+                prop_assert!(raw.contains(name));
+                prop_assert_eq!(validate(name), Ok(name));
+            }
+        }
+
+        /// One forbidden character anywhere in a valid name makes it invalid.
+        #[test]
+        fn one_forbidden_character_spoils_a_name(
+            name in "[a-zA-Z0-9é李🦀]{1,20}",
+            c in forbidden(),
+            at in 0usize..=20,
+        ) {
+            prop_assert_eq!(validate(&name), Ok(name.as_str()));
+            let mut spoiled: Vec<char> = name.chars().collect();
+            let at = at.min(spoiled.len());
+            spoiled.insert(at, c);
+            let spoiled: String = spoiled.into_iter().collect();
+            // At either end, white space among them is trimmed away instead.
+            if !(c.is_whitespace() && (at == 0 || at == name.chars().count())) {
+                prop_assert!(validate(&spoiled).is_err(), "{:?}", spoiled);
+            }
+        }
     }
 
     #[test]

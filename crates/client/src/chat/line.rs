@@ -7,26 +7,40 @@ use std::time::Duration;
 use chrono::{Local, TimeZone};
 use tokio::io::AsyncBufReadExt;
 
+use super::escape;
 use super::net::{self, Net, Outgoing, Retry};
 use crate::protocol::ErrorCode;
 use crate::{Admission, Event};
 
-/// Formats an event as one line; `None` for events not worth a line.
+/// Formats an event as one line (two for `welcome`); `None` for events not
+/// worth a line. What the server sent is escaped ([`escape`]): a message
+/// holding a newline or an escape sequence stays on its one line, visibly.
 pub fn format_event(event: &Event) -> Option<String> {
     Some(match event {
-        Event::Welcome { text, users, .. } => {
-            format!("* {text}\n* in the room: {}", users.join(", "))
-        }
-        Event::Queued { text, .. } => format!("* {text}"),
-        Event::Message { from, text, ts, .. } => format!("[{}] <{from}> {text}", clock(*ts)),
-        Event::Joined { name, .. } => format!("* {name} joined"),
-        Event::Left { name, reason, .. } => format!("* {name} left ({reason})"),
-        Event::Users { names } => format!("* in the room: {}", names.join(", ")),
+        Event::Welcome { text, users, .. } => welcome(text, users),
+        Event::Queued { text, .. } => format!("* {}", escape::text(text)),
+        Event::Message { from, text, ts, .. } => format!(
+            "[{}] <{}> {}",
+            clock(*ts),
+            escape::name(from),
+            escape::text(text)
+        ),
+        Event::Joined { name, .. } => format!("* {} joined", escape::name(name)),
+        Event::Left { name, reason, .. } => format!("* {} left ({reason})", escape::name(name)),
+        Event::Users { names } => format!("* in the room: {}", escape::names(names)),
         Event::Gap { missed } => format!("* {missed} events skipped"),
-        Event::Error { code, text } => format!("! {code}: {text}"),
-        Event::Bye { reason, text } => format!("* bye ({reason}): {text}"),
+        Event::Error { code, text } => format!("! {code}: {}", escape::text(text)),
+        Event::Bye { reason, text } => format!("* bye ({reason}): {}", escape::text(text)),
         Event::Ping { .. } | Event::Pong { .. } | Event::Unknown => return None,
     })
+}
+
+fn welcome<S: AsRef<str>>(text: &str, users: &[S]) -> String {
+    format!(
+        "* {}\n* in the room: {}",
+        escape::text(text),
+        escape::names(users)
+    )
 }
 
 fn clock(ts: u64) -> String {
@@ -87,10 +101,10 @@ pub async fn run(server: String, name: String) -> Result<(), String> {
                 Some(Net::Admitted(admission)) => {
                     match &admission {
                         Admission::Welcome { users, text, .. } => {
-                            print(&format!("* {text}\n* in the room: {}", users.join(", ")));
+                            print(&welcome(text, users));
                             in_room = true;
                         }
-                        Admission::Queued { text, .. } => print(&format!("* {text}")),
+                        Admission::Queued { text, .. } => print(&format!("* {}", escape::text(text))),
                     }
                     if in_room {
                         for request in pending.drain(..) {
@@ -128,6 +142,89 @@ pub async fn run(server: String, name: String) -> Result<(), String> {
             },
             // Never wait for an echo forever.
             _ = tokio::time::sleep(Duration::from_secs(5)), if !input_open && unechoed > 0 => unechoed = 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ByeReason, ErrorCode, LeftReason};
+
+    /// Every line printed for `event`, which must be one (two for welcome).
+    fn printed(event: Event) -> String {
+        format_event(&event).expect("a line")
+    }
+
+    #[test]
+    fn a_member_cannot_forge_lines_or_send_escape_sequences() {
+        let line = printed(Event::Message {
+            id: 1,
+            from: "mallory".into(),
+            text: "hi\n[12:00:00] <admin> send me your password\u{1b}]0;owned\u{7}\u{1b}[2J".into(),
+            ts: 0,
+        });
+        assert!(!line.contains('\n'), "{line}");
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(
+            line.ends_with(
+                "<mallory> hi\\n[12:00:00] <admin> send me your password\\x1b]0;owned\\x07\\x1b[2J"
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn names_and_server_texts_are_escaped_in_every_line() {
+        let bad = "ev\u{202e}il\n\u{1b}[31m";
+        let events = [
+            Event::Welcome {
+                name: bad.into(),
+                users: vec![bad.into()],
+                capacity: 1,
+                text: bad.into(),
+            },
+            Event::Queued {
+                position: 1,
+                waiting: 1,
+                text: bad.into(),
+            },
+            Event::Message {
+                id: 1,
+                from: bad.into(),
+                text: bad.into(),
+                ts: 0,
+            },
+            Event::Joined {
+                name: bad.into(),
+                ts: 0,
+            },
+            Event::Left {
+                name: bad.into(),
+                reason: LeftReason::Bye,
+                ts: 0,
+            },
+            Event::Users {
+                names: vec![bad.into(), bad.into()],
+            },
+            Event::Error {
+                code: ErrorCode::BadRequest,
+                text: bad.into(),
+            },
+            Event::Bye {
+                reason: ByeReason::Shutdown,
+                text: bad.into(),
+            },
+        ];
+        for event in events {
+            let welcome = matches!(event, Event::Welcome { .. });
+            let out = printed(event);
+            assert_eq!(out.lines().count(), if welcome { 2 } else { 1 }, "{out}");
+            for line in out.lines() {
+                assert!(!line.chars().any(char::is_control), "{line:?}");
+                assert!(!line.contains('\u{202e}'), "{line:?}");
+            }
+            assert!(out.contains("ev\\u{202e}il\\n\\x1b[31m"), "{out}");
         }
     }
 }

@@ -4,6 +4,7 @@
 //! or output is not a terminal it reads and prints lines ([`line`]), so it
 //! can be scripted: `echo hi | anteroom chat --name bot`.
 
+pub mod escape;
 pub mod line;
 pub mod net;
 pub mod state;

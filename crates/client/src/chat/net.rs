@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use std::borrow::Cow;
 
+use super::escape;
 use crate::protocol::{ByeReason, ClientMessage, ErrorCode};
 use crate::{Admission, ClientError, Connection, Event};
 
@@ -99,12 +100,14 @@ async fn run(
             Ended::Fatal(reason) => {
                 let _ = net
                     .send(Net::Finished {
-                        reason: Some(reason),
+                        reason: Some(escape::text(&reason).into_owned()),
                     })
                     .await;
                 return;
             }
-            Ended::Lost(reason) => reason,
+            // A reason may quote the server (a refusal's text, a frame
+            // that failed to decode): it is shown, so it is escaped.
+            Ended::Lost(reason) => escape::text(&reason).into_owned(),
         };
         if backoff == FIRST_BACKOFF {
             // The connection that was just lost had joined: count afresh.

@@ -2,7 +2,43 @@
 //! and by keys. Plain data with no terminal or socket, so it is tested
 //! directly and rendered by `ui`.
 
+use std::borrow::Cow;
+use std::collections::VecDeque;
+
+use super::escape;
 use crate::{Admission, Event};
+
+impl Entry {
+    fn text_bytes(&self) -> usize {
+        match self {
+            Entry::Message { from, text, .. } => from.len() + text.len(),
+            Entry::Notice { text, .. } => text.len(),
+        }
+    }
+}
+
+/// Cuts `text` to [`MAX_ENTRY_BYTES`] (at a character boundary), noting how
+/// much was left out.
+fn cap_text(text: &mut String) {
+    if text.len() <= MAX_ENTRY_BYTES {
+        return;
+    }
+    let mut end = MAX_ENTRY_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let left_out = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!(" … ({left_out} more bytes not shown)"));
+}
+
+/// `text` escaped by `how`, copied only when something was escaped.
+fn escaped(text: String, how: impl Fn(&str) -> Cow<'_, str>) -> String {
+    match how(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(safe) => safe,
+    }
+}
 
 /// Where the client stands with the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +80,11 @@ pub struct ChatState {
     pub me: String,
     pub server: String,
     pub status: Status,
-    pub entries: Vec<Entry>,
+    /// The conversation, oldest first; see [`ChatState::entries`].
+    entries: VecDeque<Entry>,
+    /// Entries ever dropped from the front: the sequence number of the
+    /// first entry, so that a renderer can tell new entries from old.
+    dropped: u64,
     /// Members in join order.
     pub users: Vec<String>,
     pub input: String,
@@ -52,8 +92,12 @@ pub struct ChatState {
     pub cursor: usize,
     history: Vec<String>,
     history_pos: Option<usize>,
-    /// Lines scrolled up from the bottom of the conversation.
-    pub scroll_back: u16,
+    /// Lines scrolled up from the bottom of the conversation. The screen
+    /// limits it to the lines there are (a `usize`: a conversation can wrap
+    /// into far more than 65,535 lines).
+    pub scroll_back: usize,
+    /// Bytes of text in `entries`, bounded by [`MAX_TOTAL_BYTES`].
+    text_bytes: usize,
 }
 
 /// What the user asked for by pressing Enter.
@@ -69,6 +113,22 @@ pub enum Action {
 /// Oldest entries are dropped beyond this many.
 const MAX_ENTRIES: usize = 5000;
 
+/// Most bytes of text kept in one entry; the rest of a longer one is left
+/// out, with a note saying how much. Far above any message a server allows by
+/// default (4 KiB), it keeps a hostile server's 16 MiB frames from filling
+/// memory 5,000 times over.
+pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
+
+/// Most bytes of text kept in all entries together; the oldest entries are
+/// dropped beyond it (5,000 messages of 4 KiB fit).
+pub const MAX_TOTAL_BYTES: usize = 32 * 1024 * 1024;
+
+/// Most members the roster holds, whatever the server says: a room this
+/// large is far beyond one server, and the bound keeps a hostile server's
+/// endless `joined` frames from growing the roster without end. Below it,
+/// the room's capacity from `welcome` is the bound.
+pub const MAX_ROSTER: usize = 100_000;
+
 /// The `/help` text.
 pub const HELP: &str =
     "commands: /users lists the room, /quit leaves, /help shows this; PageUp/PageDown scroll";
@@ -79,22 +139,74 @@ impl ChatState {
             me: me.to_string(),
             server: server.to_string(),
             status: Status::Connecting,
-            entries: Vec::new(),
+            entries: VecDeque::new(),
+            dropped: 0,
             users: Vec::new(),
             input: String::new(),
             cursor: 0,
             history: Vec::new(),
             history_pos: None,
             scroll_back: 0,
+            text_bytes: 0,
         }
     }
 
+    /// Adds an entry. Message entries come escaped from [`ChatState::apply`];
+    /// a notice is escaped here, whatever it quotes.
     fn push(&mut self, entry: Entry) {
-        self.entries.push(entry);
-        if self.entries.len() > MAX_ENTRIES {
-            let excess = self.entries.len() - MAX_ENTRIES;
-            self.entries.drain(..excess);
+        let mut entry = match entry {
+            Entry::Notice { ts, text } => Entry::Notice {
+                ts,
+                text: escaped(text, escape::text),
+            },
+            message => message,
+        };
+        let (Entry::Message { text, .. } | Entry::Notice { text, .. }) = &mut entry;
+        cap_text(text);
+        self.text_bytes += entry.text_bytes();
+        self.entries.push_back(entry);
+        // Drop the oldest beyond either bound, never the newest.
+        while self.entries.len() > 1
+            && (self.entries.len() > MAX_ENTRIES || self.text_bytes > MAX_TOTAL_BYTES)
+        {
+            if let Some(old) = self.entries.pop_front() {
+                self.text_bytes -= old.text_bytes();
+                self.dropped += 1;
+            }
         }
+    }
+
+    /// The conversation, oldest first. Entries never change once added;
+    /// they are only dropped from the front.
+    pub fn entries(&self) -> &VecDeque<Entry> {
+        &self.entries
+    }
+
+    /// The sequence number of the first entry: entries are numbered from 0
+    /// in the order they were added, and `entries()[i]` is number
+    /// `first_seq() + i`.
+    pub fn first_seq(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The most members the roster may hold: the room's capacity when known.
+    fn roster_limit(&self) -> usize {
+        match self.status {
+            Status::InRoom { capacity } => usize::try_from(capacity)
+                .unwrap_or(usize::MAX)
+                .clamp(1, MAX_ROSTER),
+            _ => MAX_ROSTER,
+        }
+    }
+
+    /// Replaces the roster, keeping at most [`ChatState::roster_limit`] names.
+    fn set_roster<S: AsRef<str>>(&mut self, names: &[S]) {
+        let limit = self.roster_limit();
+        self.users = names
+            .iter()
+            .take(limit)
+            .map(|n| n.as_ref().to_string())
+            .collect();
     }
 
     /// Adds a local notice (connection state, help).
@@ -129,8 +241,8 @@ impl ChatState {
 
     /// In the room, directly or from the queue.
     fn entered<S: AsRef<str>>(&mut self, users: &[S], capacity: u64, text: &str) {
-        self.users = users.iter().map(|u| u.as_ref().to_string()).collect();
         self.status = Status::InRoom { capacity };
+        self.set_roster(users);
         self.notice(text);
     }
 
@@ -153,31 +265,35 @@ impl ChatState {
             }
             Event::Message { from, text, ts, .. } => self.push(Entry::Message {
                 ts: *ts,
-                from: from.to_string(),
-                text: text.to_string(),
+                from: escape::name(from).into_owned(),
+                text: escape::text(text).into_owned(),
             }),
             Event::Joined { name, ts } => {
-                if !self.users.iter().any(|u| u == name) {
+                if self.users.len() < self.roster_limit() && !self.users.iter().any(|u| u == name) {
                     self.users.push(name.to_string());
                 }
                 self.push(Entry::Notice {
                     ts: *ts,
-                    text: format!("{name} joined"),
+                    text: format!("{} joined", escape::name(name)),
                 });
             }
             Event::Left { name, reason, ts } => {
                 self.users.retain(|u| u != name);
                 self.push(Entry::Notice {
                     ts: *ts,
-                    text: format!("{name} left ({})", reason.as_str().replace('_', " ")),
+                    text: format!(
+                        "{} left ({})",
+                        escape::name(name),
+                        reason.as_str().replace('_', " ")
+                    ),
                 });
             }
             Event::Users { names } => {
-                self.users = names.iter().map(|n| n.to_string()).collect();
+                self.set_roster(names);
                 self.notice(format!(
                     "in the room ({}): {}",
                     names.len(),
-                    names.join(", ")
+                    escape::names(names)
                 ));
             }
             Event::Gap { missed } => {
@@ -341,8 +457,119 @@ mod tests {
         });
         assert_eq!(s.users, ["ann", "cid"]);
         assert!(
-            matches!(s.entries.last(), Some(Entry::Notice { text, .. }) if text == "bob left (slow consumer)")
+            matches!(s.entries.back(), Some(Entry::Notice { text, .. }) if text == "bob left (slow consumer)")
         );
+    }
+
+    #[test]
+    fn what_others_wrote_is_kept_escaped() {
+        let mut s = ChatState::new("ann", "x");
+        let bad = "x\n[12:00] <admin> hi\u{1b}]0;t\u{7}\u{202e}";
+        s.apply(&Event::Message {
+            id: 1,
+            from: "ev\u{200b}e".into(),
+            text: bad.into(),
+            ts: 1,
+        });
+        s.apply(&Event::Joined {
+            name: bad.into(),
+            ts: 2,
+        });
+        s.apply(&Event::Error {
+            code: crate::protocol::ErrorCode::BadRequest,
+            text: bad.into(),
+        });
+        s.apply(&Event::Users {
+            names: vec![bad.into()],
+        });
+        assert!(matches!(&s.entries[0], Entry::Message { from, .. } if from == "ev\\u{200b}e"));
+        for entry in &s.entries {
+            let (Entry::Message { text, .. } | Entry::Notice { text, .. }) = entry;
+            assert!(
+                text.contains("x\\n[12:00] <admin> hi\\x1b]0;t\\x07\\u{202e}"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_roster_is_bounded_by_the_room_capacity() {
+        let mut s = ChatState::new("ann", "x");
+        s.admitted(&Admission::Welcome {
+            users: vec!["ann".into(), "bob".into(), "cid".into(), "dan".into()],
+            capacity: 3,
+            text: "hi".into(),
+        });
+        assert_eq!(s.users, ["ann", "bob", "cid"]);
+        s.apply(&Event::Left {
+            name: "cid".into(),
+            reason: crate::protocol::LeftReason::Bye,
+            ts: 1,
+        });
+        for i in 0..1000 {
+            s.apply(&Event::Joined {
+                name: format!("u{i}").into(),
+                ts: 2,
+            });
+        }
+        assert_eq!(s.users, ["ann", "bob", "u0"]);
+        s.apply(&Event::Users {
+            names: (0..1000).map(|i| format!("v{i}").into()).collect(),
+        });
+        assert_eq!(s.users, ["v0", "v1", "v2"]);
+    }
+
+    #[test]
+    fn the_roster_has_a_hard_bound_whatever_the_server_says() {
+        let mut s = ChatState::new("ann", "x");
+        let huge: Vec<_> = (0..MAX_ROSTER + 10).map(|i| format!("u{i}")).collect();
+        s.admitted(&Admission::Welcome {
+            users: huge.clone(),
+            capacity: u64::MAX,
+            text: "hi".into(),
+        });
+        assert_eq!(s.users.len(), MAX_ROSTER);
+        s.apply(&Event::Joined {
+            name: "one more".into(),
+            ts: 1,
+        });
+        assert_eq!(s.users.len(), MAX_ROSTER);
+        s.apply(&Event::Welcome {
+            name: "ann".into(),
+            users: vec!["ann".into()],
+            capacity: 0,
+            text: "hi".into(),
+        });
+        assert_eq!(s.users, ["ann"]);
+    }
+
+    #[test]
+    fn entries_are_bounded_in_size() {
+        let mut s = ChatState::new("ann", "x");
+        s.apply(&Event::Message {
+            id: 1,
+            from: "bob".into(),
+            text: "é".repeat(MAX_ENTRY_BYTES).into(),
+            ts: 1,
+        });
+        let Some(Entry::Message { text, .. }) = s.entries.back() else {
+            panic!("no message");
+        };
+        assert!(text.len() < MAX_ENTRY_BYTES + 64, "{}", text.len());
+        assert!(text.ends_with(&format!(" … ({} more bytes not shown)", MAX_ENTRY_BYTES)));
+        // Large entries push the oldest out before their number does.
+        for id in 0..MAX_TOTAL_BYTES / MAX_ENTRY_BYTES + 10 {
+            s.apply(&Event::Message {
+                id: id as u64,
+                from: "bob".into(),
+                text: "x".repeat(MAX_ENTRY_BYTES).into(),
+                ts: 1,
+            });
+        }
+        let total: usize = s.entries.iter().map(Entry::text_bytes).sum();
+        assert!(total <= MAX_TOTAL_BYTES, "{total}");
+        assert_eq!(total, s.text_bytes);
+        assert!(s.entries.len() < MAX_TOTAL_BYTES / MAX_ENTRY_BYTES + 1);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crossterm::event::{Event as TermEvent, EventStream, KeyCode, KeyEventKind, KeyModifiers};
 use futures_util::StreamExt;
+use tokio::sync::mpsc;
 
 use super::net::{self, Net, Outgoing, Retry};
 use super::state::{Action, ChatState, Status};
@@ -21,10 +22,12 @@ pub async fn run(server: String, name: String) -> Result<(), String> {
     // Raw mode and the alternate screen; restored on return and on panic.
     let mut terminal = ratatui::init();
     let mut keys = EventStream::new();
+    let mut screen = ui::Screen::default();
     let result = loop {
-        if let Err(error) = terminal.draw(|frame| ui::draw(frame, &state)) {
+        if let Err(error) = terminal.draw(|frame| screen.draw(frame, &state)) {
             break Err(format!("cannot draw: {error}"));
         }
+        state.scroll_back = state.scroll_back.min(screen.max_scroll());
         tokio::select! {
             key = keys.next() => match key {
                 Some(Ok(TermEvent::Key(key))) if key.kind != KeyEventKind::Release => {
@@ -66,10 +69,8 @@ pub async fn run(server: String, name: String) -> Result<(), String> {
                         KeyCode::End => state.end(),
                         KeyCode::Up => state.history_up(),
                         KeyCode::Down => state.history_down(),
-                        KeyCode::PageUp => {
-                            let most = u16::try_from(state.entries.len()).unwrap_or(u16::MAX);
-                            state.scroll_back = state.scroll_back.saturating_add(10).min(most);
-                        }
+                        // Limited to the lines there are after the next frame.
+                        KeyCode::PageUp => state.scroll_back = state.scroll_back.saturating_add(10),
                         KeyCode::PageDown => state.scroll_back = state.scroll_back.saturating_sub(10),
                         _ => {}
                     }
@@ -79,31 +80,29 @@ pub async fn run(server: String, name: String) -> Result<(), String> {
                 Some(Err(error)) => break Err(format!("terminal error: {error}")),
                 None => break Ok(()),
             },
-            event = events.recv() => match event {
-                None => break Ok(()),
-                Some(Net::Connecting { .. }) => {
-                    if !matches!(state.status, Status::Reconnecting { .. }) {
-                        state.status = Status::Connecting;
+            event = events.recv() => {
+                // Everything already received is applied before the next
+                // frame: a burst costs one frame, not one per event.
+                let mut next = event;
+                let mut batch = 0;
+                let finished = loop {
+                    let Some(event) = next else { break Some(Ok(())) };
+                    if let Some(done) = on_net(&mut state, &out, event).await {
+                        break Some(done);
                     }
-                }
-                Some(Net::Admitted(admission)) => state.admitted(&admission),
-                Some(Net::Event(event)) => {
-                    state.apply(&event);
-                    if matches!(event, Event::Gap { .. }) {
-                        let _ = out.send(Outgoing::Who).await;
+                    batch += 1;
+                    if batch == BATCH {
+                        break None;
                     }
+                    match events.try_recv() {
+                        Ok(event) => next = Some(event),
+                        Err(_) => break None,
+                    }
+                };
+                if let Some(done) = finished {
+                    break done;
                 }
-                Some(Net::Lost { reason, attempt, retry_in }) => {
-                    state.notice(format!("disconnected: {reason}"));
-                    state.status = Status::Reconnecting {
-                        attempt,
-                        retry_in_ms: retry_in.as_millis() as u64,
-                        reason,
-                    };
-                }
-                Some(Net::Finished { reason: None }) => break Ok(()),
-                Some(Net::Finished { reason: Some(reason) }) => break Err(reason),
-            },
+            }
         }
     };
     // Give the goodbye a moment to reach the server.
@@ -117,4 +116,46 @@ pub async fn run(server: String, name: String) -> Result<(), String> {
     .await;
     ratatui::restore();
     result
+}
+
+/// Most events applied between two frames, so that keys stay responsive.
+const BATCH: usize = 256;
+
+/// Applies what the connection reports; `Some` when the client is done.
+async fn on_net(
+    state: &mut ChatState,
+    out: &mpsc::Sender<Outgoing>,
+    event: Net,
+) -> Option<Result<(), String>> {
+    match event {
+        Net::Connecting { .. } => {
+            if !matches!(state.status, Status::Reconnecting { .. }) {
+                state.status = Status::Connecting;
+            }
+        }
+        Net::Admitted(admission) => state.admitted(&admission),
+        Net::Event(event) => {
+            state.apply(&event);
+            if matches!(event, Event::Gap { .. }) {
+                let _ = out.send(Outgoing::Who).await;
+            }
+        }
+        Net::Lost {
+            reason,
+            attempt,
+            retry_in,
+        } => {
+            state.notice(format!("disconnected: {reason}"));
+            state.status = Status::Reconnecting {
+                attempt,
+                retry_in_ms: retry_in.as_millis() as u64,
+                reason,
+            };
+        }
+        Net::Finished { reason: None } => return Some(Ok(())),
+        Net::Finished {
+            reason: Some(reason),
+        } => return Some(Err(reason)),
+    }
+    None
 }
