@@ -22,6 +22,7 @@ mod report;
 mod sampler;
 mod session;
 mod shared;
+mod storm;
 #[cfg(test)]
 mod tests;
 
@@ -74,6 +75,10 @@ pub struct Args {
     /// Print the report but exit 0 even when a check failed.
     #[arg(long)]
     pub report_only: bool,
+    /// A join/leave storm from one host beside the clients, in cycles per
+    /// second (connect, `hello`, `bye`); 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    pub storm: f64,
 }
 
 // Settings of the server the soak starts: short timeouts and a small
@@ -90,7 +95,10 @@ const OUTBOX_LIMIT: usize = 256;
 fn server_settings(args: &Args) -> Vec<(&'static str, String)> {
     vec![
         ("ANTEROOM_MAX_ACTIVE", args.max_active.to_string()),
-        ("ANTEROOM_MAX_WAITING", (args.clients + 16).to_string()),
+        (
+            "ANTEROOM_MAX_WAITING",
+            (args.clients + 16 + storm::STORM_IN_FLIGHT).to_string(),
+        ),
         (
             "ANTEROOM_HANDSHAKE_TIMEOUT",
             humantime::format_duration(HANDSHAKE_TIMEOUT).to_string(),
@@ -120,6 +128,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "--misbehave must be between 0 and 1"
     );
     anyhow::ensure!(!args.sample.is_zero(), "--sample must be longer than 0");
+    anyhow::ensure!(
+        args.storm.is_finite() && args.storm >= 0.0,
+        "--storm must be a rate of at least 0"
+    );
     let limit = crate::raise_fd_limit() as usize;
     anyhow::ensure!(
         args.clients + 256 <= limit,
@@ -147,6 +159,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for index in 0..args.clients {
         clients.spawn(client::client(shared.clone(), index));
     }
+    let storm_tally = Arc::new(storm::StormTally::default());
+    if args.storm > 0.0 {
+        clients.spawn(storm::storm(
+            server.addr,
+            args.storm,
+            shared.cancel.clone(),
+            storm_tally.clone(),
+        ));
+    }
     sampler
         .watch(&shared, started, args.sample, args.duration)
         .await;
@@ -168,7 +189,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let coverage = checks::check_whole_run(&shared, &joins);
     let figures = sampler.settle(&server, args.duration).await;
-    let report = Report::new(&args, &shared, ran_for, coverage, &figures);
+    let mut report = Report::new(&args, &shared, ran_for, coverage, &figures);
+    report.storm = (args.storm > 0.0).then(|| storm_tally.figures());
     report.print(figures.measurable);
     println!("{}", serde_json::to_string(&report)?);
     server.stop()?;

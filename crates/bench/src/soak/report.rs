@@ -62,6 +62,9 @@ pub(crate) struct Report {
     pub back_to_baseline: bool,
     pub server_cpu_s: f64,
     pub server_errors: u64,
+    /// The join/leave storm beside the clients, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storm: Option<super::storm::StormFigures>,
     pub ok: bool,
 }
 
@@ -137,6 +140,7 @@ impl Report {
             back_to_baseline: server.back_to_baseline,
             server_cpu_s: server.last.cpu_seconds - server.first.cpu_seconds,
             server_errors: server.errors,
+            storm: None,
             ok,
         }
     }
@@ -243,6 +247,12 @@ impl Report {
                 "server        {:.1} s CPU, {} error line(s) logged",
                 r.server_cpu_s, r.server_errors
             );
+            if let Some(storm) = r.storm {
+                println!(
+                    "storm         {} join/leave cycles from one host: {} welcomed, {} queued, {} turned away, {} failed",
+                    storm.cycles, storm.welcomed, storm.queued, storm.refused, storm.failed
+                );
+            }
         } else {
             println!(
                 "server        not started by the soak: memory, descriptors and timing not judged"

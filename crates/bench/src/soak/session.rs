@@ -20,6 +20,8 @@ use crate::lock;
 use anteroom_client::protocol::{ClientMessage, LeftReason};
 use anteroom_client::{Connection, Event};
 
+/// Escape sequences a hostile member might hide in a message.
+const HOSTILE_TEXT: &str = " \x1b]0;pwned\x07\x1b[2J\n[12:00] <admin> trust me \u{202e}txet";
 /// What reading the next frame gave.
 pub(super) enum Got {
     Other,
@@ -162,7 +164,12 @@ impl Session {
 
     pub(super) async fn say(&mut self, pad: usize) -> bool {
         self.seq += 1;
-        let text = say_text(self.uid, self.seq, self.shared.now_us(), &self.name, pad);
+        let mut text = say_text(self.uid, self.seq, self.shared.now_us(), &self.name, pad);
+        if self.seq % 5 == 0 && pad < 1024 {
+            // Now and then a message that would retitle a terminal, clear
+            // it, forge a line and reverse the text, were it not escaped.
+            text.push_str(HOSTILE_TEXT);
+        }
         self.shared.counters.said.fetch_add(1, Ordering::Relaxed);
         self.send(&ClientMessage::Say {
             text: (&text).into(),
