@@ -7,7 +7,7 @@ pub mod codec;
 pub mod server;
 
 pub use client::{ClientMessage, DecodeError};
-pub use codec::{FrameError, frame_codec};
+pub use codec::{FrameDecoder, FrameError, frame_codec};
 pub use server::{ByeReason, ErrorCode, LeftReason, PingId, ServerMessage};
 
 /// Unix time in milliseconds, the unit of every `ts` field.
