@@ -120,10 +120,14 @@ pub async fn run_session<T: Transport>(gateway: Arc<Gateway>, transport: T) {
     let max_frame = config.max_frame_bytes;
     let (mut frames, outbound) = transport.open(max_frame);
 
-    let write_timeout = match config.slow_consumer {
-        SlowConsumerPolicy::Disconnect => Some(config.write_timeout),
-        SlowConsumerPolicy::Skip => None,
-    };
+    // Under `skip`, a member behind the room only misses frames, so a slow
+    // socket gets a longer deadline; but one that takes nothing at all is
+    // dead for the room, and would otherwise hold its seat and its outbox
+    // for as long as it keeps talking.
+    let write_timeout = Some(match config.slow_consumer {
+        SlowConsumerPolicy::Disconnect => config.write_timeout,
+        SlowConsumerPolicy::Skip => config.write_timeout.max(config.idle_timeout),
+    });
     // The writer is not instrumented: entering the span on every wake-up
     // cost 5% of the server's CPU in a busy room. It enters the span only to
     // report how it ended.
