@@ -15,7 +15,7 @@
 //! * [`config`]: every configuration key, declared once.
 //! * [`telemetry`]: metric names, the latency histogram and the HTTP endpoint.
 //! * [`server`]: wiring and the two-phase shutdown.
-//! * [`supervisor`]: what a panic costs: one connection.
+//! * [`supervisor`]: what a panic costs: one connection, or the server.
 
 pub mod bus;
 pub mod config;

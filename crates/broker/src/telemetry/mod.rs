@@ -35,8 +35,18 @@ pub const REJECT_REASONS: &[&str] = &[
 ];
 
 /// Tasks whose panics are contained and counted, each a label value of
-/// `anteroom_panics_total`: the per-connection tasks.
-pub const PANIC_TASKS: &[&str] = &["session", "writer"];
+/// `anteroom_panics_total`: the per-connection tasks, and the supervised
+/// components whose panic stops the server.
+pub const PANIC_TASKS: &[&str] = &[
+    "session",
+    "writer",
+    "admission",
+    "room_delivery",
+    "roster",
+    "waitlist",
+    "http",
+    "upkeep",
+];
 
 /// Handles to every series, registered once per process.
 pub struct Metrics {
@@ -107,7 +117,7 @@ impl Metrics {
         describe_counter!("anteroom_rejected_total", "Requests refused, by reason.");
         describe_counter!(
             "anteroom_panics_total",
-            "Tasks that panicked, by task: a session or writer panic closes its connection."
+            "Tasks that panicked, by task: a session or writer panic closes its connection, a component panic stops the server."
         );
     }
 
