@@ -1,4 +1,4 @@
-//! The inbound frame codec, fed arbitrary bytes in arbitrary chunks.
+//! The server's inbound frame decoder, fed arbitrary bytes in arbitrary chunks.
 //!
 //! Input: one byte picking the frame limit, one byte seeding how the stream
 //! is cut into reads, then the stream itself. The decoder must agree with a
@@ -7,7 +7,7 @@
 
 #![no_main]
 
-use anteroom_protocol::{FrameError, frame_codec};
+use anteroom_protocol::{FrameDecoder, FrameError};
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
@@ -31,12 +31,12 @@ struct Outcome {
 
 /// Decodes `stream` as a connection would, one read per chunk.
 fn decode(stream: &[u8], limit: usize, chunks: impl Iterator<Item = usize>) -> Outcome {
-    let mut codec = frame_codec(limit);
+    let mut codec = FrameDecoder::new(limit);
     let mut buf = BytesMut::new();
     let mut frames = Vec::new();
     let mut rest = stream;
     let mut chunks = chunks;
-    let fail = |error: std::io::Error, at_eof: bool| match FrameError::classify(error, limit) {
+    let fail = |error: FrameError, at_eof: bool| match error {
         FrameError::TooLarge { limit: l } => {
             assert_eq!(l, limit);
             Failure::TooLarge
@@ -116,12 +116,10 @@ fn reference(mut stream: &[u8], limit: usize) -> Outcome {
             };
         }
         if stream.len() - 4 < len {
-            // The codec consumes a length prefix as soon as it is complete,
-            // so a stream that stops right after one, before any of its
-            // payload, reads as a clean end. The session ends the same way
-            // for both: the client is gone.
-            let failure = (stream.len() > 4).then_some(Failure::Truncated);
-            return Outcome { frames, failure };
+            return Outcome {
+                frames,
+                failure: Some(Failure::Truncated),
+            };
         }
         frames.push(stream[4..4 + len].to_vec());
         stream = &stream[4 + len..];

@@ -191,7 +191,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(signals, shutdown.clone()));
-    server.run(shutdown).await;
+    // A failed component has already shut the server down; its error makes
+    // the exit status non-zero.
+    server.run(shutdown).await?;
     Ok(())
 }
 

@@ -104,7 +104,7 @@ declare_config! {
     heartbeat_interval: Duration = "\"15s\"", duration;
     /// Silence after which the connection is closed.
     idle_timeout: Duration = "\"45s\"", duration;
-    /// A socket accepting no bytes this long makes its client a slow consumer.
+    /// A socket that makes the writer wait must take 64 KiB (or the rest of the batch) within this, or its client is a slow consumer; under `skip`, the longer of this and `idle_timeout`.
     write_timeout: Duration = "\"10s\"", duration;
     /// Frames buffered per connection before it counts as a slow consumer.
     outbox_limit: usize = "1024", count(1, usize::MAX);

@@ -15,6 +15,7 @@
 //! * [`config`]: every configuration key, declared once.
 //! * [`telemetry`]: metric names, the latency histogram and the HTTP endpoint.
 //! * [`server`]: wiring and the two-phase shutdown.
+//! * [`supervisor`]: what a panic costs: one connection, or the server.
 
 pub mod bus;
 pub mod config;
@@ -22,4 +23,5 @@ pub mod conn;
 pub mod gateway;
 pub mod room;
 pub mod server;
+pub mod supervisor;
 pub mod telemetry;

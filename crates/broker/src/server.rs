@@ -1,18 +1,21 @@
 //! Wiring: binds the listeners, starts the components on the bus and the
-//! gateway, and runs the two-phase shutdown.
+//! gateway, supervises the components, and runs the two-phase shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures_util::future::FusedFuture;
 use tokio::net::TcpListener;
+use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::gateway::{Gateway, listener};
 use crate::room::Room;
+use crate::supervisor::{Component, first_to_end, panic_message};
 use crate::telemetry::http;
 use crate::telemetry::metrics;
 
@@ -30,6 +33,43 @@ fn bind_chat(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// Why a server stopped on its own: a component the room depends on failed.
+/// The server has shut down (every client told `bye{reason:"shutdown"}`)
+/// rather than serve a broken room.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The component panicked.
+    #[error("the {0} component panicked; the server stopped")]
+    ComponentPanicked(&'static str),
+    /// The component ended although nothing asked it to.
+    #[error("the {0} component stopped unexpectedly; the server stopped")]
+    ComponentStopped(&'static str),
+}
+
+/// Logs and counts a component's end while the room is running, when any
+/// end is a failure.
+fn component_failed(name: &'static str, ended: Result<(), JoinError>) -> ServerError {
+    match ended {
+        Err(failure) if failure.is_panic() => {
+            let payload = failure.into_panic();
+            metrics().panicked(name);
+            error!(
+                component = name,
+                panic = panic_message(&*payload),
+                "component panicked; shutting down"
+            );
+            ServerError::ComponentPanicked(name)
+        }
+        _ => {
+            error!(
+                component = name,
+                "component stopped unexpectedly; shutting down"
+            );
+            ServerError::ComponentStopped(name)
+        }
+    }
 }
 
 /// A broker with its sockets bound, ready to run.
@@ -65,8 +105,9 @@ impl Server {
     }
 
     /// Runs until `shutdown` is cancelled, then says goodbye to every
-    /// connection and returns within `shutdown_grace`.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// connection and returns within `shutdown_grace`. If a component fails
+    /// first, the server shuts down the same way and returns the failure.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
         let Server {
             config,
             listener,
@@ -85,30 +126,40 @@ impl Server {
                 .map_or(config.metrics_listen, |a| a)
         );
 
+        // A failing component shuts the server down as a signal would, but
+        // must not cancel the caller's token.
+        let shutdown = shutdown.child_token();
         let Room {
             bus,
             roster,
-            components,
+            mut components,
         } = Room::start(&config, &shutdown);
 
         let ready = Arc::new(AtomicBool::new(true));
         let http_stop = CancellationToken::new();
-        let http_task = tokio::spawn(http::serve(
-            metrics_listener,
-            ready.clone(),
-            http_stop.clone(),
+        components.push(Component::spawn(
+            "http",
+            http::serve(metrics_listener, ready.clone(), http_stop.clone()),
         ));
-        let upkeep = tokio::spawn(async {
+        let upkeep = Component::spawn("upkeep", async {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tick.tick().await;
                 crate::telemetry::upkeep();
             }
         });
+        components.push(upkeep);
 
         let grace = config.shutdown_grace;
         let gateway = Arc::new(Gateway::new(config, bus.clone(), roster, shutdown.clone()));
-        listener::accept_loop(listener, gateway.clone()).await;
+        let mut failure = None;
+        tokio::select! {
+            () = listener::accept_loop(listener, gateway.clone()) => {}
+            (name, ended) = first_to_end(&mut components) => {
+                failure = Some(component_failed(name, ended));
+                shutdown.cancel();
+            }
+        }
 
         // Phase one: stop accepting (done) and let sessions say goodbye.
         ready.store(false, Ordering::SeqCst);
@@ -125,16 +176,31 @@ impl Server {
                 "grace period over; dropping remaining connections"
             );
         }
-        // Phase two: stop the components and the metrics endpoint.
+        // Phase two: stop the components and the metrics endpoint. Each
+        // now ends by itself (upkeep is stopped); a panic while they drain
+        // is still a failure.
         bus.close();
         http_stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_millis(200), async {
-            for component in components {
-                let _ = component.await;
+        for component in &components {
+            if component.name() == "upkeep" {
+                component.abort();
             }
-            let _ = http_task.await;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            for component in &mut components {
+                if component.is_terminated() {
+                    continue;
+                }
+                let name = component.name();
+                if let Err(ended) = component.await
+                    && ended.is_panic()
+                    && failure.is_none()
+                {
+                    failure = Some(component_failed(name, Err(ended)));
+                }
+            }
         })
         .await;
-        upkeep.abort();
+        failure.map_or(Ok(()), Err)
     }
 }

@@ -9,7 +9,7 @@ pub mod shape;
 pub mod text;
 
 pub use client::{ClientMessage, DecodeError};
-pub use codec::{FrameError, frame_codec};
+pub use codec::{FrameDecoder, FrameError, frame_codec};
 pub use server::{ByeReason, ErrorCode, LeftReason, PingId, ServerDecodeError, ServerMessage};
 
 /// Unix time in milliseconds, the unit of every `ts` field.

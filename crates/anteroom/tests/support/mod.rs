@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anteroom_broker::config::Config;
-use anteroom_broker::server::Server;
+use anteroom_broker::server::{Server, ServerError};
 use rmpv::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -25,7 +25,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub shutdown: CancellationToken,
-    pub task: JoinHandle<()>,
+    pub task: JoinHandle<Result<(), ServerError>>,
 }
 
 impl TestServer {
@@ -77,7 +77,11 @@ impl TestServer {
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        let ended = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        if let Ok(ended) = ended {
+            let run = ended.expect("the server's task does not panic");
+            run.expect("the server stops cleanly");
+        }
     }
 }
 

@@ -73,8 +73,14 @@ struct State {
     /// The latest `queued` frame not yet written; a newer one replaces it, so
     /// a waiting client never has more than one position update pending.
     position: Option<Bytes>,
-    /// Bytes in `frames`.
+    /// Bytes held for the connection: those in `frames` and those of the
+    /// batch the writer is writing. A batch counts until it is written, or
+    /// a connection whose writer has just taken everything would hold up to
+    /// twice `max_bytes`.
     bytes: usize,
+    /// The part of `bytes` in the writer's current batch, released when the
+    /// writer asks for the next one.
+    in_flight: usize,
     /// Room events dropped under the `skip` policy, not yet reported by `gap`.
     missed: u64,
     /// A `welcome` has been queued: position updates no longer apply.
@@ -132,9 +138,10 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether `len` more bytes would take the queue past `max_bytes`. One
-    /// frame into an empty queue always fits: a single large message is
-    /// not a member falling behind.
+    /// Whether `len` more bytes would take what is held (queued or being
+    /// written) past `max_bytes`. One frame always fits when nothing is held:
+    /// a single large message is not a member falling behind. So at most
+    /// `max_bytes` plus one frame is ever held.
     fn over_bytes(&self, state: &State, len: usize) -> bool {
         state.bytes > 0 && state.bytes + len > self.max_bytes
     }
@@ -225,7 +232,7 @@ impl Outbox {
         }
         if discard_pending {
             state.frames.clear();
-            state.bytes = 0;
+            state.bytes = state.in_flight;
             state.position = None;
         }
         for bytes in last {
@@ -242,7 +249,8 @@ impl Outbox {
     }
 
     /// Moves everything queued into `batch`, waiting until there is something
-    /// or the outbox is closing.
+    /// or the outbox is closing. Calling it again means the previous batch
+    /// has been written: its bytes stop counting against `max_bytes`.
     pub async fn next_batch(&self, batch: &mut Batch) {
         if batch.member {
             batch.entries.clear();
@@ -259,8 +267,11 @@ impl Outbox {
         loop {
             {
                 let mut state = self.lock();
+                state.bytes -= std::mem::take(&mut state.in_flight);
                 batch.entries.extend(state.frames.drain(..));
-                state.bytes = 0;
+                // Everything queued is now in the batch, and held until the
+                // writer comes back for more.
+                state.in_flight = state.bytes;
                 if let Some(position) = state.position.take() {
                     batch.entries.push(Entry::reply(position));
                 }
@@ -387,5 +398,58 @@ mod tests {
         outbox.next_batch(&mut batch).await;
         assert_eq!(batch.entries.len(), 1);
         assert_eq!(batch.entries[0].bytes[0], 9);
+    }
+
+    #[tokio::test]
+    async fn the_byte_cap_covers_the_batch_being_written() {
+        // 30 bytes: ten 3-byte frames.
+        let outbox = Outbox::with_byte_limit(1000, 30);
+        let mut held = 0;
+        while let Push::Queued { .. } = outbox.push_event(frame(0), None, true) {
+            held += 3;
+        }
+        assert_eq!(held, 30);
+        // The writer takes everything; until it has written it, those bytes
+        // are still held and nothing more fits.
+        let mut batch = Batch::default();
+        outbox.next_batch(&mut batch).await;
+        while let Push::Queued { .. } = outbox.push_event(frame(1), None, true) {
+            held += 3;
+        }
+        assert!(held <= 30 + 3, "{held} bytes held under a cap of 30");
+        // Asking for the next batch means the last one was written.
+        assert!(
+            futures_util::FutureExt::now_or_never(outbox.next_batch(&mut batch)).is_some(),
+            "the gap for the skipped frames is ready at once"
+        );
+        assert!(matches!(
+            outbox.push_event(frame(2), None, true),
+            Push::Queued { .. }
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_held_by_queue_and_batch_never_exceed_the_cap_and_a_frame() {
+        use crate::conn::writer::{ByteSink, run_writer};
+        const CAP: usize = 300;
+        const PIPE: usize = 64;
+        let outbox = std::sync::Arc::new(Outbox::with_byte_limit(100_000, CAP));
+        // A client that never reads: the pipe takes PIPE bytes, then nothing.
+        let (client, _server) = tokio::io::duplex(PIPE);
+        let writer = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { run_writer(&outbox, ByteSink(client), None).await }
+        });
+        let mut accepted = 0;
+        for round in 0..10 {
+            while let Push::Queued { .. } = outbox.push_event(frame(round), None, true) {
+                accepted += 3;
+            }
+            // Let the writer take what is queued and block on the pipe.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let held = accepted - PIPE;
+        assert!(held <= CAP + 3, "{held} bytes held under a cap of {CAP}");
+        writer.abort();
     }
 }

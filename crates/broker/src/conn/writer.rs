@@ -5,17 +5,19 @@
 //! [`FrameSink`]: a byte stream (TCP, TLS, QUIC) gets vectored writes, many
 //! frames per system call; a message-framed duplex (WebSocket) gets one
 //! message per frame, without the length prefix. Everything else (batching,
-//! the write timeout, delivery metrics, the final shutdown) is the same for
-//! every transport.
+//! the progress deadline, delivery metrics, the final shutdown) is the same
+//! for every transport.
 
 use std::future::Future;
 use std::io::IoSlice;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::time::Sleep;
 
 use super::outbox::{Batch, Entry, Outbox};
 use crate::telemetry::{LocalLatency, metrics};
@@ -26,9 +28,15 @@ const MAX_IOVECS: usize = 128;
 /// Longest wait for a transport to take its closing handshake.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
 
-/// Where a connection's frames go. `write_timeout` bounds a wait for a
-/// transport that accepts nothing (`None`: wait as long as it takes, the
-/// `skip` policy's choice).
+/// How much a transport that makes the writer wait must take within each
+/// `write_timeout` (or what is left of the batch, if less). Counting bytes
+/// rather than system calls: a client reading one byte every few seconds
+/// makes every call succeed and would otherwise never time out, while
+/// holding its whole outbox.
+pub const MIN_PROGRESS: usize = 64 * 1024;
+
+/// Where a connection's frames go. `write_timeout` is the progress deadline
+/// (see [`Window`]; `None`: wait as long as it takes).
 pub trait FrameSink: Send {
     /// Writes every entry, in order.
     fn write_all<'a>(
@@ -75,21 +83,17 @@ where
         entries: &[Entry],
         write_timeout: Option<Duration>,
     ) -> Result<(), WriteError> {
-        let send = async {
-            for entry in entries {
-                self.0
-                    .feed(entry.bytes.slice(4..))
-                    .await
-                    .map_err(Into::into)?;
-            }
-            self.0.flush().await.map_err(Into::into)
-        };
-        match write_timeout {
-            Some(limit) => tokio::time::timeout(limit, send)
-                .await
-                .map_err(|_| WriteError::Stalled(limit))??,
-            None => send.await?,
+        let mut window = Window::new(write_timeout);
+        for entry in entries {
+            let message = entry.bytes.slice(4..);
+            let len = message.len();
+            window
+                .wait(self.0.feed(message))
+                .await?
+                .map_err(Into::into)?;
+            window.progress(len);
         }
+        window.wait(self.0.flush()).await?.map_err(Into::into)?;
         Ok(())
     }
 
@@ -101,14 +105,15 @@ where
 /// Why the writer stopped before the outbox closed.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("socket accepted no bytes for {0:?}")]
+    #[error("socket took less than {MIN_PROGRESS} bytes in {0:?}")]
     Stalled(Duration),
     #[error("write failed: {0}")]
     Io(#[from] std::io::Error),
 }
 
 /// Drains `outbox` into `sink` until the outbox closes (then ends the
-/// sending side) or the transport fails or stalls for `write_timeout`.
+/// sending side) or the transport fails or makes too little progress within
+/// `write_timeout` (see [`Window`]).
 pub async fn run_writer<S: FrameSink>(
     outbox: &Outbox,
     mut sink: S,
@@ -143,9 +148,67 @@ fn record_delivery(entries: &[Entry], latency: &mut LocalLatency) {
     }
 }
 
-/// Writes every entry, as many per `writev` as the kernel takes. Each system
-/// call gets its own deadline: the timeout measures a socket that accepts
-/// nothing, not a large batch that takes long to drain.
+/// The progress deadline of one batch. The window opens when the transport
+/// first makes the writer wait; within `write_timeout` it must take
+/// [`MIN_PROGRESS`] bytes or the rest of the batch. Each time it takes
+/// [`MIN_PROGRESS`], a new window starts. A batch the transport takes at
+/// once never arms the timer, so the common path costs nothing.
+#[derive(Debug)]
+struct Window {
+    limit: Option<Duration>,
+    /// Armed on the first wait; on the heap so that an idle writer, whose
+    /// future holds this, stays small.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Bytes taken since the window opened.
+    taken: usize,
+}
+
+impl Window {
+    fn new(limit: Option<Duration>) -> Self {
+        Self {
+            limit,
+            deadline: None,
+            taken: 0,
+        }
+    }
+
+    /// Runs `work`, failing with [`WriteError::Stalled`] if the window
+    /// closes first. Work that is ready at once does not open a window.
+    async fn wait<F: Future>(&mut self, work: F) -> Result<F::Output, WriteError> {
+        let mut work = pin!(work);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = work.as_mut().poll(cx) {
+                return Poll::Ready(Ok(done));
+            }
+            let Some(limit) = self.limit else {
+                return Poll::Pending;
+            };
+            let deadline = self
+                .deadline
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+            match deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(WriteError::Stalled(limit))),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// Counts `bytes` taken by the transport; enough of them start a new
+    /// window.
+    fn progress(&mut self, bytes: usize) {
+        let (Some(limit), Some(deadline)) = (self.limit, self.deadline.as_mut()) else {
+            return;
+        };
+        self.taken += bytes;
+        if self.taken >= MIN_PROGRESS {
+            self.taken = 0;
+            deadline.as_mut().reset(tokio::time::Instant::now() + limit);
+        }
+    }
+}
+
+/// Writes every entry, as many per `writev` as the kernel takes.
 async fn write_batch<W>(
     io: &mut W,
     entries: &[Entry],
@@ -159,37 +222,66 @@ where
     while index < entries.len() {
         let (first, skip) = (index, offset);
         // Usually the socket takes the bytes at once: one poll, nothing
-        // allocated, no timer. Only a full socket gets a timer, and that
-        // wait lives on the heap, so an idle connection's writer stays small.
+        // allocated, no timer. Only a full socket gets a deadline, and the
+        // rest of the batch is written on the heap, so an idle connection's
+        // writer stays small.
         let ready = futures_util::FutureExt::now_or_never(std::future::poll_fn(|cx| {
             poll_write_entries(&mut *io, cx, entries, first, skip)
         }));
-        let mut written = match ready {
-            Some(result) => result?,
+        match ready {
+            Some(result) => advance(entries, &mut index, &mut offset, result?)?,
             None => {
-                Box::pin(wait_and_write(
-                    &mut *io,
-                    entries,
-                    first,
-                    skip,
-                    write_timeout,
-                ))
-                .await?
+                return Box::pin(write_slowly(io, entries, index, offset, write_timeout)).await;
             }
-        };
-        if written == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
         }
-        while written > 0 {
-            let remaining = entries[index].bytes.len() - offset;
-            if written >= remaining {
-                written -= remaining;
-                index += 1;
-                offset = 0;
-            } else {
-                offset += written;
-                written = 0;
-            }
+    }
+    Ok(())
+}
+
+/// Writes the rest of a batch to a socket that has made the writer wait,
+/// under the progress deadline.
+async fn write_slowly<W>(
+    io: &mut W,
+    entries: &[Entry],
+    mut index: usize,
+    mut offset: usize,
+    write_timeout: Option<Duration>,
+) -> Result<(), WriteError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut window = Window::new(write_timeout);
+    while index < entries.len() {
+        let (first, skip) = (index, offset);
+        let write =
+            std::future::poll_fn(|cx| poll_write_entries(&mut *io, cx, entries, first, skip));
+        let written = window.wait(write).await??;
+        advance(entries, &mut index, &mut offset, written)?;
+        window.progress(written);
+    }
+    Ok(())
+}
+
+/// Moves the write position (`index`, `offset` into that entry) past
+/// `written` bytes.
+fn advance(
+    entries: &[Entry],
+    index: &mut usize,
+    offset: &mut usize,
+    mut written: usize,
+) -> Result<(), WriteError> {
+    if written == 0 {
+        return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+    }
+    while written > 0 {
+        let remaining = entries[*index].bytes.len() - *offset;
+        if written >= remaining {
+            written -= remaining;
+            *index += 1;
+            *offset = 0;
+        } else {
+            *offset += written;
+            written = 0;
         }
     }
     Ok(())
@@ -216,26 +308,6 @@ where
         count += 1;
     }
     Pin::new(io).poll_write_vectored(cx, &slices[..count])
-}
-
-/// Waits for a full socket to take more, within `write_timeout`.
-async fn wait_and_write<W>(
-    io: &mut W,
-    entries: &[Entry],
-    first: usize,
-    skip: usize,
-    write_timeout: Option<Duration>,
-) -> Result<usize, WriteError>
-where
-    W: AsyncWrite + Unpin,
-{
-    let write = std::future::poll_fn(|cx| poll_write_entries(&mut *io, cx, entries, first, skip));
-    Ok(match write_timeout {
-        Some(limit) => tokio::time::timeout(limit, write)
-            .await
-            .map_err(|_| WriteError::Stalled(limit))??,
-        None => write.await?,
-    })
 }
 
 #[cfg(test)]
@@ -312,5 +384,64 @@ mod tests {
             got,
             vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_taking_a_byte_every_nine_seconds_is_cut_off() {
+        let outbox = Outbox::new(1024);
+        let (client, mut server) = tokio::io::duplex(4);
+        for n in 0..10 {
+            outbox.push_event(frame(n), None, false);
+        }
+        tokio::spawn(async move {
+            let mut byte = [0u8; 1];
+            loop {
+                tokio::time::sleep(Duration::from_secs(9)).await;
+                match tokio::io::AsyncReadExt::read(&mut server, &mut byte).await {
+                    Ok(1) => {}
+                    _ => return,
+                }
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let ended = tokio::time::timeout(
+            Duration::from_secs(120),
+            run_writer(&outbox, ByteSink(client), Some(Duration::from_secs(10))),
+        )
+        .await;
+        assert!(
+            matches!(ended, Ok(Err(WriteError::Stalled(_)))),
+            "a trickling reader was not cut off: {ended:?}"
+        );
+        let took = started.elapsed();
+        assert!(took >= Duration::from_secs(10), "cut off early: {took:?}");
+        assert!(took <= Duration::from_secs(11), "cut off late: {took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_but_steady_reader_is_not_cut_off() {
+        // 256 KiB read 8 KiB a second takes 32 s, far beyond the timeout,
+        // but every 10 s window moves 80 KiB.
+        let outbox = Outbox::new(1024);
+        let (client, mut server) = tokio::io::duplex(8 * 1024);
+        for _ in 0..64 {
+            outbox.push_event(Bytes::from(vec![7u8; 4096]), None, false);
+        }
+        outbox.close(&[], false);
+        let reader = tokio::spawn(async move {
+            let mut chunk = vec![0u8; 8 * 1024];
+            let mut total = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                match tokio::io::AsyncReadExt::read(&mut server, &mut chunk).await {
+                    Ok(0) | Err(_) => return total,
+                    Ok(n) => total += n,
+                }
+            }
+        });
+        run_writer(&outbox, ByteSink(client), Some(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(reader.await.unwrap(), 64 * 4096);
     }
 }

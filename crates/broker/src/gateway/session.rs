@@ -5,15 +5,21 @@
 //! events or direct replies; a separate writer task drains its outbox. The
 //! session never writes to the transport itself, so nothing it does can
 //! block on a slow peer.
+//!
+//! A panic in the session or in its writer costs this connection only: it
+//! is caught, logged and counted, the connection is closed and its seat or
+//! queue place given back, as for a client that vanished.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, Stream, StreamExt};
 use governor::DefaultDirectRateLimiter;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{Span, debug, info, warn};
+use tracing::{Span, debug, error, info, warn};
 
 use super::Gateway;
 use super::transport::Transport;
@@ -24,6 +30,7 @@ use crate::conn::outbox::Push;
 use crate::conn::state::{ConnState, Phase};
 use crate::conn::writer::{WriteError, run_writer};
 use crate::room::names::{self, NameClaim, NameError};
+use crate::supervisor::panic_message;
 use crate::telemetry::metrics;
 use anteroom_protocol::server::error_frame;
 use anteroom_protocol::unix_millis;
@@ -118,31 +125,70 @@ pub async fn run_session<T: Transport>(gateway: Arc<Gateway>, transport: T) {
     Span::current().record("conn_id", peer.id);
     debug!("connected");
     let max_frame = config.max_frame_bytes;
-    let (mut frames, outbound) = transport.open(max_frame);
+    let (frames, outbound) = transport.open(max_frame);
 
-    let write_timeout = match config.slow_consumer {
-        SlowConsumerPolicy::Disconnect => Some(config.write_timeout),
-        SlowConsumerPolicy::Skip => None,
-    };
+    // Under `skip`, a member behind the room only misses frames, so a slow
+    // socket gets a longer deadline; but one that takes nothing at all is
+    // dead for the room, and would otherwise hold its seat and its outbox
+    // for as long as it keeps talking.
+    let write_timeout = Some(match config.slow_consumer {
+        SlowConsumerPolicy::Disconnect => config.write_timeout,
+        SlowConsumerPolicy::Skip => config.write_timeout.max(config.idle_timeout),
+    });
     // The writer is not instrumented: entering the span on every wake-up
     // cost 5% of the server's CPU in a busy room. It enters the span only to
     // report how it ended.
-    let writer_task = tokio::spawn({
+    let mut writer_task = tokio::spawn({
         let peer = peer.clone();
         let span = Span::current();
         async move {
-            let result = run_writer(&peer.outbox, outbound, write_timeout).await;
+            let result = AssertUnwindSafe(run_writer(&peer.outbox, outbound, write_timeout))
+                .catch_unwind()
+                .await;
             span.in_scope(|| match result {
-                Ok(()) => {}
-                Err(WriteError::Stalled(_)) => peer.cut_off_slow(),
-                Err(WriteError::Io(error)) => {
+                Ok(Ok(())) => {}
+                Ok(Err(WriteError::Stalled(_))) => peer.cut_off_slow(),
+                Ok(Err(WriteError::Io(error))) => {
                     debug!(%error, "write failed");
+                    peer.kick(LeftReason::Disconnected, None);
+                }
+                Err(panic) => {
+                    metrics().panicked("writer");
+                    error!(
+                        panic = panic_message(&*panic),
+                        "writer panicked; closing the connection"
+                    );
+                    // The session sees the close and gives the place back.
                     peer.kick(LeftReason::Disconnected, None);
                 }
             });
         }
     });
 
+    // What the session holds (its name claim, the handshake gauge, the
+    // transport's inbound half) is released as a panic unwinds it; the rest
+    // is done by `recover`, from the peer and the writer, which survive it.
+    let session = drive(gateway.clone(), peer.clone(), frames, &mut writer_task);
+    if let Err(panic) = AssertUnwindSafe(session).catch_unwind().await {
+        metrics().panicked("session");
+        error!(
+            panic = panic_message(&*panic),
+            "session panicked; closing the connection"
+        );
+        Box::pin(recover(&gateway, &peer, &mut writer_task)).await;
+    }
+}
+
+/// The session proper, from the first frame to the goodbye.
+async fn drive<I>(
+    gateway: Arc<Gateway>,
+    peer: Arc<Peer>,
+    mut frames: I,
+    writer_task: &mut JoinHandle<()>,
+) where
+    I: Stream<Item = Result<bytes::BytesMut, FrameError>> + Unpin,
+{
+    let config = &gateway.config;
     let now = Instant::now();
     let mut session = Session {
         gateway: gateway.clone(),
@@ -206,6 +252,35 @@ pub async fn run_session<T: Transport>(gateway: Arc<Gateway>, transport: T) {
 
     drop(state);
     Box::pin(session.finish(end, frames, writer_task)).await;
+}
+
+/// After a panic in the session: closes the connection and gives its seat
+/// or queue place back, as `Session::finish` would for a client that
+/// vanished, so the others see it leave and the queue moves up.
+async fn recover(gateway: &Gateway, peer: &Peer, writer_task: &mut JoinHandle<()>) {
+    // A departure the session had already published is ignored the second
+    // time: admission no longer knows the connection.
+    let left = peer.close(LeftReason::Disconnected, &[], true);
+    if peer.phase().holds_a_place() {
+        let departed = PresenceEvent::ClientDeparted {
+            id: peer.id,
+            reason: left,
+        };
+        let _ = gateway.bus.presence.publish(departed).await;
+    }
+    flush(writer_task).await;
+}
+
+/// Lets the writer flush the last frames and end the sending side, but
+/// never waits on a stalled peer.
+async fn flush(writer_task: &mut JoinHandle<()>) {
+    let abort = writer_task.abort_handle();
+    if tokio::time::timeout(FLUSH_LIMIT, writer_task)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
 }
 
 impl Session {
@@ -419,9 +494,9 @@ impl Session {
     }
 
     /// Says goodbye, tells the broker the client is gone, and closes cleanly.
-    async fn finish<I>(mut self, end: End, mut inbound: I, writer_task: tokio::task::JoinHandle<()>)
+    async fn finish<I>(mut self, end: End, mut inbound: I, writer_task: &mut JoinHandle<()>)
     where
-        I: futures_util::Stream<Item = Result<bytes::BytesMut, FrameError>> + Unpin,
+        I: Stream<Item = Result<bytes::BytesMut, FrameError>> + Unpin,
     {
         let (left, linger) = match end {
             End::Close { bye, error, left } => {
@@ -446,13 +521,7 @@ impl Session {
         self.handshake.done();
 
         // Let the writer flush the goodbye, but never wait on a stalled peer.
-        let abort = writer_task.abort_handle();
-        if tokio::time::timeout(FLUSH_LIMIT, writer_task)
-            .await
-            .is_err()
-        {
-            abort.abort();
-        }
+        flush(writer_task).await;
         if linger {
             // Read and discard so closing does not reset the connection
             // while our last frames are still in flight.

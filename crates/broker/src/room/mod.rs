@@ -15,21 +15,22 @@ pub mod waitlist;
 
 use std::sync::Arc;
 
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
 use crate::config::{Config, SlowConsumerPolicy};
+use crate::supervisor::Component;
 
 /// A running room: the bus, the roster sessions read for `who`, and the
-/// component tasks, which end when the bus closes.
+/// component tasks, which end when the bus closes (and only then: ending
+/// earlier is a failure the server must act on).
 pub struct Room {
     /// Where gateways publish.
     pub bus: Bus,
     /// Who is in the room, for `who`.
     pub roster: Arc<roster::Roster>,
     /// Admission, delivery, roster and waitlist.
-    pub components: Vec<JoinHandle<()>>,
+    pub components: Vec<Component>,
 }
 
 impl Room {
@@ -40,23 +41,29 @@ impl Room {
         let roster = Arc::new(roster::Roster::new());
         let skip = config.slow_consumer == SlowConsumerPolicy::Skip;
         let components = vec![
-            tokio::spawn(delivery::run(
-                subscriptions.room_delivery,
-                delivery::RoomDelivery::new(config.max_active, skip),
-                config.outbox_limit,
-            )),
-            tokio::spawn(roster::run(subscriptions.roster, roster.clone())),
-            tokio::spawn(admission::run(
-                subscriptions.admission,
-                bus.clone(),
-                config.max_active,
-                config.max_waiting,
-                shutdown.clone(),
-            )),
-            tokio::spawn(waitlist::run(
-                subscriptions.waitlist,
-                waitlist::Waitlist::new(),
-            )),
+            Component::spawn(
+                "room_delivery",
+                delivery::run(
+                    subscriptions.room_delivery,
+                    delivery::RoomDelivery::new(config.max_active, skip),
+                    config.outbox_limit,
+                ),
+            ),
+            Component::spawn("roster", roster::run(subscriptions.roster, roster.clone())),
+            Component::spawn(
+                "admission",
+                admission::run(
+                    subscriptions.admission,
+                    bus.clone(),
+                    config.max_active,
+                    config.max_waiting,
+                    shutdown.clone(),
+                ),
+            ),
+            Component::spawn(
+                "waitlist",
+                waitlist::run(subscriptions.waitlist, waitlist::Waitlist::new()),
+            ),
         ];
         Self {
             bus,

@@ -34,6 +34,20 @@ pub const REJECT_REASONS: &[&str] = &[
     "bad_frame",
 ];
 
+/// Tasks whose panics are contained and counted, each a label value of
+/// `anteroom_panics_total`: the per-connection tasks, and the supervised
+/// components whose panic stops the server.
+pub const PANIC_TASKS: &[&str] = &[
+    "session",
+    "writer",
+    "admission",
+    "room_delivery",
+    "roster",
+    "waitlist",
+    "http",
+    "upkeep",
+];
+
 /// Handles to every series, registered once per process.
 pub struct Metrics {
     pub conn_handshake: Gauge,
@@ -57,6 +71,7 @@ pub struct Metrics {
     pub promotions: Counter,
     pub queue_abandoned: Counter,
     rejected: Vec<(&'static str, Counter)>,
+    panics: Vec<(&'static str, Counter)>,
 }
 
 impl Metrics {
@@ -100,6 +115,10 @@ impl Metrics {
             "Queued clients that left before promotion."
         );
         describe_counter!("anteroom_rejected_total", "Requests refused, by reason.");
+        describe_counter!(
+            "anteroom_panics_total",
+            "Tasks that panicked, by task: a session or writer panic closes its connection, a component panic stops the server."
+        );
     }
 
     fn register() -> Self {
@@ -136,6 +155,10 @@ impl Metrics {
                 .iter()
                 .map(|r| (*r, counter!("anteroom_rejected_total", "reason" => *r)))
                 .collect(),
+            panics: PANIC_TASKS
+                .iter()
+                .map(|t| (*t, counter!("anteroom_panics_total", "task" => *t)))
+                .collect(),
         };
         // Touch every series so it is rendered at zero from start-up.
         for g in [
@@ -166,10 +189,17 @@ impl Metrics {
         ] {
             c.increment(0);
         }
-        for (_, c) in &m.rejected {
+        for (_, c) in m.rejected.iter().chain(&m.panics) {
             c.increment(0);
         }
         m
+    }
+
+    /// Counts one panic of `task`, one of [`PANIC_TASKS`].
+    pub fn panicked(&self, task: &str) {
+        if let Some((_, c)) = self.panics.iter().find(|(t, _)| *t == task) {
+            c.increment(1);
+        }
     }
 
     /// Counts one refusal. `reason` is one of [`REJECT_REASONS`].
