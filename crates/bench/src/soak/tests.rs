@@ -210,6 +210,7 @@ fn plans_are_reproducible() {
         server: None,
         metrics: None,
         report_only: false,
+        storm: 0.0,
     };
     let draw = |seed| {
         let mut rng = fastrand::Rng::with_seed(seed);
