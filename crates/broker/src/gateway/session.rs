@@ -24,6 +24,7 @@ use crate::conn::outbox::Push;
 use crate::conn::state::{ConnState, Phase};
 use crate::conn::writer::{WriteError, run_writer};
 use crate::room::names::{self, NameClaim, NameError};
+use crate::telemetry::log_budget::{self, Verdict};
 use crate::telemetry::metrics;
 use anteroom_protocol::server::error_frame;
 use anteroom_protocol::unix_millis;
@@ -63,7 +64,9 @@ impl End {
 
     fn protocol_error(code: ErrorCode, text: &str) -> Self {
         metrics().rejected("protocol_error");
-        warn!(code = code.as_str(), "protocol error; closing");
+        if let Verdict::Write { suppressed } = log_budget::PROTOCOL_ERRORS.take() {
+            warn!(code = code.as_str(), suppressed, "protocol error; closing");
+        }
         End::Close {
             bye: ByeReason::ProtocolError,
             error: Some(error_frame(code, text)),
@@ -223,7 +226,9 @@ impl Session {
         let now = Instant::now();
         match self.peer.phase() {
             Phase::Handshake if now >= self.connected_at + config.handshake_timeout => {
-                info!("handshake timeout");
+                if let Verdict::Write { suppressed } = log_budget::TIMEOUTS.take() {
+                    info!(suppressed, "handshake timeout");
+                }
                 Some(End::close(
                     ByeReason::HandshakeTimeout,
                     LeftReason::Disconnected,
@@ -231,7 +236,9 @@ impl Session {
             }
             Phase::Handshake => None,
             _ if now >= self.last_heard + config.idle_timeout => {
-                info!("idle timeout");
+                if let Verdict::Write { suppressed } = log_budget::TIMEOUTS.take() {
+                    info!(suppressed, "idle timeout");
+                }
                 Some(End::close(ByeReason::IdleTimeout, LeftReason::IdleTimeout))
             }
             _ if now >= self.next_ping => {
@@ -371,7 +378,9 @@ impl Session {
         match decided {
             Phase::Rejected => {
                 metrics().rejected("server_full");
-                info!("room and queue full; turned away");
+                if let Verdict::Write { suppressed } = log_budget::TURNED_AWAY.take() {
+                    info!(suppressed, "room and queue full; turned away");
+                }
                 Some(End::close(ByeReason::ServerFull, LeftReason::Disconnected))
             }
             _ => None,

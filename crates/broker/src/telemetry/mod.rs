@@ -6,6 +6,7 @@
 
 pub mod http;
 mod latency;
+pub mod log_budget;
 
 use std::sync::OnceLock;
 
@@ -56,6 +57,9 @@ pub struct Metrics {
     pub queue_wait: Histogram,
     pub promotions: Counter,
     pub queue_abandoned: Counter,
+    /// Log lines left out because their kind's budget was spent
+    /// ([`log_budget`]).
+    pub log_lines_suppressed: Counter,
     rejected: Vec<(&'static str, Counter)>,
 }
 
@@ -100,6 +104,10 @@ impl Metrics {
             "Queued clients that left before promotion."
         );
         describe_counter!("anteroom_rejected_total", "Requests refused, by reason.");
+        describe_counter!(
+            "anteroom_log_lines_suppressed_total",
+            "Log lines about clients left out because their kind's budget per second was spent."
+        );
     }
 
     fn register() -> Self {
@@ -132,6 +140,7 @@ impl Metrics {
             queue_wait: histogram!("anteroom_queue_wait_seconds"),
             promotions: counter!("anteroom_promotions_total"),
             queue_abandoned: counter!("anteroom_queue_abandoned_total"),
+            log_lines_suppressed: counter!("anteroom_log_lines_suppressed_total"),
             rejected: REJECT_REASONS
                 .iter()
                 .map(|r| (*r, counter!("anteroom_rejected_total", "reason" => *r)))
@@ -163,6 +172,7 @@ impl Metrics {
             &m.delivered,
             &m.promotions,
             &m.queue_abandoned,
+            &m.log_lines_suppressed,
         ] {
             c.increment(0);
         }
