@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::outbox::{Batch, Entry, Outbox};
+use super::outbox::{Batch, Discarded, Entry, Outbox};
 use crate::telemetry::{LocalLatency, metrics};
 
 /// Frames handed to the kernel per `writev` at most.
@@ -30,12 +30,15 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
 /// transport that accepts nothing (`None`: wait as long as it takes, the
 /// `skip` policy's choice).
 pub trait FrameSink: Send {
-    /// Writes every entry, in order.
+    /// Writes every entry, in order, unless `discarded` says the rest is to
+    /// be dropped: then it stops at the next frame boundary. Returns how many
+    /// entries were written whole.
     fn write_all<'a>(
         &'a mut self,
         entries: &'a [Entry],
         write_timeout: Option<Duration>,
-    ) -> impl Future<Output = Result<(), WriteError>> + Send + 'a;
+        discarded: Discarded<'a>,
+    ) -> impl Future<Output = Result<usize, WriteError>> + Send + 'a;
 
     /// Ends the sending side after the last frame, so the client reads
     /// everything before the close.
@@ -51,8 +54,9 @@ impl<W: AsyncWrite + Unpin + Send> FrameSink for ByteSink<W> {
         &'a mut self,
         entries: &'a [Entry],
         write_timeout: Option<Duration>,
-    ) -> impl Future<Output = Result<(), WriteError>> + Send + 'a {
-        write_batch(&mut self.0, entries, write_timeout)
+        discarded: Discarded<'a>,
+    ) -> impl Future<Output = Result<usize, WriteError>> + Send + 'a {
+        write_batch(&mut self.0, entries, write_timeout, discarded)
     }
 
     async fn finish(&mut self) {
@@ -74,23 +78,29 @@ where
         &mut self,
         entries: &[Entry],
         write_timeout: Option<Duration>,
-    ) -> Result<(), WriteError> {
+        discarded: Discarded<'_>,
+    ) -> Result<usize, WriteError> {
         let send = async {
+            let mut written = 0;
             for entry in entries {
+                if discarded.now() {
+                    break;
+                }
                 self.0
                     .feed(entry.bytes.slice(4..))
                     .await
                     .map_err(Into::into)?;
+                written += 1;
             }
-            self.0.flush().await.map_err(Into::into)
+            self.0.flush().await.map_err(Into::into)?;
+            Ok::<_, std::io::Error>(written)
         };
-        match write_timeout {
+        Ok(match write_timeout {
             Some(limit) => tokio::time::timeout(limit, send)
                 .await
                 .map_err(|_| WriteError::Stalled(limit))??,
             None => send.await?,
-        }
-        Ok(())
+        })
     }
 
     async fn finish(&mut self) {
@@ -118,8 +128,11 @@ pub async fn run_writer<S: FrameSink>(
     let mut latency = LocalLatency::default();
     loop {
         outbox.next_batch(&mut batch).await;
-        sink.write_all(&batch.entries, write_timeout).await?;
-        record_delivery(&batch.entries, &mut latency);
+        let discarded = outbox.discarded(&batch);
+        let written = sink
+            .write_all(&batch.entries, write_timeout, discarded)
+            .await?;
+        record_delivery(&batch.entries[..written], &mut latency);
         if batch.closing {
             sink.finish().await;
             return Ok(());
@@ -145,18 +158,29 @@ fn record_delivery(entries: &[Entry], latency: &mut LocalLatency) {
 
 /// Writes every entry, as many per `writev` as the kernel takes. Each system
 /// call gets its own deadline: the timeout measures a socket that accepts
-/// nothing, not a large batch that takes long to drain.
+/// nothing, not a large batch that takes long to drain. Between system calls
+/// it checks `discarded`: once set, it finishes the frame it is in the middle
+/// of, if any, and stops. Returns how many entries were written whole.
 async fn write_batch<W>(
     io: &mut W,
     entries: &[Entry],
     write_timeout: Option<Duration>,
-) -> Result<(), WriteError>
+    discarded: Discarded<'_>,
+) -> Result<usize, WriteError>
 where
     W: AsyncWrite + Unpin + Send,
 {
+    let mut entries = entries;
     let mut index = 0;
     let mut offset = 0;
     while index < entries.len() {
+        if discarded.now() {
+            if offset == 0 {
+                break;
+            }
+            // Only the rest of the frame begun.
+            entries = &entries[..=index];
+        }
         let (first, skip) = (index, offset);
         // Usually the socket takes the bytes at once: one poll, nothing
         // allocated, no timer. Only a full socket gets a timer, and that
@@ -192,7 +216,7 @@ where
             }
         }
     }
-    Ok(())
+    Ok(index)
 }
 
 /// One `writev` of `entries[first..]`, the first `skip` bytes of the first
@@ -283,6 +307,37 @@ mod tests {
         assert_eq!(out.len(), 303);
         assert_eq!(&out[297..300], &[99, 99, 99]);
         assert_eq!(&out[300..], &[200, 200, 200]);
+    }
+
+    #[tokio::test]
+    async fn a_discarding_close_cuts_the_batch_in_flight_at_a_frame_boundary() {
+        let outbox = Outbox::new(1024);
+        // Each write takes at most 5 bytes: the batch is written in pieces.
+        let (client, mut server) = tokio::io::duplex(5);
+        for n in 0..100 {
+            outbox.push_event(frame(n), None, false);
+        }
+        let writer = run_writer(&outbox, ByteSink(client), None);
+        let reader = async {
+            let mut out = vec![0u8; 7];
+            tokio::io::AsyncReadExt::read_exact(&mut server, &mut out)
+                .await
+                .unwrap();
+            outbox.close(&[frame(200)], true);
+            tokio::io::AsyncReadExt::read_to_end(&mut server, &mut out)
+                .await
+                .unwrap();
+            out
+        };
+        let (written, out) = tokio::join!(writer, reader);
+        written.unwrap();
+        assert_eq!(out.len() % 3, 0, "a frame was cut: {out:?}");
+        let frames: Vec<&[u8]> = out.chunks(3).collect();
+        assert!(frames.len() < 10, "the batch was not cut: {out:?}");
+        for (n, f) in frames[..frames.len() - 1].iter().enumerate() {
+            assert_eq!(*f, &[n as u8; 3], "{out:?}");
+        }
+        assert_eq!(frames[frames.len() - 1], &[200; 3]);
     }
 
     #[tokio::test(start_paused = true)]

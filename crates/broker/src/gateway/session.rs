@@ -436,7 +436,11 @@ impl Session {
             End::Close { bye, error, left } => {
                 let mut last: Vec<Bytes> = error.into_iter().collect();
                 last.push(bye.frame());
-                (self.peer.close(left, &last, false), true)
+                // At shutdown the `bye` goes ahead of whatever is still
+                // waiting: a member behind on a busy room would otherwise
+                // get it only after its backlog, or not within the grace.
+                let discard = bye == ByeReason::Shutdown;
+                (self.peer.close(left, &last, discard), true)
             }
             End::Kicked(reason) => (reason, true),
             End::Gone => (self.peer.close(LeftReason::Disconnected, &[], true), false),
