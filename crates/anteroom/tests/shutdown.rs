@@ -1,13 +1,23 @@
 //! Shutdown reaches every connection with `bye{reason:"shutdown"}`: those
-//! still in the kernel's accept backlog, and members with a backlog of
-//! frames (the `bye` goes ahead of it).
+//! still in the kernel's accept backlog, members with a backlog of frames
+//! (the `bye` goes ahead of it), and sessions waiting on a full bus topic.
 
 mod support;
 
-use std::time::Duration;
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use anteroom_broker::bus::{Bus, PresenceEvent, RoomEvent};
+use anteroom_broker::config::Config;
+use anteroom_broker::gateway::Gateway;
+use anteroom_broker::gateway::session::run_session;
+use anteroom_broker::gateway::transport::ByteStream;
+use anteroom_broker::room::roster::Roster;
+use anteroom_protocol::ServerMessage;
 use support::{Client, TestServer, frame_of, map};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn connections_still_in_the_accept_backlog_get_bye() {
@@ -87,4 +97,65 @@ async fn a_member_with_a_backlog_gets_its_bye_ahead_of_it() {
         before_bye < FLOOD / 2,
         "{before_bye} frames of a backlog of {FLOOD} came before the bye"
     );
+}
+
+#[tokio::test]
+async fn a_session_waiting_on_a_full_topic_still_sees_the_shutdown() {
+    // A broker whose bus nobody drains: admission and delivery are played
+    // by the test, so the room topic stays full.
+    let (bus, mut subscriptions) = Bus::new();
+    let shutdown = CancellationToken::new();
+    let gateway = Arc::new(Gateway::new(
+        Config::default(),
+        bus.clone(),
+        Arc::new(Roster::new()),
+        shutdown.clone(),
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut ann = Client::connect(listener.local_addr().unwrap()).await;
+    let (stream, _) = listener.accept().await.unwrap();
+    let (reader, writer) = stream.into_split();
+    tokio::spawn(run_session(gateway, ByteStream::new(reader, writer)));
+
+    ann.hello("ann").await;
+    let Ok(PresenceEvent::ClientArrived { peer, name }) = subscriptions.admission.recv().await
+    else {
+        panic!("no arrival");
+    };
+    peer.admit(
+        ServerMessage::Welcome {
+            name: Cow::Borrowed(&name),
+            users: vec![Cow::Borrowed(&name)],
+            capacity: 1,
+            text: Cow::Borrowed("welcome"),
+        }
+        .to_frame(),
+    );
+    ann.recv_type("welcome").await;
+
+    // All but one place of the room topic taken: the first `say` fills it,
+    // the second waits.
+    let capacity = anteroom_broker::bus::TOPIC_CAPACITY;
+    for _ in 1..capacity {
+        let filler = RoomEvent::MessagePosted {
+            from: "filler".into(),
+            text: "x".into(),
+            ts: 0,
+            read_at: std::time::Instant::now(),
+        };
+        bus.room.publish(filler).await.unwrap();
+    }
+    ann.say("fills the topic").await;
+    ann.say("waits for room").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subscriptions.room_delivery.len() < capacity {
+        assert!(Instant::now() < deadline, "the first say was not published");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let the session reach the second publication and wait there.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    shutdown.cancel();
+    ann.expect_bye("shutdown").await;
+    drop(subscriptions);
 }

@@ -17,7 +17,7 @@ use tracing::{Span, debug, info, warn};
 
 use super::Gateway;
 use super::transport::Transport;
-use crate::bus::{PresenceEvent, RoomEvent};
+use crate::bus::{PresenceEvent, RoomEvent, Topic};
 use crate::config::SlowConsumerPolicy;
 use crate::conn::handle::Peer;
 use crate::conn::outbox::Push;
@@ -358,7 +358,8 @@ impl Session {
             peer: self.peer.clone(),
             name,
         };
-        if self.gateway.bus.presence.publish(arrived).await.is_err() {
+        let gateway = &self.gateway;
+        if !publish_unless_shutdown(&gateway.shutdown, &gateway.bus.presence, arrived).await {
             return Some(End::close(ByeReason::Shutdown, LeftReason::Shutdown));
         }
         // Wait for admission before reading on, so a pipelined `say` after
@@ -421,7 +422,8 @@ impl Session {
             ts: unix_millis(),
             read_at,
         };
-        if self.gateway.bus.room.publish(posted).await.is_err() {
+        let gateway = &self.gateway;
+        if !publish_unless_shutdown(&gateway.shutdown, &gateway.bus.room, posted).await {
             return Some(End::close(ByeReason::Shutdown, LeftReason::Shutdown));
         }
         None
@@ -474,6 +476,24 @@ impl Session {
             })
             .await;
         }
+    }
+}
+
+/// Publishes `event` unless the shutdown comes first; returns whether it was
+/// published. A full topic makes its publisher wait (nothing on the bus is
+/// dropped), and a session waiting there must still see the shutdown and
+/// say its `bye`. An event not published is simply not sent: the broker is
+/// closing, and a departure published later (for an arrival that never was)
+/// is ignored by admission.
+async fn publish_unless_shutdown<T: Clone>(
+    shutdown: &tokio_util::sync::CancellationToken,
+    topic: &Topic<T>,
+    event: T,
+) -> bool {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => false,
+        published = topic.publish(event) => published.is_ok(),
     }
 }
 
