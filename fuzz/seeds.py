@@ -105,6 +105,40 @@ SERVER = {
 }
 
 
+# Configurations: the shipped file, values at and beyond every range, and
+# settings as variables (top bit of the key byte) or flags, after NUL bytes.
+KEY_INDEX = {
+    key: i
+    for i, key in enumerate(
+        [
+            line.split("=")[0].strip()
+            for line in (HERE.parent / "config" / "anteroom.toml").read_text().splitlines()
+            if line and not line.startswith("#")
+        ]
+    )
+}
+
+
+def setting(key, value, env=False):
+    return b"\0" + bytes([KEY_INDEX[key] | (0x80 if env else 0)]) + value.encode()
+
+
+CONFIGS = {
+    "shipped": (HERE.parent / "config" / "anteroom.toml").read_bytes(),
+    "extremes": b"rate_limit = 1e-30\nhandshake_timeout = \"1ns\"\nmax_active = 9223372036854775807\n",
+    "bounds": b'rate_limit = 0.001\nrate_burst = 31535\nidle_timeout = "1day"\n'
+    b'heartbeat_interval = "1ms"\nmax_active = 10000000\nmax_waiting = 10000000\n',
+    "floats": b"rate_limit = nan\nrate_limit = inf\nrate_limit = -0.0\n",
+    "flags": b"max_frame_bytes = 64"
+    + setting("max_message_bytes", "0")
+    + setting("rate_limit", "1e9")
+    + setting("rate_burst", "1000000000", env=True)
+    + setting("write_timeout", "1000years", env=True)
+    + setting("max_connections", "18446744073709551615")
+    + setting("shutdown_grace", "1ms"),
+}
+
+
 def write(target, name, data):
     path = HERE / "corpus" / target / f"{name}.bin"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,6 +170,8 @@ def main():
     write("room", "announce_and_trickle", bytes([
         0, HELLO, 1, RAW, 5, 0, 1, 0, 0, 0x81, 1, PAUSE + 9 * 20, 0, SAY,
     ]))
+    for name, config in CONFIGS.items():
+        write("config", name, config)
     stream = b"".join(frame(pack(m)) for m in SERVER.values())
     write("server_event", "every_event", stream)
     for name, message in SERVER.items():

@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 #[cfg(test)]
 mod docs_check;
+mod logging;
+
+use logging::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -61,15 +64,6 @@ struct HealthArgs {
     /// `/readyz` (accepting connections) or `/healthz` (process alive).
     #[arg(long, default_value = "/readyz")]
     path: String,
-}
-
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
 }
 
 /// Flags override `ANTEROOM_*` environment variables, which override the file.
@@ -152,24 +146,6 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-    }
-}
-
 async fn healthcheck(args: HealthArgs) -> anyhow::Result<()> {
     let status = anteroom_broker::telemetry::http::probe(args.addr, &args.path).await?;
     anyhow::ensure!(status == 200, "{} answered {status}", args.path);
@@ -178,7 +154,7 @@ async fn healthcheck(args: HealthArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
-    init_logging(args.log_format);
+    logging::init(args.log_format);
     // Install the handlers before binding, so a signal can never find the
     // default action (immediate death) in place.
     let signals = Signals::install()?;
@@ -242,6 +218,8 @@ fn main() -> ExitCode {
     };
     // Do not wait for connections the grace period already gave up on.
     runtime.shutdown_background();
+    // The last lines of a shutdown are still queued for standard output.
+    logging::finish();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

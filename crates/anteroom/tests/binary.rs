@@ -74,6 +74,67 @@ fn bad_configuration_stops_start_up_naming_the_key() {
     assert!(e.contains("--bogus-flag"), "{e}");
 }
 
+/// Runs the binary expecting it to refuse `args` before it listens; returns
+/// its standard error. A server that starts anyway is killed after a while
+/// and fails the test.
+fn refuses_before_listening(args: &[&str]) -> String {
+    let mut child = command(args, &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run anteroom");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("started with {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!status.success(), "{args:?}: exit status {status}");
+    assert!(
+        !stdout.contains("listening on"),
+        "{args:?}: listened before failing\n{stdout}\n{stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn extreme_values_stop_start_up_before_listening() {
+    let at = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+    for (flag, value, key) in [
+        ("--rate-limit", "1e-30", "rate_limit"),
+        ("--handshake-timeout", "1ns", "handshake_timeout"),
+        ("--idle-timeout", "1000years", "idle_timeout"),
+        ("--shutdown-grace", "300years", "shutdown_grace"),
+        ("--max-active", "18446744073709551615", "max_active"),
+        (
+            "--max-connections",
+            "18446744073709551615",
+            "max_connections",
+        ),
+        ("--outbox-limit", "18446744073709551615", "outbox_limit"),
+    ] {
+        let mut args = at.to_vec();
+        args.extend([flag, value]);
+        let e = refuses_before_listening(&args);
+        assert!(e.contains(&format!("`{key}`")) && e.contains(value), "{e}");
+    }
+    // Each valid alone; together the token bucket would take 30,000 years to
+    // refill, beyond the rate limiter's arithmetic.
+    let mut args = at.to_vec();
+    args.extend(["--rate-limit", "0.001", "--rate-burst", "1000000000"]);
+    let e = refuses_before_listening(&args);
+    assert!(e.contains("rate_burst") && e.contains("rate_limit"), "{e}");
+}
+
 #[tokio::test]
 async fn every_required_series_exists_from_start_up() {
     let running = spawn(&["--max-active", "7"], &[]);

@@ -91,13 +91,13 @@ declare_config! {
     /// HTTP listener for /metrics, /healthz and /readyz.
     metrics_listen: SocketAddr = "\"127.0.0.1:9878\"", addr;
     /// Room capacity: members in the room at once.
-    max_active: usize = "1000", count(1, usize::MAX);
+    max_active: usize = "1000", count(1, MAX_MEMBERS);
     /// Clients allowed to wait in the queue; beyond it a client gets `bye{server_full}`.
-    max_waiting: usize = "10000", count(0, usize::MAX);
+    max_waiting: usize = "10000", count(0, MAX_MEMBERS);
     /// Largest frame accepted from a client, in bytes of MessagePack.
     max_frame_bytes: usize = "65536", count(64, MAX_SERVER_FRAME_BYTES);
     /// Largest `say.text` accepted, in UTF-8 bytes.
-    max_message_bytes: usize = "4096", count(1, usize::MAX);
+    max_message_bytes: usize = "4096", count(1, MAX_SERVER_FRAME_BYTES);
     /// Time a new connection has to send a valid `hello`.
     handshake_timeout: Duration = "\"10s\"", duration;
     /// Silence after which the server sends a `ping`.
@@ -107,7 +107,7 @@ declare_config! {
     /// A socket that makes the writer wait must take 64 KiB (or the rest of the batch) within this, or its client is a slow consumer; under `skip`, the longer of this and `idle_timeout`.
     write_timeout: Duration = "\"10s\"", duration;
     /// Frames buffered per connection before it counts as a slow consumer.
-    outbox_limit: usize = "1024", count(1, usize::MAX);
+    outbox_limit: usize = "1024", count(1, MAX_OUTBOX_FRAMES);
     /// What to do with a slow consumer: `"disconnect"` (`bye{slow_consumer}`) or `"skip"` (drop events, send `gap`).
     slow_consumer: SlowConsumerPolicy = "\"disconnect\"", policy;
     /// `say` messages per second per member (integer or float).
@@ -117,12 +117,50 @@ declare_config! {
     /// Longest a SIGTERM or SIGINT shutdown may take.
     shutdown_grace: Duration = "\"5s\"", duration;
     /// Open connections in any state; 0: `max_active + max_waiting + 1000`.
-    max_connections: usize = "0", count(0, usize::MAX);
+    max_connections: usize = "0", count(0, MAX_CONNECTIONS);
     /// Open connections from one IP address; 0: no limit.
-    max_connections_per_ip: usize = "0", count(0, usize::MAX);
+    max_connections_per_ip: usize = "0", count(0, MAX_CONNECTIONS);
     /// Bytes buffered for one connection before it counts as a slow consumer.
-    max_outbox_bytes: usize = "8388608", count(1024, usize::MAX);
+    max_outbox_bytes: usize = "8388608", count(1024, MAX_OUTBOX_BYTES);
 }
+
+/// Largest `max_active` and `max_waiting`: a room or a queue of ten million
+/// is far beyond what one process serves, and the bound keeps every sum of
+/// counts (the automatic connection cap) far from overflowing.
+pub const MAX_MEMBERS: usize = 10_000_000;
+
+/// Largest `max_connections` and `max_connections_per_ip`: far more than the
+/// descriptors a process gets, and far below the largest semaphore tokio
+/// can build (`Semaphore::MAX_PERMITS`), which would panic.
+pub const MAX_CONNECTIONS: usize = 100_000_000;
+
+/// Largest `outbox_limit`, in frames: replies add 64 to it, which must not
+/// overflow.
+pub const MAX_OUTBOX_FRAMES: usize = 100_000_000;
+
+/// Largest `max_outbox_bytes`: 1 GiB waiting for one connection.
+pub const MAX_OUTBOX_BYTES: usize = 1 << 30;
+
+/// Shortest duration any key accepts: the timers' resolution. A shorter
+/// one is a typo (`1ns`), not a setting.
+pub const MIN_DURATION: Duration = Duration::from_millis(1);
+
+/// Longest duration any key accepts. Deadlines are `Instant::now()` plus a
+/// duration, which a duration of centuries overflows (a panic).
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Range of `rate_limit`, in messages per second. Below the minimum the
+/// rate limiter's period overflows its arithmetic (a panic); the maximum
+/// (one message per nanosecond) already means no limit.
+pub const RATE_LIMIT_RANGE: std::ops::RangeInclusive<f64> = 0.001..=1e9;
+
+/// Largest `rate_burst`.
+pub const MAX_RATE_BURST: u32 = 1_000_000_000;
+
+/// Longest time the token bucket may take to refill a whole burst
+/// (`rate_burst / rate_limit`): a year, far inside the rate limiter's
+/// nanosecond arithmetic.
+pub const MAX_BURST_REFILL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// What to do with a member whose outbox overflows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +175,11 @@ impl Config {
     /// The total connection cap, with 0 resolved to its automatic value.
     pub fn connection_cap(&self) -> usize {
         match self.max_connections {
-            0 => self.max_active + self.max_waiting + 1000,
+            // Saturating: a `Config` built in code skips the parsers' ranges.
+            0 => self
+                .max_active
+                .saturating_add(self.max_waiting)
+                .saturating_add(1000),
             n => n,
         }
     }
@@ -282,6 +324,18 @@ impl Config {
                 ),
             });
         }
+        let refill = f64::from(self.rate_burst) / self.rate_limit;
+        if refill.is_nan() || refill > MAX_BURST_REFILL.as_secs_f64() {
+            return Err(ConfigError::Inconsistent {
+                key: "rate_burst",
+                reason: format!(
+                    "({}) at rate_limit ({}) per second takes {refill:.0} s to refill; keep rate_burst / rate_limit within {} s (a year)",
+                    self.rate_burst,
+                    self.rate_limit,
+                    MAX_BURST_REFILL.as_secs()
+                ),
+            });
+        }
         if self.max_message_bytes.saturating_add(64) > self.max_frame_bytes {
             return Err(ConfigError::Inconsistent {
                 key: "max_message_bytes",
@@ -339,8 +393,6 @@ fn one_line(doc: &str) -> String {
     doc.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-const DURATION: &str = "expected a duration like \"10s\" or \"250ms\", greater than zero";
-
 fn text_of(raw: Raw<'_>) -> Option<&str> {
     match raw {
         Raw::Text(s) => Some(s.trim()),
@@ -373,8 +425,14 @@ fn count(min: usize, max: usize) -> impl Fn(Raw<'_>) -> Result<usize, String> {
 fn duration(raw: Raw<'_>) -> Result<Duration, String> {
     text_of(raw)
         .and_then(|s| humantime::parse_duration(s).ok())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| DURATION.to_string())
+        .filter(|d| (MIN_DURATION..=MAX_DURATION).contains(d))
+        .ok_or_else(|| {
+            format!(
+                "expected a duration like \"10s\" or \"250ms\", from {} to {}",
+                humantime::format_duration(MIN_DURATION),
+                humantime::format_duration(MAX_DURATION)
+            )
+        })
 }
 
 fn policy(raw: Raw<'_>) -> Result<SlowConsumerPolicy, String> {
@@ -392,12 +450,18 @@ fn rate(raw: Raw<'_>) -> Result<f64, String> {
         Raw::Toml(toml::Value::Integer(i)) => Some(*i as f64),
         Raw::Toml(_) => None,
     };
-    r.filter(|r: &f64| r.is_finite() && *r > 0.0)
-        .ok_or_else(|| "expected a number of messages per second > 0".to_string())
+    r.filter(|r: &f64| RATE_LIMIT_RANGE.contains(r))
+        .ok_or_else(|| {
+            format!(
+                "expected a number of messages per second from {} to {}",
+                RATE_LIMIT_RANGE.start(),
+                RATE_LIMIT_RANGE.end()
+            )
+        })
 }
 
 fn burst(raw: Raw<'_>) -> Result<u32, String> {
-    count(1, u32::MAX as usize)(raw).map(|n| n as u32)
+    count(1, MAX_RATE_BURST as usize)(raw).map(|n| n as u32)
 }
 
 #[cfg(test)]
@@ -446,6 +510,71 @@ mod tests {
         assert!(e.contains("idle_timeout"), "{e}");
         let e = file("write_timeout = \"0s\"").unwrap_err().to_string();
         assert!(e.contains("write_timeout"), "{e}");
+    }
+
+    #[test]
+    fn values_that_could_panic_or_mean_nothing_are_refused() {
+        for (text, key) in [
+            ("rate_limit = 1e-30", "rate_limit"),
+            ("rate_limit = 0.0009", "rate_limit"),
+            ("rate_limit = 2e9", "rate_limit"),
+            ("rate_limit = nan", "rate_limit"),
+            ("rate_limit = inf", "rate_limit"),
+            ("handshake_timeout = \"1ns\"", "handshake_timeout"),
+            ("idle_timeout = \"999us\"", "idle_timeout"),
+            ("write_timeout = \"1000years\"", "write_timeout"),
+            ("shutdown_grace = \"25h\"", "shutdown_grace"),
+            ("max_active = 9223372036854775807", "max_active"),
+            ("max_waiting = 10000001", "max_waiting"),
+            ("max_connections = 2305843009213693951", "max_connections"),
+            (
+                "max_connections_per_ip = 100000001",
+                "max_connections_per_ip",
+            ),
+            ("outbox_limit = 100000001", "outbox_limit"),
+            ("max_outbox_bytes = 1073741825", "max_outbox_bytes"),
+            (
+                "max_message_bytes = 9223372036854775807",
+                "max_message_bytes",
+            ),
+            ("rate_burst = 1000000001", "rate_burst"),
+            ("rate_limit = 0.001\nrate_burst = 40000", "rate_burst"),
+        ] {
+            let e = file(text).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
+        let mut c = Config::default();
+        let e = c
+            .set(
+                "max_active",
+                Raw::Text("18446744073709551615"),
+                &Source::Flag("--max-active".into()),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("18446744073709551615") && e.contains("10000000"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_bounds_themselves_are_accepted() {
+        let c = file(
+            "rate_limit = 0.001\nrate_burst = 31535\nhandshake_timeout = \"1ms\"\n\
+             heartbeat_interval = \"23h\"\nidle_timeout = \"1day\"\nshutdown_grace = \"24h\"\n\
+             max_active = 10000000\nmax_waiting = 10000000\noutbox_limit = 100000000\n\
+             max_outbox_bytes = 1073741824\nmax_connections_per_ip = 100000000",
+        )
+        .unwrap();
+        assert_eq!(c.idle_timeout, MAX_DURATION);
+        assert_eq!(c.connection_cap(), 20_001_000);
+        assert_eq!(
+            file("rate_limit = 1e9\nrate_burst = 1000000000")
+                .unwrap()
+                .rate_limit,
+            1e9
+        );
     }
 
     #[test]

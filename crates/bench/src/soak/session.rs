@@ -165,7 +165,7 @@ impl Session {
     pub(super) async fn say(&mut self, pad: usize) -> bool {
         self.seq += 1;
         let mut text = say_text(self.uid, self.seq, self.shared.now_us(), &self.name, pad);
-        if self.seq % 5 == 0 && pad < 1024 {
+        if self.seq.is_multiple_of(5) && pad < 1024 {
             // Now and then a message that would retitle a terminal, clear
             // it, forge a line and reverse the text, were it not escaped.
             text.push_str(HOSTILE_TEXT);

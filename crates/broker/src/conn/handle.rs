@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::outbox::{Outbox, Push};
 use super::state::{ConnState, Phase, StateMachine};
+use crate::telemetry::log_budget::{self, Verdict};
 use crate::telemetry::metrics;
 
 /// Identifies a connection for its whole life; never reused in a process.
@@ -119,7 +120,9 @@ impl Peer {
             LeftReason::SlowConsumer,
             Some(ByeReason::SlowConsumer.frame()),
         ) {
-            tracing::warn!(conn_id = self.id, "slow consumer cut off");
+            if let Verdict::Write { suppressed } = log_budget::SLOW_CONSUMERS.take() {
+                tracing::warn!(conn_id = self.id, suppressed, "slow consumer cut off");
+            }
             match self.phase() {
                 Phase::Waiting => metrics().dropped_waitlist_slow.increment(1),
                 Phase::Active => metrics().dropped_room_delivery_slow.increment(1),

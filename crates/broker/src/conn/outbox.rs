@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anteroom_protocol::ServerMessage;
@@ -96,6 +97,9 @@ pub struct Outbox {
     wake: Notify,
     limit: usize,
     max_bytes: usize,
+    /// Set by a close that dropped the pending frames; read by the writer
+    /// between system calls, without the lock.
+    discarded: AtomicBool,
 }
 
 /// What the writer took in one go.
@@ -105,6 +109,9 @@ pub struct Batch {
     pub(crate) closing: bool,
     /// The outbox was a member's when this batch was taken.
     member: bool,
+    /// Taken after a close that dropped the pending frames: these are the
+    /// last frames, to be written whole.
+    after_discard: bool,
 }
 
 impl Batch {
@@ -129,6 +136,7 @@ impl Outbox {
             wake: Notify::new(),
             limit,
             max_bytes,
+            discarded: AtomicBool::new(false),
         }
     }
 
@@ -223,8 +231,10 @@ impl Outbox {
     }
 
     /// Queues the last frames (an `error`, a `bye`) and stops accepting more.
-    /// With `discard_pending`, whatever was still queued is dropped first: a
-    /// slow consumer gets its `bye` now, not after a backlog it cannot take.
+    /// With `discard_pending`, whatever was still queued is dropped first,
+    /// and the writer drops the rest of a batch it is writing (see
+    /// [`Discarded`]): a slow consumer or a client at shutdown gets its `bye`
+    /// now, not after a backlog.
     pub fn close(&self, last: &[Bytes], discard_pending: bool) {
         let mut state = self.lock();
         if state.closing {
@@ -234,6 +244,7 @@ impl Outbox {
             state.frames.clear();
             state.bytes = state.in_flight;
             state.position = None;
+            self.discarded.store(true, Ordering::Release);
         }
         for bytes in last {
             state.frames.push_back(Entry::reply(bytes.clone()));
@@ -241,6 +252,15 @@ impl Outbox {
         state.closing = true;
         drop(state);
         self.wake.notify_one();
+    }
+
+    /// Whether the frames of `batch` that are not yet written have been
+    /// dropped since it was taken.
+    pub fn discarded(&self, batch: &Batch) -> Discarded<'_> {
+        Discarded {
+            flag: &self.discarded,
+            armed: !batch.after_discard,
+        }
     }
 
     /// Frames waiting to be written.
@@ -290,12 +310,31 @@ impl Outbox {
                 }
                 batch.closing = state.closing;
                 batch.member = state.member;
+                batch.after_discard = self.discarded.load(Ordering::Acquire);
             }
             if !batch.entries.is_empty() || batch.closing {
                 return;
             }
             self.wake.notified().await;
         }
+    }
+}
+
+/// Tells a writer in the middle of a batch that the outbox was closed with
+/// its pending frames dropped: the rest of the batch is dropped too, at the
+/// next frame boundary (a frame begun is finished, or the stream would be
+/// corrupt), so that the last frames (`bye`) go out next. A batch taken after
+/// that close holds the last frames and is never cut.
+#[derive(Debug, Clone, Copy)]
+pub struct Discarded<'a> {
+    flag: &'a AtomicBool,
+    armed: bool,
+}
+
+impl Discarded<'_> {
+    /// Whether the rest of the batch is to be dropped.
+    pub fn now(&self) -> bool {
+        self.armed && self.flag.load(Ordering::Acquire)
     }
 }
 

@@ -19,7 +19,7 @@ use futures_util::{Sink, SinkExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
-use super::outbox::{Batch, Entry, Outbox};
+use super::outbox::{Batch, Discarded, Entry, Outbox};
 use crate::telemetry::{LocalLatency, metrics};
 
 /// Frames handed to the kernel per `writev` at most.
@@ -38,12 +38,15 @@ pub const MIN_PROGRESS: usize = 64 * 1024;
 /// Where a connection's frames go. `write_timeout` is the progress deadline
 /// (see [`Window`]; `None`: wait as long as it takes).
 pub trait FrameSink: Send {
-    /// Writes every entry, in order.
+    /// Writes every entry, in order, unless `discarded` says the rest is to
+    /// be dropped: then it stops at the next frame boundary. Returns how many
+    /// entries were written whole.
     fn write_all<'a>(
         &'a mut self,
         entries: &'a [Entry],
         write_timeout: Option<Duration>,
-    ) -> impl Future<Output = Result<(), WriteError>> + Send + 'a;
+        discarded: Discarded<'a>,
+    ) -> impl Future<Output = Result<usize, WriteError>> + Send + 'a;
 
     /// Ends the sending side after the last frame, so the client reads
     /// everything before the close.
@@ -59,8 +62,9 @@ impl<W: AsyncWrite + Unpin + Send> FrameSink for ByteSink<W> {
         &'a mut self,
         entries: &'a [Entry],
         write_timeout: Option<Duration>,
-    ) -> impl Future<Output = Result<(), WriteError>> + Send + 'a {
-        write_batch(&mut self.0, entries, write_timeout)
+        discarded: Discarded<'a>,
+    ) -> impl Future<Output = Result<usize, WriteError>> + Send + 'a {
+        write_batch(&mut self.0, entries, write_timeout, discarded)
     }
 
     async fn finish(&mut self) {
@@ -82,9 +86,14 @@ where
         &mut self,
         entries: &[Entry],
         write_timeout: Option<Duration>,
-    ) -> Result<(), WriteError> {
+        discarded: Discarded<'_>,
+    ) -> Result<usize, WriteError> {
         let mut window = Window::new(write_timeout);
+        let mut written = 0;
         for entry in entries {
+            if discarded.now() {
+                break;
+            }
             let message = entry.bytes.slice(4..);
             let len = message.len();
             window
@@ -92,9 +101,10 @@ where
                 .await?
                 .map_err(Into::into)?;
             window.progress(len);
+            written += 1;
         }
         window.wait(self.0.flush()).await?.map_err(Into::into)?;
-        Ok(())
+        Ok(written)
     }
 
     async fn finish(&mut self) {
@@ -123,8 +133,11 @@ pub async fn run_writer<S: FrameSink>(
     let mut latency = LocalLatency::default();
     loop {
         outbox.next_batch(&mut batch).await;
-        sink.write_all(&batch.entries, write_timeout).await?;
-        record_delivery(&batch.entries, &mut latency);
+        let discarded = outbox.discarded(&batch);
+        let written = sink
+            .write_all(&batch.entries, write_timeout, discarded)
+            .await?;
+        record_delivery(&batch.entries[..written], &mut latency);
         if batch.closing {
             sink.finish().await;
             return Ok(());
@@ -208,18 +221,30 @@ impl Window {
     }
 }
 
-/// Writes every entry, as many per `writev` as the kernel takes.
+/// Writes every entry, as many per `writev` as the kernel takes, under the
+/// progress deadline once the socket makes it wait. Between system calls it
+/// checks `discarded`: once set, it finishes the frame it is in the middle
+/// of, if any, and stops. Returns how many entries were written whole.
 async fn write_batch<W>(
     io: &mut W,
     entries: &[Entry],
     write_timeout: Option<Duration>,
-) -> Result<(), WriteError>
+    discarded: Discarded<'_>,
+) -> Result<usize, WriteError>
 where
     W: AsyncWrite + Unpin + Send,
 {
+    let mut entries = entries;
     let mut index = 0;
     let mut offset = 0;
     while index < entries.len() {
+        if discarded.now() {
+            if offset == 0 {
+                break;
+            }
+            // Only the rest of the frame begun.
+            entries = &entries[..=index];
+        }
         let (first, skip) = (index, offset);
         // Usually the socket takes the bytes at once: one poll, nothing
         // allocated, no timer. Only a full socket gets a deadline, and the
@@ -231,11 +256,19 @@ where
         match ready {
             Some(result) => advance(entries, &mut index, &mut offset, result?)?,
             None => {
-                return Box::pin(write_slowly(io, entries, index, offset, write_timeout)).await;
+                return Box::pin(write_slowly(
+                    io,
+                    entries,
+                    index,
+                    offset,
+                    write_timeout,
+                    discarded,
+                ))
+                .await;
             }
         }
     }
-    Ok(())
+    Ok(index)
 }
 
 /// Writes the rest of a batch to a socket that has made the writer wait,
@@ -246,12 +279,20 @@ async fn write_slowly<W>(
     mut index: usize,
     mut offset: usize,
     write_timeout: Option<Duration>,
-) -> Result<(), WriteError>
+    discarded: Discarded<'_>,
+) -> Result<usize, WriteError>
 where
     W: AsyncWrite + Unpin,
 {
+    let mut entries = entries;
     let mut window = Window::new(write_timeout);
     while index < entries.len() {
+        if discarded.now() {
+            if offset == 0 {
+                break;
+            }
+            entries = &entries[..=index];
+        }
         let (first, skip) = (index, offset);
         let write =
             std::future::poll_fn(|cx| poll_write_entries(&mut *io, cx, entries, first, skip));
@@ -259,7 +300,7 @@ where
         advance(entries, &mut index, &mut offset, written)?;
         window.progress(written);
     }
-    Ok(())
+    Ok(index)
 }
 
 /// Moves the write position (`index`, `offset` into that entry) past
@@ -355,6 +396,37 @@ mod tests {
         assert_eq!(out.len(), 303);
         assert_eq!(&out[297..300], &[99, 99, 99]);
         assert_eq!(&out[300..], &[200, 200, 200]);
+    }
+
+    #[tokio::test]
+    async fn a_discarding_close_cuts_the_batch_in_flight_at_a_frame_boundary() {
+        let outbox = Outbox::new(1024);
+        // Each write takes at most 5 bytes: the batch is written in pieces.
+        let (client, mut server) = tokio::io::duplex(5);
+        for n in 0..100 {
+            outbox.push_event(frame(n), None, false);
+        }
+        let writer = run_writer(&outbox, ByteSink(client), None);
+        let reader = async {
+            let mut out = vec![0u8; 7];
+            tokio::io::AsyncReadExt::read_exact(&mut server, &mut out)
+                .await
+                .unwrap();
+            outbox.close(&[frame(200)], true);
+            tokio::io::AsyncReadExt::read_to_end(&mut server, &mut out)
+                .await
+                .unwrap();
+            out
+        };
+        let (written, out) = tokio::join!(writer, reader);
+        written.unwrap();
+        assert_eq!(out.len() % 3, 0, "a frame was cut: {out:?}");
+        let frames: Vec<&[u8]> = out.chunks(3).collect();
+        assert!(frames.len() < 10, "the batch was not cut: {out:?}");
+        for (n, f) in frames[..frames.len() - 1].iter().enumerate() {
+            assert_eq!(*f, &[n as u8; 3], "{out:?}");
+        }
+        assert_eq!(frames[frames.len() - 1], &[200; 3]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -52,9 +52,11 @@ impl Drop for IpHeld {
 
 impl Limits {
     /// `total` open connections at most; `per_ip` from one address (0: no limit).
+    /// A `total` beyond what a semaphore holds (the parsers never give one)
+    /// is clamped rather than a panic.
     pub fn new(total: usize, per_ip: usize) -> Self {
         Self {
-            slots: Arc::new(Semaphore::new(total)),
+            slots: Arc::new(Semaphore::new(total.min(Semaphore::MAX_PERMITS))),
             per_ip,
             by_ip: Arc::new(DashMap::new()),
         }

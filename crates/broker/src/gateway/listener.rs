@@ -3,11 +3,18 @@
 //! Accepting never waits on a session. When accept fails for lack of
 //! resources (out of file descriptors, say) the loop backs off, doubling from
 //! 10 ms to 1 s, and logs once per burst instead of spinning.
+//!
+//! At shutdown the loop stops, and the connections still waiting in the
+//! kernel's backlog, whose clients already count themselves connected, are
+//! accepted and told `bye{reason:"shutdown"}` instead of being reset when
+//! the listener closes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use anteroom_protocol::ByeReason;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Gateway;
@@ -18,11 +25,26 @@ use super::transport::ByteStream;
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Accepts until the gateway's shutdown token is cancelled.
+/// Most connections taken from the backlog at shutdown: the backlog the
+/// server asks for (more arrive only while it is being drained).
+const MAX_DRAINED: usize = 4096;
+
+/// Longest a connection drained at shutdown may take to receive its `bye`.
+const GOODBYE_WRITE_LIMIT: Duration = Duration::from_secs(1);
+
+/// After that `bye`, how long what the client sends is read and discarded,
+/// so that closing does not reset the connection while the `bye` is in
+/// flight (as a session lingers).
+const GOODBYE_LINGER: Duration = Duration::from_millis(500);
+
+/// Accepts until the gateway's shutdown token is cancelled, then says
+/// goodbye to the connections left in the backlog.
 pub async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>) {
     let mut backoff: Option<Duration> = None;
     loop {
         let accepted = tokio::select! {
+            // Shutdown first: what is still in the backlog is drained below.
+            biased;
             _ = gateway.shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
@@ -66,6 +88,58 @@ pub async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>) {
                 }
             }
         }
+    }
+    drain_backlog(listener, &gateway);
+}
+
+/// Takes every connection still waiting in the kernel's backlog (without
+/// waiting for more) and tells each `bye{reason:"shutdown"}`, in tasks the
+/// gateway's tracker waits for like sessions.
+fn drain_backlog(listener: TcpListener, gateway: &Gateway) {
+    // The standard listener accepts directly: no readiness event the
+    // runtime may not have seen yet decides whether a connection is there.
+    let Ok(listener) = listener.into_std() else {
+        return;
+    };
+    let mut drained = 0;
+    while drained < MAX_DRAINED {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                drained += 1;
+                let stream = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream));
+                if let Ok(stream) = stream {
+                    gateway.tracker.spawn(goodbye(stream, ByeReason::Shutdown));
+                }
+            }
+            Err(error) if is_per_connection(&error) => {}
+            // Empty, or out of descriptors: what is left is reset with the
+            // listener.
+            Err(_) => break,
+        }
+    }
+    if drained > 0 {
+        debug!(drained, "connections in the backlog told of the shutdown");
+    }
+}
+
+/// Tells a connection that never gets a session why it is closed: its
+/// `bye`, the sending side shut, then the client's input read and discarded
+/// for a moment so that the close does not reset the `bye` away.
+async fn goodbye(mut stream: TcpStream, reason: ByeReason) {
+    let bye = reason.frame();
+    let sent = tokio::time::timeout(GOODBYE_WRITE_LIMIT, async {
+        stream.write_all(&bye).await?;
+        stream.shutdown().await
+    })
+    .await;
+    if matches!(sent, Ok(Ok(()))) {
+        let mut sink = [0u8; 1024];
+        let _ = tokio::time::timeout(GOODBYE_LINGER, async {
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
 }
 

@@ -41,12 +41,7 @@ pub struct Gateway {
 impl Gateway {
     /// Builds the shared state from a validated configuration.
     pub fn new(config: Config, bus: Bus, roster: Arc<Roster>, shutdown: CancellationToken) -> Self {
-        let period = std::time::Duration::from_secs_f64(1.0 / config.rate_limit);
-        let burst =
-            std::num::NonZeroU32::new(config.rate_burst).unwrap_or(std::num::NonZeroU32::MIN);
-        let quota = Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MAX))
-            .allow_burst(burst);
+        let quota = rate_quota(&config);
         let limits = limits::Limits::new(config.connection_cap(), config.max_connections_per_ip);
         Self {
             config,
@@ -57,6 +52,55 @@ impl Gateway {
             shutdown,
             tracker: TaskTracker::new(),
             quota,
+        }
+    }
+}
+
+/// The token bucket of `say` for a configuration: one message per
+/// `1 / rate_limit` seconds, `rate_burst` at once. Public so that the
+/// configuration's fuzz target builds exactly what the gateway builds.
+///
+/// The parsers keep `rate_limit` and `rate_burst` within ranges the rate
+/// limiter's arithmetic handles; a `Config` built in code is clamped here
+/// instead of panicking.
+pub fn rate_quota(config: &Config) -> Quota {
+    use crate::config::MAX_BURST_REFILL;
+    use std::num::NonZeroU32;
+    let burst = NonZeroU32::new(config.rate_burst).unwrap_or(NonZeroU32::MIN);
+    // A period too long to represent, or longer than a whole burst may take
+    // to refill, is clamped so that the limiter's nanosecond arithmetic
+    // (`period * burst`) cannot overflow.
+    let longest = MAX_BURST_REFILL / burst.get();
+    let period = std::time::Duration::try_from_secs_f64(1.0 / config.rate_limit)
+        .unwrap_or(longest)
+        .min(longest);
+    Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+        .allow_burst(burst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::DefaultDirectRateLimiter;
+
+    #[test]
+    fn any_rate_builds_a_limiter_that_works() {
+        let mut config = Config::default();
+        for (rate, burst) in [
+            (20.0, 40),
+            (1e-30, 1),
+            (0.0, 7),
+            (f64::NAN, u32::MAX),
+            (-1.0, 2),
+            (1e30, u32::MAX),
+            (0.001, u32::MAX),
+        ] {
+            config.rate_limit = rate;
+            config.rate_burst = burst;
+            let limiter = DefaultDirectRateLimiter::direct(rate_quota(&config));
+            assert!(limiter.check().is_ok(), "{rate} {burst}");
+            let _ = limiter.check();
         }
     }
 }

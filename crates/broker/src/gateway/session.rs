@@ -23,7 +23,7 @@ use tracing::{Span, debug, error, info, warn};
 
 use super::Gateway;
 use super::transport::Transport;
-use crate::bus::{PresenceEvent, RoomEvent};
+use crate::bus::{PresenceEvent, RoomEvent, Topic};
 use crate::config::SlowConsumerPolicy;
 use crate::conn::handle::Peer;
 use crate::conn::outbox::Push;
@@ -31,6 +31,7 @@ use crate::conn::state::{ConnState, Phase};
 use crate::conn::writer::{WriteError, run_writer};
 use crate::room::names::{self, NameClaim, NameError};
 use crate::supervisor::panic_message;
+use crate::telemetry::log_budget::{self, Verdict};
 use crate::telemetry::metrics;
 use anteroom_protocol::server::error_frame;
 use anteroom_protocol::unix_millis;
@@ -70,7 +71,9 @@ impl End {
 
     fn protocol_error(code: ErrorCode, text: &str) -> Self {
         metrics().rejected("protocol_error");
-        warn!(code = code.as_str(), "protocol error; closing");
+        if let Verdict::Write { suppressed } = log_budget::PROTOCOL_ERRORS.take() {
+            warn!(code = code.as_str(), suppressed, "protocol error; closing");
+        }
         End::Close {
             bye: ByeReason::ProtocolError,
             error: Some(error_frame(code, text)),
@@ -298,7 +301,9 @@ impl Session {
         let now = Instant::now();
         match self.peer.phase() {
             Phase::Handshake if now >= self.connected_at + config.handshake_timeout => {
-                info!("handshake timeout");
+                if let Verdict::Write { suppressed } = log_budget::TIMEOUTS.take() {
+                    info!(suppressed, "handshake timeout");
+                }
                 Some(End::close(
                     ByeReason::HandshakeTimeout,
                     LeftReason::Disconnected,
@@ -306,7 +311,9 @@ impl Session {
             }
             Phase::Handshake => None,
             _ if now >= self.last_heard + config.idle_timeout => {
-                info!("idle timeout");
+                if let Verdict::Write { suppressed } = log_budget::TIMEOUTS.take() {
+                    info!(suppressed, "idle timeout");
+                }
                 Some(End::close(ByeReason::IdleTimeout, LeftReason::IdleTimeout))
             }
             _ if now >= self.next_ping => {
@@ -426,7 +433,8 @@ impl Session {
             peer: self.peer.clone(),
             name,
         };
-        if self.gateway.bus.presence.publish(arrived).await.is_err() {
+        let gateway = &self.gateway;
+        if !publish_unless_shutdown(&gateway.shutdown, &gateway.bus.presence, arrived).await {
             return Some(End::close(ByeReason::Shutdown, LeftReason::Shutdown));
         }
         // Wait for admission before reading on, so a pipelined `say` after
@@ -446,7 +454,9 @@ impl Session {
         match decided {
             Phase::Rejected => {
                 metrics().rejected("server_full");
-                info!("room and queue full; turned away");
+                if let Verdict::Write { suppressed } = log_budget::TURNED_AWAY.take() {
+                    info!(suppressed, "room and queue full; turned away");
+                }
                 Some(End::close(ByeReason::ServerFull, LeftReason::Disconnected))
             }
             _ => None,
@@ -487,7 +497,8 @@ impl Session {
             ts: unix_millis(),
             read_at,
         };
-        if self.gateway.bus.room.publish(posted).await.is_err() {
+        let gateway = &self.gateway;
+        if !publish_unless_shutdown(&gateway.shutdown, &gateway.bus.room, posted).await {
             return Some(End::close(ByeReason::Shutdown, LeftReason::Shutdown));
         }
         None
@@ -502,7 +513,11 @@ impl Session {
             End::Close { bye, error, left } => {
                 let mut last: Vec<Bytes> = error.into_iter().collect();
                 last.push(bye.frame());
-                (self.peer.close(left, &last, false), true)
+                // At shutdown the `bye` goes ahead of whatever is still
+                // waiting: a member behind on a busy room would otherwise
+                // get it only after its backlog, or not within the grace.
+                let discard = bye == ByeReason::Shutdown;
+                (self.peer.close(left, &last, discard), true)
             }
             End::Kicked(reason) => (reason, true),
             End::Gone => (self.peer.close(LeftReason::Disconnected, &[], true), false),
@@ -530,6 +545,24 @@ impl Session {
             })
             .await;
         }
+    }
+}
+
+/// Publishes `event` unless the shutdown comes first; returns whether it was
+/// published. A full topic makes its publisher wait (nothing on the bus is
+/// dropped), and a session waiting there must still see the shutdown and
+/// say its `bye`. An event not published is simply not sent: the broker is
+/// closing, and a departure published later (for an arrival that never was)
+/// is ignored by admission.
+async fn publish_unless_shutdown<T: Clone>(
+    shutdown: &tokio_util::sync::CancellationToken,
+    topic: &Topic<T>,
+    event: T,
+) -> bool {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => false,
+        published = topic.publish(event) => published.is_ok(),
     }
 }
 

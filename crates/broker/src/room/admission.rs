@@ -16,6 +16,7 @@ use tracing::info;
 
 use crate::bus::{Bus, PresenceEvent, QueueEvent, RoomEvent};
 use crate::conn::handle::{ConnId, Peer};
+use crate::telemetry::log_budget::{MEMBERSHIP, Verdict};
 use crate::telemetry::metrics;
 use anteroom_protocol::LeftReason;
 use anteroom_protocol::unix_millis;
@@ -193,7 +194,9 @@ async fn arrive(
             admit(bus, peer, name, false).await?;
         }
         Decision::Queued { position } => {
-            info!(conn_id = peer.id, %name, position, "queued");
+            if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
+                info!(conn_id = peer.id, %name, position, suppressed, "queued");
+            }
             known.insert(
                 peer.id,
                 Known {
@@ -223,7 +226,9 @@ async fn admit(
     name: Arc<str>,
     from_queue: bool,
 ) -> Result<(), crate::bus::BusClosed> {
-    info!(conn_id = peer.id, %name, from_queue, "joined the room");
+    if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
+        info!(conn_id = peer.id, %name, from_queue, suppressed, "joined the room");
+    }
     bus.room
         .publish(RoomEvent::MemberJoined {
             peer: peer.clone(),
@@ -247,7 +252,9 @@ async fn depart(
     };
     match rules.depart(&id) {
         Departure::Member { promoted } => {
-            info!(conn_id = id, name = %gone.name, reason = reason.as_str(), "left the room");
+            if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
+                info!(conn_id = id, name = %gone.name, reason = reason.as_str(), suppressed, "left the room");
+            }
             bus.room
                 .publish(RoomEvent::MemberLeft {
                     id,
@@ -262,12 +269,15 @@ async fn depart(
                     .take()
                     .map(|t| t.elapsed())
                     .unwrap_or_default();
-                info!(
-                    conn_id = next.peer.id,
-                    name = %next.name,
-                    waited_ms = waited.as_millis() as u64,
-                    "promoted from the queue"
-                );
+                if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
+                    info!(
+                        conn_id = next.peer.id,
+                        name = %next.name,
+                        waited_ms = waited.as_millis() as u64,
+                        suppressed,
+                        "promoted from the queue"
+                    );
+                }
                 bus.queue
                     .publish(QueueEvent::ClientPromoted {
                         id: next.peer.id,
@@ -278,7 +288,9 @@ async fn depart(
             }
         }
         Departure::Queued => {
-            info!(conn_id = id, name = %gone.name, reason = reason.as_str(), "left the queue");
+            if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
+                info!(conn_id = id, name = %gone.name, reason = reason.as_str(), suppressed, "left the queue");
+            }
             let waited = gone.queued_at.map(|t| t.elapsed()).unwrap_or_default();
             bus.queue
                 .publish(QueueEvent::ClientAbandoned { id, waited })

@@ -1,46 +1,97 @@
 //! The metrics listener: `/metrics` (Prometheus text format), `/healthz`
 //! (the process is alive) and `/readyz` (accepting chat connections).
+//!
+//! It shares the process's descriptors and runtime with the chat, so it is
+//! bounded like the chat listener: a cap on connections (one over it is
+//! closed at once), a deadline for each request's headers (which also closes
+//! an idle keep-alive connection), a longest life per connection, a bound on
+//! the size of a request's head, and no request body at all. A client that
+//! connects and says nothing, or sends half a request line, holds a
+//! descriptor for seconds, not forever.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use http_body_util::Full;
-use hyper::body::Bytes;
+use hyper::body::{Body, Bytes};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+/// Open metrics connections at most. A scraper or a health check needs one
+/// or two; one over the cap is closed at once, before it costs anything.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Longest wait for a request's complete head, from the connection's start
+/// or from the end of the previous response: a slow or silent client, and
+/// an idle keep-alive connection, are closed after it.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest life of one connection, whatever it does: bounds a client that
+/// never reads its response, which the header deadline does not see.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Largest request head (request line and headers); beyond it the answer
+/// is 431 and the connection is closed.
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+
+/// Read buffer of a connection at most (hyper's smallest allowed).
+const MAX_BUFFER_BYTES: usize = 8 * 1024;
+
 /// Serves HTTP until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, ready: Arc<AtomicBool>, stop: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let Ok((stream, _)) = accepted else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let Ok((stream, peer)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "metrics connection cap reached; closed");
+            drop(stream);
             continue;
         };
         let ready = ready.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let ready = ready.clone();
                 async move { Ok::<_, Infallible>(respond(&req, &ready)) }
             });
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(%error, "metrics connection failed");
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_header_size(MAX_HEADER_BYTES)
+                .max_buf_size(MAX_BUFFER_BYTES);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                result = connection => {
+                    if let Err(error) = result {
+                        debug!(%error, "metrics connection failed");
+                    }
+                }
+                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {
+                    debug!(%peer, "metrics connection open too long; closed");
+                }
+                _ = stop.cancelled() => {}
             }
         });
     }
 }
 
-fn respond<B>(req: &Request<B>, ready: &AtomicBool) -> Response<Full<Bytes>> {
+fn respond<B: Body>(req: &Request<B>, ready: &AtomicBool) -> Response<Full<Bytes>> {
     let text = |status: StatusCode, body: String| {
         Response::builder()
             .status(status)
@@ -48,6 +99,19 @@ fn respond<B>(req: &Request<B>, ready: &AtomicBool) -> Response<Full<Bytes>> {
             .body(Full::new(Bytes::from(body)))
             .unwrap_or_default()
     };
+    if !req.body().is_end_stream() {
+        // Nothing here takes a body; it is never read, and the connection
+        // is closed rather than left to drain it.
+        let mut refused = text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "requests carry no body\n".into(),
+        );
+        refused.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+        return refused;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,

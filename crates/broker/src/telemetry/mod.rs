@@ -6,6 +6,7 @@
 
 pub mod http;
 mod latency;
+pub mod log_budget;
 
 use std::sync::OnceLock;
 
@@ -70,6 +71,12 @@ pub struct Metrics {
     pub queue_wait: Histogram,
     pub promotions: Counter,
     pub queue_abandoned: Counter,
+    /// Log lines left out because their kind's budget was spent
+    /// ([`log_budget`]).
+    pub log_lines_suppressed: Counter,
+    /// Log lines the program's log writer dropped because its output fell
+    /// behind; read from [`count_dropped_log_lines`]'s source at each render.
+    pub log_lines_dropped: Counter,
     rejected: Vec<(&'static str, Counter)>,
     panics: Vec<(&'static str, Counter)>,
 }
@@ -119,6 +126,14 @@ impl Metrics {
             "anteroom_panics_total",
             "Tasks that panicked, by task: a session or writer panic closes its connection, a component panic stops the server."
         );
+        describe_counter!(
+            "anteroom_log_lines_dropped_total",
+            "Log lines dropped because standard output did not take them fast enough."
+        );
+        describe_counter!(
+            "anteroom_log_lines_suppressed_total",
+            "Log lines about clients left out because their kind's budget per second was spent."
+        );
     }
 
     fn register() -> Self {
@@ -151,6 +166,8 @@ impl Metrics {
             queue_wait: histogram!("anteroom_queue_wait_seconds"),
             promotions: counter!("anteroom_promotions_total"),
             queue_abandoned: counter!("anteroom_queue_abandoned_total"),
+            log_lines_suppressed: counter!("anteroom_log_lines_suppressed_total"),
+            log_lines_dropped: counter!("anteroom_log_lines_dropped_total"),
             rejected: REJECT_REASONS
                 .iter()
                 .map(|r| (*r, counter!("anteroom_rejected_total", "reason" => *r)))
@@ -186,6 +203,8 @@ impl Metrics {
             &m.delivered,
             &m.promotions,
             &m.queue_abandoned,
+            &m.log_lines_suppressed,
+            &m.log_lines_dropped,
         ] {
             c.increment(0);
         }
@@ -242,9 +261,24 @@ pub fn metrics() -> &'static Metrics {
     &telemetry().metrics
 }
 
+/// Where the count of dropped log lines comes from, if anywhere.
+type DroppedLines = Box<dyn Fn() -> u64 + Send + Sync>;
+
+static DROPPED_LOG_LINES: OnceLock<DroppedLines> = OnceLock::new();
+
+/// Names where `anteroom_log_lines_dropped_total` comes from: the program
+/// owns the log output and counts the lines its writer drops (the broker
+/// only logs); each render reads the count. The first source set is kept.
+pub fn count_dropped_log_lines(source: impl Fn() -> u64 + Send + Sync + 'static) {
+    let _ = DROPPED_LOG_LINES.set(Box::new(source));
+}
+
 /// Renders every series in the Prometheus text format.
 pub fn render() -> String {
     let telemetry = telemetry();
+    if let Some(source) = DROPPED_LOG_LINES.get() {
+        telemetry.metrics.log_lines_dropped.absolute(source());
+    }
     let mut out = telemetry.handle.render();
     if !out.is_empty() && !out.ends_with("\n\n") {
         out.push('\n');
