@@ -1,22 +1,26 @@
 //! Connection caps an operator can trust: a total cap on open connections
-//! (handshaking, waiting and in the room together) and an optional cap per
-//! IP address. A connection over a cap is told `bye{reason:"server_full"}`
-//! and closed, without ever reaching a session.
-
-use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Duration;
+//! (handshaking, waiting and in the room together), which start-up fits
+//! under the process's descriptor limit so that the server says
+//! `server_full` instead of running out of descriptors, and an optional cap
+//! per IP address. A connection over a cap is told
+//! `bye{reason:"server_full"}` and closed, without ever reaching a session.
 
 use dashmap::DashMap;
-use tokio::io::AsyncWriteExt;
+use std::net::IpAddr;
+use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::telemetry::metrics;
 use anteroom_protocol::ByeReason;
 
-/// How long a refused connection may take to receive its `bye`.
-const REFUSAL_WRITE_LIMIT: Duration = Duration::from_secs(1);
+/// Descriptors kept free for what is not a chat connection: requests to the
+/// metrics listener (at most [`crate::telemetry::http::MAX_CONNECTIONS`] at
+/// once), a connection being refused, and files such as logs.
+pub const DESCRIPTOR_HEADROOM: usize = 32;
+
+/// Descriptors assumed open at start-up where they cannot be counted.
+const ASSUMED_OPEN: usize = 16;
 
 /// The caps, shared by the listener.
 #[derive(Debug)]
@@ -88,15 +92,58 @@ impl Limits {
     }
 }
 
-/// Tells a connection over a cap that the server is full, then closes it.
-pub async fn refuse(mut stream: TcpStream) {
+/// Tells a connection over a cap that the server is full and closes it,
+/// without waiting for anything: a fresh socket's send buffer takes the
+/// short `bye` at once, and closing at once means a flood of refused
+/// connections holds no descriptor beyond the one being refused.
+pub fn refuse(stream: TcpStream) {
     metrics().rejected("server_full");
-    let bye = ByeReason::ServerFull.frame();
-    let _ = tokio::time::timeout(REFUSAL_WRITE_LIMIT, async {
-        let _ = stream.write_all(&bye).await;
-        let _ = stream.shutdown().await;
+    let _ = stream.try_write(&ByeReason::ServerFull.frame());
+}
+
+/// The limit on open descriptors in force, as start-up left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DescriptorLimit {
+    /// The soft limit: what the process may open.
+    pub soft: u64,
+    /// The soft limit before start-up raised it, if it did.
+    pub raised_from: Option<u64>,
+}
+
+/// Raises the soft limit on open descriptors to the hard limit, so that the
+/// connection cap is not held to a default soft limit (often 1024) that the
+/// system lets the process raise. `None` where the limit cannot be read; a
+/// limit that cannot be raised is kept (the connection cap then fits it).
+pub fn raise_descriptor_limit() -> Option<DescriptorLimit> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Some(DescriptorLimit {
+            soft: hard,
+            raised_from: Some(soft),
+        });
+    }
+    Some(DescriptorLimit {
+        soft,
+        raised_from: None,
     })
-    .await;
+}
+
+/// Descriptors the process has open now (assumed [`ASSUMED_OPEN`] where
+/// they cannot be counted).
+pub fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        // The listing's own descriptor is among those listed.
+        .map(|entries| entries.count().saturating_sub(1))
+        .unwrap_or(ASSUMED_OPEN)
+}
+
+/// Connections that fit under a descriptor limit of `limit` when `open`
+/// descriptors are in use for other things, keeping [`DESCRIPTOR_HEADROOM`]
+/// free.
+pub fn connections_within(limit: u64, open: usize) -> usize {
+    let reserved = (open + DESCRIPTOR_HEADROOM) as u64;
+    usize::try_from(limit.saturating_sub(reserved)).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
@@ -117,5 +164,15 @@ mod tests {
         drop(first);
         assert_eq!(limits.held_by(a), 1);
         assert!(limits.admit(a).is_some());
+    }
+
+    #[test]
+    fn descriptors_keep_headroom() {
+        assert_eq!(
+            connections_within(1024, 12),
+            1024 - 12 - DESCRIPTOR_HEADROOM
+        );
+        assert_eq!(connections_within(40, 12), 0);
+        assert!(open_descriptors() >= 3);
     }
 }

@@ -35,7 +35,7 @@ pub async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>) {
                 let _ = stream.set_nodelay(true);
                 let Some(place) = gateway.limits.admit(peer_addr.ip()) else {
                     debug!(peer = %peer_addr, "connection cap reached; refused");
-                    gateway.tracker.spawn(refuse(stream));
+                    refuse(stream);
                     continue;
                 };
                 let (reader, writer) = stream.into_split();

@@ -13,8 +13,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+/// HTTP connections served at once. Scrapers and health checks need one or
+/// two; more are closed as they come, so the metrics listener stays within
+/// the descriptors start-up keeps free for it.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// The longest one metrics connection is served; a scraper that keeps its
+/// connection alive simply opens a new one.
+const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Serves HTTP until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, ready: Arc<AtomicBool>, stop: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -24,16 +34,22 @@ pub async fn serve(listener: TcpListener, ready: Arc<AtomicBool>, stop: Cancella
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!("metrics connection refused: too many at once");
+            continue;
+        };
         let ready = ready.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let ready = ready.clone();
                 async move { Ok::<_, Infallible>(respond(&req, &ready)) }
             });
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            // A connection that stays open, busy or idle, gives its place
+            // back after a while: a few idle ones must not lock scrapers out.
+            if let Ok(Err(error)) = tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
                 debug!(%error, "metrics connection failed");
             }
         });
