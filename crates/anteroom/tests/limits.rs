@@ -1,10 +1,12 @@
-//! Connection caps: the total cap and the per-IP cap answer
-//! `bye{reason:"server_full"}` and free their places when clients leave.
+//! Admission control: the total cap and the per-IP cap answer
+//! `bye{reason:"server_full"}` and free their places when clients leave; so
+//! does an address connecting faster than its rate.
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use anteroom_broker::config::Config;
 use support::{Client, TestServer};
 use tokio::net::TcpSocket;
 
@@ -63,6 +65,74 @@ async fn the_per_ip_cap_refuses_a_third_connection_from_one_address() {
     let scrape = s.scrape().await;
     assert!(
         support::metric(&scrape, "anteroom_rejected_total{reason=\"server_full\"}").unwrap() >= 1.0
+    );
+    s.stop().await;
+}
+
+/// Whether a new connection from 127.0.0.1 is served (`Some(true)`) or told
+/// `bye{server_full}` (`Some(false)`); `None` for anything else.
+async fn served_or_full(addr: std::net::SocketAddr) -> Option<bool> {
+    let mut c = Client::connect(addr).await;
+    c.send_type("ping", &[("id", 1.into())]).await;
+    let v = tokio::time::timeout(support::RECV_TIMEOUT, c.try_recv())
+        .await
+        .ok()??;
+    match v["type"].as_str()? {
+        "pong" => Some(true),
+        "bye" if v["reason"].as_str() == Some("server_full") => Some(false),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn by_default_one_address_connecting_faster_than_its_rate_is_told_server_full() {
+    // The defaults, per-address limits included.
+    let s = TestServer::start(|c| {
+        *c = Config {
+            listen: c.listen,
+            metrics_listen: c.metrics_listen,
+            ..Config::default()
+        }
+    })
+    .await;
+    let started = Instant::now();
+    let mut accepted = 0;
+    let mut refused = false;
+    for i in 0..1000 {
+        match served_or_full(s.addr).await {
+            Some(true) => accepted += 1,
+            Some(false) => {
+                refused = true;
+                break;
+            }
+            None => panic!("connection {i} got neither pong nor server_full"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        refused,
+        "{accepted} connections in {elapsed:.1} s, none refused"
+    );
+    // A burst of 100, then 10 a second.
+    assert!(
+        accepted >= 100 && accepted as f64 <= 101.0 + 10.0 * elapsed,
+        "{accepted} served in {elapsed:.1} s"
+    );
+    assert!(
+        served_or_full(s.addr).await == Some(false),
+        "still over the rate"
+    );
+    let mut other = connect_from(&s, "127.0.0.2").await;
+    assert!(served(&mut other).await, "another address is not affected");
+    let scrape = s.scrape().await;
+    assert!(
+        support::metric(
+            &scrape,
+            "anteroom_rejected_total{reason=\"connection_rate\"}"
+        )
+        .unwrap()
+            >= 2.0,
+        "{scrape}"
     );
     s.stop().await;
 }

@@ -118,8 +118,12 @@ declare_config! {
     shutdown_grace: Duration = "\"5s\"", duration;
     /// Open connections in any state; 0: `max_active + max_waiting + 1000`.
     max_connections: usize = "0", count(0, usize::MAX);
-    /// Open connections from one IP address; 0: no limit.
-    max_connections_per_ip: usize = "0", count(0, usize::MAX);
+    /// Open connections from one IP address (an IPv6 /64 counts as one address); 0: no limit.
+    max_connections_per_ip: usize = "256", count(0, usize::MAX);
+    /// New connections per second from one IP address (an IPv6 /64 counts as one), on average; over it `bye{server_full}`; 0: no limit.
+    connection_rate_per_ip: f64 = "10", rate_or_off;
+    /// Token-bucket burst for `connection_rate_per_ip`, in connections.
+    connection_burst_per_ip: u32 = "100", burst;
     /// Bytes buffered for one connection before it counts as a slow consumer.
     max_outbox_bytes: usize = "8388608", count(1024, usize::MAX);
 }
@@ -396,6 +400,19 @@ fn rate(raw: Raw<'_>) -> Result<f64, String> {
         .ok_or_else(|| "expected a number of messages per second > 0".to_string())
 }
 
+/// A rate where 0 turns the limit off; otherwise at least one event per
+/// 1000 seconds, so that an event's cost stays a sane duration.
+fn rate_or_off(raw: Raw<'_>) -> Result<f64, String> {
+    let r = match raw {
+        Raw::Text(s) => s.trim().parse().ok(),
+        Raw::Toml(toml::Value::Float(f)) => Some(*f),
+        Raw::Toml(toml::Value::Integer(i)) => Some(*i as f64),
+        Raw::Toml(_) => None,
+    };
+    r.filter(|r: &f64| r.is_finite() && (*r == 0.0 || *r >= 0.001))
+        .ok_or_else(|| "expected a number per second: 0 (no limit) or at least 0.001".to_string())
+}
+
 fn burst(raw: Raw<'_>) -> Result<u32, String> {
     count(1, u32::MAX as usize)(raw).map(|n| n as u32)
 }
@@ -424,6 +441,31 @@ mod tests {
         assert_eq!(c.rate_limit, 20.0);
         assert_eq!(c.rate_burst, 40);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn by_default_one_host_is_limited_and_a_nat_fits() {
+        let c = Config::default();
+        assert_eq!(c.max_connections_per_ip, 256);
+        assert_eq!(
+            (c.connection_rate_per_ip, c.connection_burst_per_ip),
+            (10.0, 100)
+        );
+        // A NAT of a few hundred people fits under the per-address cap; one
+        // host holds at most a small share of the places.
+        assert!(c.max_connections_per_ip * 40 < c.connection_cap());
+    }
+
+    #[test]
+    fn rates_take_zero_as_off_and_nothing_slower_than_one_per_1000_s() {
+        let c = file("connection_rate_per_ip = 0").unwrap();
+        assert_eq!(c.connection_rate_per_ip, 0.0);
+        for bad in ["-1", "0.0001", "\"fast\""] {
+            let e = file(&format!("connection_rate_per_ip = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`connection_rate_per_ip`"), "{e}");
+        }
     }
 
     #[test]

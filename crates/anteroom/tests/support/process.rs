@@ -76,6 +76,10 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
         }
     }
     cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    // Every test client comes from 127.0.0.1: the per-address limits are
+    // off unless a test sets them (its variables and flags win).
+    cmd.env("ANTEROOM_MAX_CONNECTIONS_PER_IP", "0")
+        .env("ANTEROOM_CONNECTION_RATE_PER_IP", "0");
     for (k, v) in env {
         if *k == "TEST_NOFILE" {
             // Run the server with a low descriptor limit: `SOFT` (the hard

@@ -4,7 +4,7 @@
 //! [`transport::Transport`]: the TCP [`listener`] adapts its sockets with
 //! [`transport::ByteStream`]; a message-framed transport (WebSocket) uses
 //! [`transport::MessageDuplex`]. [`limits`] caps connections in total and
-//! per address.
+//! per address, and meters each address's new connections.
 
 pub mod limits;
 pub mod listener;
@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::rate::Rate;
 use crate::room::names::Names;
 use crate::room::roster::Roster;
 
@@ -34,7 +35,7 @@ pub struct Gateway {
     pub tracker: TaskTracker,
     /// Per-member rate limit for `say`.
     pub quota: Quota,
-    /// Total and per-IP connection caps.
+    /// Total and per-IP connection caps, and the per-IP connection rate.
     pub limits: limits::Limits,
 }
 
@@ -47,7 +48,14 @@ impl Gateway {
         let quota = Quota::with_period(period)
             .unwrap_or_else(|| Quota::per_second(std::num::NonZeroU32::MAX))
             .allow_burst(burst);
-        let limits = limits::Limits::new(config.connection_cap(), config.max_connections_per_ip);
+        let limits = limits::Limits::new(
+            config.connection_cap(),
+            config.max_connections_per_ip,
+            Rate::new(
+                config.connection_rate_per_ip,
+                config.connection_burst_per_ip,
+            ),
+        );
         Self {
             config,
             limits,

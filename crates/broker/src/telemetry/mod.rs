@@ -32,6 +32,7 @@ pub const REJECT_REASONS: &[&str] = &[
     "message_too_long",
     "unknown_type",
     "bad_frame",
+    "connection_rate",
 ];
 
 /// Handles to every series, registered once per process.
