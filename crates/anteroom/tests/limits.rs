@@ -1,12 +1,14 @@
 //! Admission control: the total cap and the per-IP cap answer
 //! `bye{reason:"server_full"}` and free their places when clients leave; so
-//! does an address connecting faster than its rate.
+//! does an address connecting faster than its rate; and entries into the
+//! room are paced.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use anteroom_broker::config::Config;
+use support::process::spawn;
 use support::{Client, TestServer};
 use tokio::net::TcpSocket;
 
@@ -135,4 +137,59 @@ async fn by_default_one_address_connecting_faster_than_its_rate_is_told_server_f
         "{scrape}"
     );
     s.stop().await;
+}
+
+#[tokio::test]
+async fn entries_beyond_the_join_rate_wait_their_turn() {
+    let running = spawn(
+        &[],
+        &[("ANTEROOM_JOIN_RATE", "5"), ("ANTEROOM_JOIN_BURST", "2")],
+    );
+    let mut observer = Client::join(running.addr, "observer").await;
+    // One entry left in the burst, then one every 200 ms: a storm of
+    // joins and leaves reaches room delivery no faster than that.
+    let started = Instant::now();
+    for i in 0..10 {
+        let mut c = Client::connect(running.addr).await;
+        c.enter(&format!("churn{i}")).await;
+        c.send_type("bye", &[]).await;
+        c.expect_bye("bye").await;
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1500),
+        "10 entries in {elapsed:?} at 5 a second"
+    );
+    // Every member still sees every join and every leave, in order.
+    for i in 0..10 {
+        let name = format!("churn{i}");
+        let joined = observer.recv_type("joined").await;
+        assert_eq!(joined["name"].as_str(), Some(name.as_str()));
+        let left = observer.recv_type("left").await;
+        assert_eq!(left["name"].as_str(), Some(name.as_str()));
+    }
+    let m = running.metrics_addr;
+    support::wait_metric(m, "anteroom_joins_paced_total", |v| v >= 8.0).await;
+}
+
+#[tokio::test]
+async fn a_client_whose_entry_waits_longer_than_idle_timeout_is_not_idle() {
+    let running = spawn(
+        &[],
+        &[
+            ("ANTEROOM_JOIN_RATE", "0.25"),
+            ("ANTEROOM_JOIN_BURST", "1"),
+            ("ANTEROOM_HEARTBEAT_INTERVAL", "1s"),
+            ("ANTEROOM_IDLE_TIMEOUT", "2s"),
+        ],
+    );
+    let _first = Client::join(running.addr, "first").await;
+    // The next entry comes 4 s later, twice idle_timeout: the wait is the
+    // server's, and the liveness timers start with the welcome.
+    let mut second = Client::connect(running.addr).await;
+    second.hello("second").await;
+    let welcome = second.recv().await;
+    assert_eq!(welcome["type"].as_str(), Some("welcome"), "{welcome}");
+    let next = second.recv().await;
+    assert_eq!(next["type"].as_str(), Some("ping"), "{next}");
 }

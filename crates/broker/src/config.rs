@@ -124,6 +124,10 @@ declare_config! {
     connection_rate_per_ip: f64 = "10", rate_or_off;
     /// Token-bucket burst for `connection_rate_per_ip`, in connections.
     connection_burst_per_ip: u32 = "100", burst;
+    /// Entries into the room per second, all clients together (direct and from the queue); a `welcome` over it waits its turn; 0: no limit.
+    join_rate: f64 = "100", rate_or_off;
+    /// Token-bucket burst for `join_rate`, in entries.
+    join_burst: u32 = "100", burst;
     /// Bytes buffered for one connection before it counts as a slow consumer.
     max_outbox_bytes: usize = "8388608", count(1024, usize::MAX);
 }
@@ -466,6 +470,15 @@ mod tests {
                 .to_string();
             assert!(e.contains("`connection_rate_per_ip`"), "{e}");
         }
+    }
+
+    #[test]
+    fn entries_into_the_room_are_paced_by_default() {
+        let c = Config::default();
+        assert_eq!((c.join_rate, c.join_burst), (100.0, 100));
+        assert_eq!(file("join_rate = 0").unwrap().join_rate, 0.0);
+        let e = file("join_rate = -1").unwrap_err().to_string();
+        assert!(e.contains("`join_rate`"), "{e}");
     }
 
     #[test]

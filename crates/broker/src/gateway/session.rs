@@ -365,6 +365,10 @@ impl Session {
             }
             state = decision(&self.peer) => state,
         };
+        // The wait (an entry paced by `join_rate` can take seconds) was
+        // ours, not the client's silence: the liveness timers start now.
+        self.last_heard = Instant::now();
+        self.next_ping = self.last_heard + self.gateway.config.heartbeat_interval;
         if decided == Phase::Rejected && self.gateway.shutdown.is_cancelled() {
             return Some(End::close(ByeReason::Shutdown, LeftReason::Shutdown));
         }

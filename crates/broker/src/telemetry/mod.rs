@@ -57,6 +57,7 @@ pub struct Metrics {
     pub queue_wait: Histogram,
     pub promotions: Counter,
     pub queue_abandoned: Counter,
+    pub joins_paced: Counter,
     rejected: Vec<(&'static str, Counter)>,
 }
 
@@ -100,6 +101,10 @@ impl Metrics {
             "anteroom_queue_abandoned_total",
             "Queued clients that left before promotion."
         );
+        describe_counter!(
+            "anteroom_joins_paced_total",
+            "Entries into the room that waited for join_rate."
+        );
         describe_counter!("anteroom_rejected_total", "Requests refused, by reason.");
     }
 
@@ -133,6 +138,7 @@ impl Metrics {
             queue_wait: histogram!("anteroom_queue_wait_seconds"),
             promotions: counter!("anteroom_promotions_total"),
             queue_abandoned: counter!("anteroom_queue_abandoned_total"),
+            joins_paced: counter!("anteroom_joins_paced_total"),
             rejected: REJECT_REASONS
                 .iter()
                 .map(|r| (*r, counter!("anteroom_rejected_total", "reason" => *r)))
@@ -164,6 +170,7 @@ impl Metrics {
             &m.delivered,
             &m.promotions,
             &m.queue_abandoned,
+            &m.joins_paced,
         ] {
             c.increment(0);
         }
