@@ -1,7 +1,7 @@
 //! Admission control: the total cap and the per-IP cap answer
 //! `bye{reason:"server_full"}` and free their places when clients leave; so
-//! does an address connecting faster than its rate; and entries into the
-//! room are paced.
+//! does an address connecting faster than its rate; entries into the room
+//! are paced; `who` and frames of every type are metered per connection.
 
 mod support;
 
@@ -192,4 +192,66 @@ async fn a_client_whose_entry_waits_longer_than_idle_timeout_is_not_idle() {
     assert_eq!(welcome["type"].as_str(), Some("welcome"), "{welcome}");
     let next = second.recv().await;
     assert_eq!(next["type"].as_str(), Some("ping"), "{next}");
+}
+
+#[tokio::test]
+async fn who_over_its_rate_gets_rate_limited_and_is_counted() {
+    let running = spawn(
+        &[],
+        &[("ANTEROOM_WHO_RATE", "0.001"), ("ANTEROOM_WHO_BURST", "3")],
+    );
+    let mut ann = Client::join(running.addr, "ann").await;
+    let who = support::frame_of(&support::map(&[("type", "who".into())]));
+    ann.send_raw(&who.repeat(6)).await;
+    for _ in 0..3 {
+        let users = ann.recv_type("users").await;
+        assert_eq!(support::names(&users["names"]), ["ann"]);
+    }
+    for _ in 0..3 {
+        ann.expect_error("rate_limited").await;
+    }
+    // The connection stays open, and other requests are unaffected.
+    assert!(served(&mut ann).await);
+    let m = running.metrics_addr;
+    support::wait_metric(
+        m,
+        "anteroom_rejected_total{reason=\"who_rate_limited\"}",
+        |v| v == 3.0,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_connection_flooding_frames_is_cut_off_as_a_protocol_error() {
+    // The default request_rate: 100 frames a second, bursts of 200.
+    let running = spawn(&[], &[]);
+    let mut c = Client::connect(running.addr).await;
+    let ping = support::frame_of(&support::map(&[("type", "ping".into())]));
+    // Not MessagePack: answered `bad_frame`, and counted all the same.
+    let garbage = [0u8, 0, 0, 1, 0xc1];
+    let mut flood = Vec::new();
+    for _ in 0..150 {
+        flood.extend_from_slice(&ping);
+        flood.extend_from_slice(&garbage);
+    }
+    c.send_raw(&flood).await;
+    let mut answered = 0;
+    let last = loop {
+        let v = c.recv().await;
+        match (v["type"].as_str().unwrap(), v["code"].as_str()) {
+            ("pong", _) | ("error", Some("bad_frame")) => answered += 1,
+            _ => break v,
+        }
+    };
+    assert_eq!(last["type"].as_str(), Some("error"), "{last}");
+    assert_eq!(last["code"].as_str(), Some("rate_limited"), "{last}");
+    assert!((200..300).contains(&answered), "{answered} frames answered");
+    c.expect_bye("protocol_error").await;
+    let m = running.metrics_addr;
+    support::wait_metric(
+        m,
+        "anteroom_rejected_total{reason=\"request_flood\"}",
+        |v| v == 1.0,
+    )
+    .await;
 }

@@ -128,6 +128,14 @@ declare_config! {
     join_rate: f64 = "100", rate_or_off;
     /// Token-bucket burst for `join_rate`, in entries.
     join_burst: u32 = "100", burst;
+    /// Frames per second one connection may send, of every type; over it the connection is closed with `bye{protocol_error}`; 0: no limit.
+    request_rate: f64 = "100", rate_or_off;
+    /// Token-bucket burst for `request_rate`, in frames.
+    request_burst: u32 = "200", burst;
+    /// `who` requests per second per member; over it `error{rate_limited}`; 0: no limit.
+    who_rate: f64 = "1", rate_or_off;
+    /// Token-bucket burst for `who_rate`, in requests.
+    who_burst: u32 = "5", burst;
     /// Bytes buffered for one connection before it counts as a slow consumer.
     max_outbox_bytes: usize = "8388608", count(1024, usize::MAX);
 }
@@ -296,6 +304,17 @@ impl Config {
                 reason: format!(
                     "({}) must leave room for the frame envelope within max_frame_bytes ({}); keep it at least 64 bytes smaller",
                     self.max_message_bytes, self.max_frame_bytes
+                ),
+            });
+        }
+        if self.request_rate > 0.0
+            && (self.request_rate < self.rate_limit || self.request_burst < self.rate_burst)
+        {
+            return Err(ConfigError::Inconsistent {
+                key: "request_rate",
+                reason: format!(
+                    "({}, burst {}) must allow at least the `say` rate, rate_limit ({}, rate_burst {}): a client keeping to rate_limit would be cut off; raise request_rate and request_burst, or set request_rate to 0",
+                    self.request_rate, self.request_burst, self.rate_limit, self.rate_burst
                 ),
             });
         }
@@ -479,6 +498,22 @@ mod tests {
         assert_eq!(file("join_rate = 0").unwrap().join_rate, 0.0);
         let e = file("join_rate = -1").unwrap_err().to_string();
         assert!(e.contains("`join_rate`"), "{e}");
+    }
+
+    #[test]
+    fn every_request_is_metered_and_request_rate_must_allow_the_say_rate() {
+        let c = Config::default();
+        assert_eq!((c.request_rate, c.request_burst), (100.0, 200));
+        assert_eq!((c.who_rate, c.who_burst), (1.0, 5));
+        assert_eq!(file("who_rate = 0.5").unwrap().who_rate, 0.5);
+        let e = file("rate_limit = 500").unwrap_err().to_string();
+        assert!(
+            e.contains("request_rate") && e.contains("rate_limit"),
+            "{e}"
+        );
+        file("rate_limit = 500\nrequest_rate = 0").unwrap();
+        file("rate_limit = 500\nrate_burst = 500\nrequest_rate = 500\nrequest_burst = 500")
+            .unwrap();
     }
 
     #[test]

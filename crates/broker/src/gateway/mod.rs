@@ -35,6 +35,11 @@ pub struct Gateway {
     pub tracker: TaskTracker,
     /// Per-member rate limit for `say`.
     pub quota: Quota,
+    /// Per-member rate limit for `who`, whose answer can be large.
+    pub who_rate: Option<Rate>,
+    /// Per-connection limit on frames of every type: past it a client is
+    /// flooding, and is cut off.
+    pub request_rate: Option<Rate>,
     /// Total and per-IP connection caps, and the per-IP connection rate.
     pub limits: limits::Limits,
 }
@@ -57,6 +62,8 @@ impl Gateway {
             ),
         );
         Self {
+            who_rate: Rate::new(config.who_rate, config.who_burst),
+            request_rate: Rate::new(config.request_rate, config.request_burst),
             config,
             limits,
             bus,

@@ -61,6 +61,21 @@ impl End {
         }
     }
 
+    /// A client sending frames faster than `request_rate` allows is not a
+    /// chat client; it is told `rate_limited` and cut off.
+    fn flood() -> Self {
+        metrics().rejected("request_flood");
+        warn!("request flood; closing");
+        End::Close {
+            bye: ByeReason::ProtocolError,
+            error: Some(error_frame(
+                ErrorCode::RateLimited,
+                "too many requests; closing the connection",
+            )),
+            left: LeftReason::ProtocolError,
+        }
+    }
+
     fn protocol_error(code: ErrorCode, text: &str) -> Self {
         metrics().rejected("protocol_error");
         warn!(code = code.as_str(), "protocol error; closing");
@@ -106,6 +121,10 @@ struct Session {
     last_heard: Instant,
     next_ping: Instant,
     ping_id: i64,
+    /// When the `request_rate` bucket is full again.
+    requests_full_at: Instant,
+    /// When the `who_rate` bucket is full again.
+    who_full_at: Instant,
 }
 
 /// Runs a connection until it ends: the one entry point for every transport.
@@ -155,6 +174,8 @@ pub async fn run_session<T: Transport>(gateway: Arc<Gateway>, transport: T) {
         last_heard: now,
         next_ping: now + config.heartbeat_interval,
         ping_id: 0,
+        requests_full_at: now,
+        who_full_at: now,
     };
     // Closes made by others (a slow consumer cut off, a failed write).
     let mut state = peer.watch();
@@ -183,6 +204,13 @@ pub async fn run_session<T: Transport>(gateway: Arc<Gateway>, transport: T) {
                 };
                 session.last_heard = Instant::now();
                 session.next_ping = session.last_heard + gateway.config.heartbeat_interval;
+                // Every frame counts, whatever it is and however it is
+                // answered: pings, refused requests and garbage included.
+                if let Some(rate) = gateway.request_rate
+                    && rate.take(&mut session.requests_full_at, session.last_heard).is_err()
+                {
+                    break End::flood();
+                }
                 if payload.is_empty() {
                     break End::protocol_error(ErrorCode::BadFrame, "frame length must be at least 1");
                 }
@@ -277,7 +305,7 @@ impl Session {
             ClientMessage::Hello { name } => Box::pin(self.hello(&name)).await,
             ClientMessage::Say { text } => self.say(text, read_at).await,
             ClientMessage::Who => {
-                if self.admitted("who") {
+                if self.admitted("who") && self.who_allowed() {
                     self.reply(self.gateway.roster.users_frame());
                 }
                 None
@@ -289,6 +317,23 @@ impl Session {
             ClientMessage::Pong { .. } => None,
             ClientMessage::Bye => Some(End::close(ByeReason::Bye, LeftReason::Bye)),
         }
+    }
+
+    /// Whether a member's `who` is within `who_rate`; refuses it if not. A
+    /// `users` answer lists the whole room, so it is metered on its own.
+    fn who_allowed(&mut self) -> bool {
+        let Some(rate) = self.gateway.who_rate else {
+            return true;
+        };
+        if rate.take(&mut self.who_full_at, Instant::now()).is_ok() {
+            return true;
+        }
+        metrics().rejected("who_rate_limited");
+        self.reply(error_frame(
+            ErrorCode::RateLimited,
+            "too many `who` requests; slow down",
+        ));
+        false
     }
 
     /// Whether the client may use the room; refuses the request if not.

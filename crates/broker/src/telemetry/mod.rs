@@ -33,6 +33,8 @@ pub const REJECT_REASONS: &[&str] = &[
     "unknown_type",
     "bad_frame",
     "connection_rate",
+    "who_rate_limited",
+    "request_flood",
 ];
 
 /// Handles to every series, registered once per process.
