@@ -81,6 +81,8 @@ STREAMS = {
     "truncated_payload": frame(PAYLOADS["hello"])[:-3],
     "just_hello": frame(PAYLOADS["hello"]),
     "hello_then_silence": frame(PAYLOADS["hello"]) + frame(PAYLOADS["ping"]),
+    "who_over_burst": frame(PAYLOADS["hello"]) + frame(PAYLOADS["who"]) * 8,
+    "flood_of_frames": (frame(PAYLOADS["ping"]) + frame(PAYLOADS["reserved_marker"])) * 110,
 }
 
 # Frames a server sends, for the client side.

@@ -52,6 +52,9 @@ struct Prediction {
     name: Option<String>,
     /// Valid `say`s beyond the burst, which may be refused as `rate_limited`.
     may_be_limited: usize,
+    /// `rate_limited` errors that must come: for each `who` over `who_burst`,
+    /// and for the frame over `request_burst` (the clock does not move).
+    limited: usize,
 }
 
 /// The protocol as PROTOCOL.md states it, for one client alone in a room
@@ -62,9 +65,12 @@ fn predict(mut stream: &[u8], config: &Config) -> Prediction {
         ending: Ending::Gone,
         name: None,
         may_be_limited: 0,
+        limited: 0,
     };
     let error = |p: &mut Prediction, code: &str| p.replies.push(Reply::Error(code.into()));
     let mut said = 0usize;
+    let mut asked = 0usize;
+    let mut frames = 0usize;
     while stream.len() >= 4 {
         let len = u32::from_be_bytes(stream[..4].try_into().unwrap()) as usize;
         if len > config.max_frame_bytes {
@@ -77,6 +83,12 @@ fn predict(mut stream: &[u8], config: &Config) -> Prediction {
         }
         let payload = &stream[4..4 + len];
         stream = &stream[4 + len..];
+        frames += 1;
+        if config.request_rate > 0.0 && frames > config.request_burst as usize {
+            p.limited += 1;
+            p.ending = Ending::Bye("protocol_error");
+            return p;
+        }
         if payload.is_empty() {
             error(&mut p, "bad_frame");
             p.ending = Ending::Bye("protocol_error");
@@ -109,7 +121,14 @@ fn predict(mut stream: &[u8], config: &Config) -> Prediction {
                     }
                 }
             }
-            Ok(ClientMessage::Who) if admitted => p.replies.push(Reply::Users),
+            Ok(ClientMessage::Who) if admitted => {
+                asked += 1;
+                if config.who_rate > 0.0 && asked > config.who_burst as usize {
+                    p.limited += 1;
+                } else {
+                    p.replies.push(Reply::Users);
+                }
+            }
             Ok(ClientMessage::Who) => error(&mut p, "handshake_required"),
             Ok(ClientMessage::Ping { id }) => p.replies.push(Reply::Pong(id)),
             Ok(ClientMessage::Pong { .. }) => {}
@@ -255,12 +274,14 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     assert!(
-        limited <= p.may_be_limited,
-        "{limited} > {}",
+        limited <= p.limited + p.may_be_limited,
+        "{limited} > {} + {}",
+        p.limited,
         p.may_be_limited
     );
     match p.ending {
         Ending::Bye(reason) => {
+            assert!(limited >= p.limited, "{limited} < {}", p.limited);
             assert_eq!(bye.as_deref(), Some(reason));
             assert_eq!(replies, p.replies);
         }

@@ -158,13 +158,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Install the handlers before binding, so a signal can never find the
     // default action (immediate death) in place.
     let signals = Signals::install()?;
-    let server = Server::bind(config.clone()).await.map_err(|error| {
-        anyhow::anyhow!(
-            "cannot bind listen={} / metrics_listen={}: {error}",
-            config.listen,
-            config.metrics_listen
-        )
-    })?;
+    let server = Server::bind(config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(signals, shutdown.clone()));
     // A failed component has already shut the server down; its error makes

@@ -213,6 +213,7 @@ fn flood_config(c: &mut anteroom_broker::config::Config) {
     c.outbox_limit = 32;
     c.rate_limit = 1e9;
     c.rate_burst = 1_000_000_000;
+    c.request_rate = 0.0;
     c.write_timeout = Duration::from_secs(30);
 }
 

@@ -38,6 +38,9 @@ fn start_broker() -> Running {
             ("ANTEROOM_OUTBOX_LIMIT", "256"),
             ("ANTEROOM_RATE_LIMIT", "20"),
             ("ANTEROOM_RATE_BURST", "10"),
+            // A slow consumer is provoked by pings the client never reads,
+            // thousands of them: more than a connection may send at once.
+            ("ANTEROOM_REQUEST_RATE", "0"),
         ],
     )
 }

@@ -118,8 +118,24 @@ declare_config! {
     shutdown_grace: Duration = "\"5s\"", duration;
     /// Open connections in any state; 0: `max_active + max_waiting + 1000`.
     max_connections: usize = "0", count(0, MAX_CONNECTIONS);
-    /// Open connections from one IP address; 0: no limit.
-    max_connections_per_ip: usize = "0", count(0, MAX_CONNECTIONS);
+    /// Open connections from one IP address (an IPv6 /64 counts as one address); 0: no limit.
+    max_connections_per_ip: usize = "256", count(0, MAX_CONNECTIONS);
+    /// New connections per second from one IP address (an IPv6 /64 counts as one), on average; over it `bye{server_full}`; 0: no limit.
+    connection_rate_per_ip: f64 = "10", rate_or_off;
+    /// Token-bucket burst for `connection_rate_per_ip`, in connections.
+    connection_burst_per_ip: u32 = "100", burst;
+    /// Entries into the room per second, all clients together (direct and from the queue); a `welcome` over it waits its turn; 0: no limit.
+    join_rate: f64 = "100", rate_or_off;
+    /// Token-bucket burst for `join_rate`, in entries.
+    join_burst: u32 = "100", burst;
+    /// Frames per second one connection may send, of every type; over it the connection is closed with `bye{protocol_error}`; 0: no limit.
+    request_rate: f64 = "100", rate_or_off;
+    /// Token-bucket burst for `request_rate`, in frames.
+    request_burst: u32 = "200", burst;
+    /// `who` requests per second per member; over it `error{rate_limited}`; 0: no limit.
+    who_rate: f64 = "1", rate_or_off;
+    /// Token-bucket burst for `who_rate`, in requests.
+    who_burst: u32 = "5", burst;
     /// Bytes buffered for one connection before it counts as a slow consumer.
     max_outbox_bytes: usize = "8388608", count(1024, MAX_OUTBOX_BYTES);
 }
@@ -345,6 +361,17 @@ impl Config {
                 ),
             });
         }
+        if self.request_rate > 0.0
+            && (self.request_rate < self.rate_limit || self.request_burst < self.rate_burst)
+        {
+            return Err(ConfigError::Inconsistent {
+                key: "request_rate",
+                reason: format!(
+                    "({}, burst {}) must allow at least the `say` rate, rate_limit ({}, rate_burst {}): a client keeping to rate_limit would be cut off; raise request_rate and request_burst, or set request_rate to 0",
+                    self.request_rate, self.request_burst, self.rate_limit, self.rate_burst
+                ),
+            });
+        }
         Ok(())
     }
 }
@@ -460,6 +487,19 @@ fn rate(raw: Raw<'_>) -> Result<f64, String> {
         })
 }
 
+/// A rate where 0 turns the limit off; otherwise at least one event per
+/// 1000 seconds, so that an event's cost stays a sane duration.
+fn rate_or_off(raw: Raw<'_>) -> Result<f64, String> {
+    let r = match raw {
+        Raw::Text(s) => s.trim().parse().ok(),
+        Raw::Toml(toml::Value::Float(f)) => Some(*f),
+        Raw::Toml(toml::Value::Integer(i)) => Some(*i as f64),
+        Raw::Toml(_) => None,
+    };
+    r.filter(|r: &f64| r.is_finite() && (*r == 0.0 || *r >= 0.001))
+        .ok_or_else(|| "expected a number per second: 0 (no limit) or at least 0.001".to_string())
+}
+
 fn burst(raw: Raw<'_>) -> Result<u32, String> {
     count(1, MAX_RATE_BURST as usize)(raw).map(|n| n as u32)
 }
@@ -488,6 +528,56 @@ mod tests {
         assert_eq!(c.rate_limit, 20.0);
         assert_eq!(c.rate_burst, 40);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn by_default_one_host_is_limited_and_a_nat_fits() {
+        let c = Config::default();
+        assert_eq!(c.max_connections_per_ip, 256);
+        assert_eq!(
+            (c.connection_rate_per_ip, c.connection_burst_per_ip),
+            (10.0, 100)
+        );
+        // A NAT of a few hundred people fits under the per-address cap; one
+        // host holds at most a small share of the places.
+        assert!(c.max_connections_per_ip * 40 < c.connection_cap());
+    }
+
+    #[test]
+    fn rates_take_zero_as_off_and_nothing_slower_than_one_per_1000_s() {
+        let c = file("connection_rate_per_ip = 0").unwrap();
+        assert_eq!(c.connection_rate_per_ip, 0.0);
+        for bad in ["-1", "0.0001", "\"fast\""] {
+            let e = file(&format!("connection_rate_per_ip = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`connection_rate_per_ip`"), "{e}");
+        }
+    }
+
+    #[test]
+    fn entries_into_the_room_are_paced_by_default() {
+        let c = Config::default();
+        assert_eq!((c.join_rate, c.join_burst), (100.0, 100));
+        assert_eq!(file("join_rate = 0").unwrap().join_rate, 0.0);
+        let e = file("join_rate = -1").unwrap_err().to_string();
+        assert!(e.contains("`join_rate`"), "{e}");
+    }
+
+    #[test]
+    fn every_request_is_metered_and_request_rate_must_allow_the_say_rate() {
+        let c = Config::default();
+        assert_eq!((c.request_rate, c.request_burst), (100.0, 200));
+        assert_eq!((c.who_rate, c.who_burst), (1.0, 5));
+        assert_eq!(file("who_rate = 0.5").unwrap().who_rate, 0.5);
+        let e = file("rate_limit = 500").unwrap_err().to_string();
+        assert!(
+            e.contains("request_rate") && e.contains("rate_limit"),
+            "{e}"
+        );
+        file("rate_limit = 500\nrequest_rate = 0").unwrap();
+        file("rate_limit = 500\nrate_burst = 500\nrequest_rate = 500\nrequest_burst = 500")
+            .unwrap();
     }
 
     #[test]

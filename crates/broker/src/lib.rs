@@ -13,6 +13,7 @@
 //! * [`conn`]: one connection as the rest of the broker sees it: its state,
 //!   its bounded outbox and the writer that drains it.
 //! * [`config`]: every configuration key, declared once.
+//! * [`rate`]: the token bucket behind every rate limit.
 //! * [`telemetry`]: metric names, the latency histogram and the HTTP endpoint.
 //! * [`server`]: wiring and the two-phase shutdown.
 //! * [`supervisor`]: what a panic costs: one connection, or the server.
@@ -21,6 +22,7 @@ pub mod bus;
 pub mod config;
 pub mod conn;
 pub mod gateway;
+pub mod rate;
 pub mod room;
 pub mod server;
 pub mod supervisor;

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::gateway::{Gateway, listener};
+use crate::gateway::{Gateway, limits, listener};
 use crate::room::Room;
 use crate::supervisor::{Component, first_to_end, panic_message};
 use crate::telemetry::http;
@@ -72,24 +72,134 @@ fn component_failed(name: &'static str, ended: Result<(), JoinError>) -> ServerE
     }
 }
 
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot bind {key}={addr}: {error}")]
+    Bind {
+        /// The key naming the address: `listen` or `metrics_listen`.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The descriptor limit leaves no room for a single connection.
+    #[error(
+        "the descriptor limit ({limit}) leaves no room for connections: {open} descriptors are in use and {headroom} are kept free; raise it (ulimit -n)"
+    )]
+    Descriptors {
+        /// The soft limit.
+        limit: u64,
+        /// Descriptors open at start-up.
+        open: usize,
+        /// Descriptors kept free for everything else.
+        headroom: usize,
+    },
+}
+
+/// Logs the connection cap once the listeners are reported, and what set it.
+fn log_connection_cap(cap: usize, from: CapFrom) {
+    match from {
+        CapFrom::Config { descriptors: None } => info!("accepting at most {cap} connections"),
+        CapFrom::Config {
+            descriptors: Some(d),
+        } => info!(
+            descriptor_limit = d.soft,
+            raised_from = d.raised_from,
+            "accepting at most {cap} connections"
+        ),
+        CapFrom::Descriptors {
+            descriptors: d,
+            configured,
+        } => warn!(
+            descriptor_limit = d.soft,
+            raised_from = d.raised_from,
+            configured,
+            "accepting at most {cap} connections: the descriptor limit allows no more; raise it (ulimit -n) to accept {configured}"
+        ),
+    }
+}
+
 /// A broker with its sockets bound, ready to run.
 pub struct Server {
     config: Config,
     listener: TcpListener,
     metrics_listener: TcpListener,
+    /// What limits the connection cap, for the start-up log.
+    cap_from: CapFrom,
+}
+
+/// Where the connection cap comes from.
+#[derive(Debug, Clone, Copy)]
+enum CapFrom {
+    /// `max_connections` (or its automatic value) fits the descriptor limit.
+    Config {
+        descriptors: Option<limits::DescriptorLimit>,
+    },
+    /// The descriptor limit allows fewer connections than configured.
+    Descriptors {
+        descriptors: limits::DescriptorLimit,
+        configured: usize,
+    },
 }
 
 impl Server {
     /// Binds the chat and metrics listeners named in `config` (port 0 picks a
-    /// free port, which tests use).
-    pub async fn bind(config: Config) -> std::io::Result<Self> {
-        let listener = bind_chat(config.listen)?;
-        let metrics_listener = TcpListener::bind(config.metrics_listen).await?;
+    /// free port, which tests use), raises the process's soft descriptor
+    /// limit to its hard limit and fits the connection cap under it: every
+    /// connection is a descriptor, and a server that runs out of them cannot
+    /// even say `server_full`.
+    pub async fn bind(mut config: Config) -> Result<Self, StartError> {
+        let descriptors = limits::raise_descriptor_limit();
+        let listener = bind_chat(config.listen).map_err(|error| StartError::Bind {
+            key: "listen",
+            addr: config.listen,
+            error,
+        })?;
+        let metrics_listener = TcpListener::bind(config.metrics_listen)
+            .await
+            .map_err(|error| StartError::Bind {
+                key: "metrics_listen",
+                addr: config.metrics_listen,
+                error,
+            })?;
+        // Counted once the listeners are open, since they hold descriptors too.
+        let configured = config.connection_cap();
+        let mut cap_from = CapFrom::Config { descriptors };
+        if let Some(descriptors) = descriptors {
+            let limit = descriptors.soft;
+            let open = limits::open_descriptors();
+            let fit = limits::connections_within(limit, open);
+            if fit == 0 {
+                return Err(StartError::Descriptors {
+                    limit,
+                    open,
+                    headroom: limits::DESCRIPTOR_HEADROOM,
+                });
+            }
+            if fit < configured {
+                // The gateway's cap comes from here.
+                config.max_connections = fit;
+                cap_from = CapFrom::Descriptors {
+                    descriptors,
+                    configured,
+                };
+            }
+        }
         Ok(Self {
             config,
             listener,
             metrics_listener,
+            cap_from,
         })
+    }
+
+    /// The most connections the server will hold at once: `max_connections`
+    /// (or its automatic value), lowered to fit the descriptor limit.
+    pub fn connection_cap(&self) -> usize {
+        self.config.connection_cap()
     }
 
     /// The chat listener's address.
@@ -112,6 +222,7 @@ impl Server {
             config,
             listener,
             metrics_listener,
+            cap_from,
         } = self;
         let m = metrics();
         m.room_capacity.set(config.max_active as f64);
@@ -125,6 +236,7 @@ impl Server {
                 .local_addr()
                 .map_or(config.metrics_listen, |a| a)
         );
+        log_connection_cap(config.connection_cap(), cap_from);
 
         // A failing component shuts the server down as a signal would, but
         // must not cancel the caller's token.

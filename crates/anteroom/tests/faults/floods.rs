@@ -24,6 +24,7 @@ async fn a_slowloris_flood_does_not_slow_the_room() {
         &[
             UNLIMITED_RATE[0],
             UNLIMITED_RATE[1],
+            UNLIMITED_RATE[2],
             ("ANTEROOM_HANDSHAKE_TIMEOUT", "5s"),
         ],
     )
@@ -156,6 +157,7 @@ async fn a_slow_consumer_in_a_busy_room_is_cut_off_and_the_others_miss_nothing()
         &[
             UNLIMITED_RATE[0],
             UNLIMITED_RATE[1],
+            UNLIMITED_RATE[2],
             ("ANTEROOM_OUTBOX_LIMIT", "64"),
             ("ANTEROOM_WRITE_TIMEOUT", "30s"),
         ],

@@ -20,10 +20,12 @@ pub(crate) static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::co
 /// How long an "eventually" condition may take on a busy machine.
 pub(crate) const EVENTUALLY: Duration = Duration::from_secs(10);
 
-/// Settings that let one client say as much as a test needs.
-pub(crate) const UNLIMITED_RATE: [(&str, &str); 2] = [
+/// Settings that let one client say as much as a test needs (so no limit
+/// on the frames a connection sends either).
+pub(crate) const UNLIMITED_RATE: [(&str, &str); 3] = [
     ("ANTEROOM_RATE_LIMIT", "1000000"),
     ("ANTEROOM_RATE_BURST", "1000000"),
+    ("ANTEROOM_REQUEST_RATE", "0"),
 ];
 
 /// A `anteroom serve` process of its own, with the descriptors it holds at rest.

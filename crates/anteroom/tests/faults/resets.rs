@@ -81,6 +81,7 @@ async fn a_member_reset_while_the_server_writes_to_it_is_replaced_from_the_queue
         &[
             UNLIMITED_RATE[0],
             UNLIMITED_RATE[1],
+            UNLIMITED_RATE[2],
             // Neither limit nor the write timeout may cut the stuck member
             // off first: the reset must be what ends it.
             ("ANTEROOM_OUTBOX_LIMIT", "100000"),

@@ -39,6 +39,10 @@ impl TestServer {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             metrics_listen: "127.0.0.1:0".parse().unwrap(),
+            // Every test client comes from 127.0.0.1: the per-address
+            // limits are off unless a test sets them.
+            max_connections_per_ip: 0,
+            connection_rate_per_ip: 0.0,
             ..Config::default()
         };
         adjust(&mut config);

@@ -29,6 +29,12 @@ impl Running {
         }
     }
 
+    /// The first line of the server's log so far that contains `text`.
+    pub fn line_containing(&self, text: &str) -> Option<String> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.iter().find(|line| line.contains(text)).cloned()
+    }
+
     /// How many lines of the server's log so far contain `text`.
     pub fn logged(&self, text: &str) -> usize {
         let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
@@ -70,10 +76,16 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
         }
     }
     cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    // Every test client comes from 127.0.0.1: the per-address limits are
+    // off unless a test sets them (its variables and flags win).
+    cmd.env("ANTEROOM_MAX_CONNECTIONS_PER_IP", "0")
+        .env("ANTEROOM_CONNECTION_RATE_PER_IP", "0");
     for (k, v) in env {
         if *k == "TEST_NOFILE" {
-            // Run the server with a low descriptor limit.
-            let limit: u64 = v.parse().unwrap();
+            // Run the server with a low descriptor limit: `SOFT` (the hard
+            // limit too) or `SOFT:HARD`.
+            let (soft, hard) = v.split_once(':').unwrap_or((v, v));
+            let (soft, hard): (u64, u64) = (soft.parse().unwrap(), hard.parse().unwrap());
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe; nothing else runs
             // between fork and exec. `pre_exec` is the only way to lower
@@ -83,8 +95,8 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
                 cmd.pre_exec(move || {
                     nix::sys::resource::setrlimit(
                         nix::sys::resource::Resource::RLIMIT_NOFILE,
-                        limit,
-                        limit,
+                        soft,
+                        hard,
                     )
                     .map_err(std::io::Error::from)
                 });
@@ -94,6 +106,27 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
         }
     }
     cmd
+}
+
+/// Sets a running process's descriptor limits, as `prlimit` would: the
+/// server fitted its connection cap to the limit it started with, so this is
+/// how a test makes it run out of descriptors.
+pub fn set_descriptor_limit(pid: u32, soft: u64, hard: u64) {
+    let limit = nix::libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: prlimit only reads `limit`; the old limits are not asked for.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        nix::libc::prlimit(
+            pid as nix::libc::pid_t,
+            nix::libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
 }
 
 /// CPU seconds (user + system) a process has used.

@@ -55,10 +55,13 @@ pub async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>) {
                 }
                 // Frames are batched by the writer; do not add Nagle's delay.
                 let _ = stream.set_nodelay(true);
-                let Some(place) = gateway.limits.admit(peer_addr.ip()) else {
-                    debug!(peer = %peer_addr, "connection cap reached; refused");
-                    gateway.tracker.spawn(refuse(stream));
-                    continue;
+                let place = match gateway.limits.admit(peer_addr.ip()) {
+                    Ok(place) => place,
+                    Err(why) => {
+                        debug!(peer = %peer_addr, reason = why.reason(), "connection refused by the caps");
+                        refuse(stream, why);
+                        continue;
+                    }
                 };
                 let (reader, writer) = stream.into_split();
                 let span = info_span!("conn", peer = %peer_addr, conn_id = tracing::field::Empty, user = tracing::field::Empty);

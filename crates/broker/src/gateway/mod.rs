@@ -4,7 +4,7 @@
 //! [`transport::Transport`]: the TCP [`listener`] adapts its sockets with
 //! [`transport::ByteStream`]; a message-framed transport (WebSocket) uses
 //! [`transport::MessageDuplex`]. [`limits`] caps connections in total and
-//! per address.
+//! per address, and meters each address's new connections.
 
 pub mod limits;
 pub mod listener;
@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::rate::Rate;
 use crate::room::names::Names;
 use crate::room::roster::Roster;
 
@@ -34,7 +35,12 @@ pub struct Gateway {
     pub tracker: TaskTracker,
     /// Per-member rate limit for `say`.
     pub quota: Quota,
-    /// Total and per-IP connection caps.
+    /// Per-member rate limit for `who`, whose answer can be large.
+    pub who_rate: Option<Rate>,
+    /// Per-connection limit on frames of every type: past it a client is
+    /// flooding, and is cut off.
+    pub request_rate: Option<Rate>,
+    /// Total and per-IP connection caps, and the per-IP connection rate.
     pub limits: limits::Limits,
 }
 
@@ -42,8 +48,17 @@ impl Gateway {
     /// Builds the shared state from a validated configuration.
     pub fn new(config: Config, bus: Bus, roster: Arc<Roster>, shutdown: CancellationToken) -> Self {
         let quota = rate_quota(&config);
-        let limits = limits::Limits::new(config.connection_cap(), config.max_connections_per_ip);
+        let limits = limits::Limits::new(
+            config.connection_cap(),
+            config.max_connections_per_ip,
+            Rate::new(
+                config.connection_rate_per_ip,
+                config.connection_burst_per_ip,
+            ),
+        );
         Self {
+            who_rate: Rate::new(config.who_rate, config.who_burst),
+            request_rate: Rate::new(config.request_rate, config.request_burst),
             config,
             limits,
             bus,

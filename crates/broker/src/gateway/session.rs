@@ -69,6 +69,23 @@ impl End {
         }
     }
 
+    /// A client sending frames faster than `request_rate` allows is not a
+    /// chat client; it is told `rate_limited` and cut off.
+    fn flood() -> Self {
+        metrics().rejected("request_flood");
+        if let Verdict::Write { suppressed } = log_budget::PROTOCOL_ERRORS.take() {
+            warn!(suppressed, "request flood; closing");
+        }
+        End::Close {
+            bye: ByeReason::ProtocolError,
+            error: Some(error_frame(
+                ErrorCode::RateLimited,
+                "too many requests; closing the connection",
+            )),
+            left: LeftReason::ProtocolError,
+        }
+    }
+
     fn protocol_error(code: ErrorCode, text: &str) -> Self {
         metrics().rejected("protocol_error");
         if let Verdict::Write { suppressed } = log_budget::PROTOCOL_ERRORS.take() {
@@ -116,6 +133,10 @@ struct Session {
     last_heard: Instant,
     next_ping: Instant,
     ping_id: i64,
+    /// When the `request_rate` bucket is full again.
+    requests_full_at: Instant,
+    /// When the `who_rate` bucket is full again.
+    who_full_at: Instant,
 }
 
 /// Runs a connection until it ends: the one entry point for every transport.
@@ -204,6 +225,8 @@ async fn drive<I>(
         last_heard: now,
         next_ping: now + config.heartbeat_interval,
         ping_id: 0,
+        requests_full_at: now,
+        who_full_at: now,
     };
     // Closes made by others (a slow consumer cut off, a failed write).
     let mut state = peer.watch();
@@ -232,6 +255,13 @@ async fn drive<I>(
                 };
                 session.last_heard = Instant::now();
                 session.next_ping = session.last_heard + gateway.config.heartbeat_interval;
+                // Every frame counts, whatever it is and however it is
+                // answered: pings, refused requests and garbage included.
+                if let Some(rate) = gateway.request_rate
+                    && rate.take(&mut session.requests_full_at, session.last_heard).is_err()
+                {
+                    break End::flood();
+                }
                 if payload.is_empty() {
                     break End::protocol_error(ErrorCode::BadFrame, "frame length must be at least 1");
                 }
@@ -359,7 +389,7 @@ impl Session {
             ClientMessage::Hello { name } => Box::pin(self.hello(&name)).await,
             ClientMessage::Say { text } => self.say(text, read_at).await,
             ClientMessage::Who => {
-                if self.admitted("who") {
+                if self.admitted("who") && self.who_allowed() {
                     self.reply(self.gateway.roster.users_frame());
                 }
                 None
@@ -371,6 +401,23 @@ impl Session {
             ClientMessage::Pong { .. } => None,
             ClientMessage::Bye => Some(End::close(ByeReason::Bye, LeftReason::Bye)),
         }
+    }
+
+    /// Whether a member's `who` is within `who_rate`; refuses it if not. A
+    /// `users` answer lists the whole room, so it is metered on its own.
+    fn who_allowed(&mut self) -> bool {
+        let Some(rate) = self.gateway.who_rate else {
+            return true;
+        };
+        if rate.take(&mut self.who_full_at, Instant::now()).is_ok() {
+            return true;
+        }
+        metrics().rejected("who_rate_limited");
+        self.reply(error_frame(
+            ErrorCode::RateLimited,
+            "too many `who` requests; slow down",
+        ));
+        false
     }
 
     /// Whether the client may use the room; refuses the request if not.
@@ -448,6 +495,10 @@ impl Session {
             }
             state = decision(&self.peer) => state,
         };
+        // The wait (an entry paced by `join_rate` can take seconds) was
+        // ours, not the client's silence: the liveness timers start now.
+        self.last_heard = Instant::now();
+        self.next_ping = self.last_heard + self.gateway.config.heartbeat_interval;
         if decided == Phase::Rejected && self.gateway.shutdown.is_cancelled() {
             return Some(End::close(ByeReason::Shutdown, LeftReason::Shutdown));
         }

@@ -4,8 +4,14 @@
 //! queue, promotion on every departure) so they are tested without a network.
 //! [`run`] is the actor that owns it: the only writer of membership, it
 //! consumes `presence` and publishes the outcome on `room` and `queue`.
+//!
+//! Every entry into the room costs room delivery a frame to every member
+//! (the `joined`, the new member's `welcome` listing everyone, and later the
+//! `left`), so entries are paced by `join_rate` ([`Entries`]): a client given
+//! a seat keeps it, but its `MemberJoined` waits its turn. Room delivery then
+//! stays ahead of churn, whoever drives it and from however many addresses.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,6 +22,7 @@ use tracing::info;
 
 use crate::bus::{Bus, PresenceEvent, QueueEvent, RoomEvent};
 use crate::conn::handle::{ConnId, Peer};
+use crate::rate::Rate;
 use crate::telemetry::log_budget::{MEMBERSHIP, Verdict};
 use crate::telemetry::metrics;
 use anteroom_protocol::LeftReason;
@@ -142,30 +149,136 @@ struct Known {
     queued_at: Option<Instant>,
 }
 
+/// How often, at most, admission logs that entries are being paced.
+const PACING_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Entries into the room, paced by `join_rate`: clients given a seat whose
+/// `MemberJoined` is not yet published, in the order they were given it.
+/// A departure never waits for them, so seats and the queue stay exact.
+#[derive(Debug)]
+pub struct Entries {
+    rate: Option<Rate>,
+    /// When the rate's bucket is full again.
+    full_at: tokio::time::Instant,
+    /// Seats given, entries not yet published: (client, from the queue).
+    held: VecDeque<(ConnId, bool)>,
+    /// When the head of `held` may enter, if it must wait.
+    next: Option<tokio::time::Instant>,
+    /// When pacing was last logged.
+    logged_at: Option<tokio::time::Instant>,
+}
+
+impl Entries {
+    /// Entries limited to `rate` (`None`: published at once).
+    pub fn new(rate: Option<Rate>) -> Self {
+        Self {
+            rate,
+            full_at: tokio::time::Instant::now(),
+            held: VecDeque::new(),
+            next: None,
+            logged_at: None,
+        }
+    }
+
+    /// A client was given a seat; its entry is published in its turn.
+    fn hold(&mut self, id: ConnId, from_queue: bool) {
+        self.held.push_back((id, from_queue));
+    }
+
+    /// Withdraws a held entry (the client left before entering); returns
+    /// whether it was held, in which case nobody was ever told it joined.
+    fn forget(&mut self, id: ConnId) -> bool {
+        let Some(i) = self.held.iter().position(|(held, _)| *held == id) else {
+            return false;
+        };
+        self.held.remove(i);
+        if self.held.is_empty() {
+            self.next = None;
+        }
+        true
+    }
+
+    /// Drops every held entry: during shutdown nobody enters.
+    fn clear(&mut self) {
+        self.held.clear();
+        self.next = None;
+    }
+
+    /// When the next held entry may be published, if one waits.
+    fn next_at(&self) -> Option<tokio::time::Instant> {
+        self.next
+    }
+
+    /// Publishes every held entry the rate allows now, in order.
+    async fn release(
+        &mut self,
+        known: &HashMap<ConnId, Known>,
+        bus: &Bus,
+    ) -> Result<(), crate::bus::BusClosed> {
+        let now = tokio::time::Instant::now();
+        while let Some(&(id, from_queue)) = self.held.front() {
+            if let Some(rate) = &self.rate
+                && let Err(when) = rate.take(&mut self.full_at, now)
+            {
+                self.next = Some(when);
+                if self.logged_at.is_none_or(|t| now >= t + PACING_LOG_EVERY) {
+                    self.logged_at = Some(now);
+                    info!(
+                        waiting = self.held.len(),
+                        "join_rate reached; entries into the room are paced"
+                    );
+                }
+                return Ok(());
+            }
+            self.held.pop_front();
+            if let Some(entry) = known.get(&id) {
+                if self.next.is_some() {
+                    metrics().joins_paced.increment(1);
+                }
+                admit(bus, entry.peer.clone(), entry.name.clone(), from_queue).await?;
+            }
+        }
+        self.next = None;
+        Ok(())
+    }
+}
+
 /// The admission actor. Runs until the `presence` topic closes.
 pub async fn run(
     mut presence: Receiver<PresenceEvent>,
     bus: Bus,
     max_active: usize,
     max_waiting: usize,
+    mut entries: Entries,
     shutdown: CancellationToken,
 ) {
     let m = metrics();
     let mut rules = Admission::new(max_active, max_waiting);
     let mut known: HashMap<ConnId, Known> = HashMap::new();
-    while let Ok(event) = presence.recv_direct().await {
+    loop {
+        let next = entries.next_at();
+        let event = tokio::select! {
+            event = presence.recv_direct() => match event {
+                Ok(event) => Some(event),
+                Err(_) => break,
+            },
+            // The next held entry's turn.
+            _ = tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)), if next.is_some() => None,
+        };
         if shutdown.is_cancelled() {
             rules.close();
+            entries.clear();
         }
         let published = match event {
-            PresenceEvent::ClientArrived { peer, name } => {
-                arrive(&mut rules, &mut known, &bus, peer, name).await
+            Some(PresenceEvent::ClientArrived { peer, name }) => {
+                arrive(&mut rules, &mut known, &mut entries, &bus, peer, name).await
             }
-            PresenceEvent::ClientDeparted { id, reason } => {
-                depart(&mut rules, &mut known, &bus, id, reason).await
+            Some(PresenceEvent::ClientDeparted { id, reason }) => {
+                depart(&mut rules, &mut known, &mut entries, &bus, id, reason).await
             }
+            None => Ok(()),
         };
-        if published.is_err() {
+        if published.is_err() || entries.release(&known, &bus).await.is_err() {
             break;
         }
         m.conn_active.set(rules.active_len() as f64);
@@ -177,6 +290,7 @@ pub async fn run(
 async fn arrive(
     rules: &mut Admission<ConnId>,
     known: &mut HashMap<ConnId, Known>,
+    entries: &mut Entries,
     bus: &Bus,
     peer: Arc<Peer>,
     name: Arc<str>,
@@ -191,7 +305,7 @@ async fn arrive(
                     queued_at: None,
                 },
             );
-            admit(bus, peer, name, false).await?;
+            entries.hold(peer.id, false);
         }
         Decision::Queued { position } => {
             if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
@@ -243,6 +357,7 @@ async fn admit(
 async fn depart(
     rules: &mut Admission<ConnId>,
     known: &mut HashMap<ConnId, Known>,
+    entries: &mut Entries,
     bus: &Bus,
     id: ConnId,
     reason: LeftReason,
@@ -255,14 +370,18 @@ async fn depart(
             if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
                 info!(conn_id = id, name = %gone.name, reason = reason.as_str(), suppressed, "left the room");
             }
-            bus.room
-                .publish(RoomEvent::MemberLeft {
-                    id,
-                    name: gone.name,
-                    reason,
-                    ts: unix_millis(),
-                })
-                .await?;
+            // A client that leaves while its entry waits was never seen to
+            // join: nobody is told it left.
+            if !entries.forget(id) {
+                bus.room
+                    .publish(RoomEvent::MemberLeft {
+                        id,
+                        name: gone.name,
+                        reason,
+                        ts: unix_millis(),
+                    })
+                    .await?;
+            }
             if let Some(next) = promoted.and_then(|p| known.get_mut(&p)) {
                 let waited = next
                     .queued_at
@@ -284,7 +403,7 @@ async fn depart(
                         waited,
                     })
                     .await?;
-                admit(bus, next.peer.clone(), next.name.clone(), true).await?;
+                entries.hold(next.peer.id, true);
             }
         }
         Departure::Queued => {
@@ -306,6 +425,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::{HashSet, VecDeque};
+    use std::time::Duration;
 
     #[test]
     fn fills_the_room_then_queues_then_rejects() {
@@ -317,6 +437,74 @@ mod tests {
         assert_eq!(a.depart(&1), Departure::Member { promoted: Some(3) });
         assert_eq!(a.depart(&4), Departure::Unknown);
         assert_eq!((a.active_len(), a.waiting_len()), (2, 0));
+    }
+
+    /// The name of a room event, and whether it is a join.
+    fn joined_or_left(event: RoomEvent) -> (bool, String) {
+        match event {
+            RoomEvent::MemberJoined { name, .. } => (true, name.to_string()),
+            RoomEvent::MemberLeft { name, .. } => (false, name.to_string()),
+            RoomEvent::MessagePosted { .. } => panic!("a message"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_wait_for_the_join_rate_and_one_withdrawn_is_never_seen() {
+        let (bus, subscriptions) = Bus::new();
+        let mut room = subscriptions.room_delivery;
+        let _others = (subscriptions.roster, subscriptions.waitlist);
+        let actor = tokio::spawn(run(
+            subscriptions.admission,
+            bus.clone(),
+            10,
+            10,
+            Entries::new(Rate::new(1.0, 1)),
+            CancellationToken::new(),
+        ));
+        let arrive = |name: &str| {
+            let peer = Arc::new(Peer::new(16));
+            peer.arrive();
+            let id = peer.id;
+            let event = PresenceEvent::ClientArrived {
+                peer,
+                name: name.into(),
+            };
+            (id, event)
+        };
+        let depart = |id| PresenceEvent::ClientDeparted {
+            id,
+            reason: LeftReason::Bye,
+        };
+        let start = tokio::time::Instant::now();
+        let (ann, event) = arrive("ann");
+        bus.presence.publish(event).await.unwrap();
+        assert_eq!(
+            joined_or_left(room.recv().await.unwrap()),
+            (true, "ann".into())
+        );
+        assert_eq!(start.elapsed(), Duration::ZERO, "within the burst");
+        // Bob gets a seat but must wait a second to enter; he leaves first,
+        // and nobody ever hears of him. Cid takes the next turn.
+        let (bob, event) = arrive("bob");
+        bus.presence.publish(event).await.unwrap();
+        bus.presence.publish(depart(bob)).await.unwrap();
+        let (_, event) = arrive("cid");
+        bus.presence.publish(event).await.unwrap();
+        assert_eq!(
+            joined_or_left(room.recv().await.unwrap()),
+            (true, "cid".into())
+        );
+        assert!(start.elapsed() >= Duration::from_secs(1));
+        // Departures never wait.
+        bus.presence.publish(depart(ann)).await.unwrap();
+        assert_eq!(
+            joined_or_left(room.recv().await.unwrap()),
+            (false, "ann".into())
+        );
+        assert!(start.elapsed() < Duration::from_secs(2));
+        bus.close();
+        actor.await.unwrap();
+        assert!(room.try_recv().is_err(), "nothing about bob");
     }
 
     #[test]

@@ -57,6 +57,10 @@ impl Room {
                     bus.clone(),
                     config.max_active,
                     config.max_waiting,
+                    admission::Entries::new(crate::rate::Rate::new(
+                        config.join_rate,
+                        config.join_burst,
+                    )),
                     shutdown.clone(),
                 ),
             ),

@@ -24,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 /// Open metrics connections at most. A scraper or a health check needs one
-/// or two; one over the cap is closed at once, before it costs anything.
-pub const MAX_CONNECTIONS: usize = 64;
+/// or two; one over the cap is closed at once, before it costs anything, so
+/// the metrics listener stays within the descriptors start-up keeps free.
+pub const MAX_CONNECTIONS: usize = 16;
 
 /// Longest wait for a request's complete head, from the connection's start
 /// or from the end of the previous response: a slow or silent client, and

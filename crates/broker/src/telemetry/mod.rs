@@ -33,6 +33,9 @@ pub const REJECT_REASONS: &[&str] = &[
     "message_too_long",
     "unknown_type",
     "bad_frame",
+    "connection_rate",
+    "who_rate_limited",
+    "request_flood",
 ];
 
 /// Tasks whose panics are contained and counted, each a label value of
@@ -77,6 +80,7 @@ pub struct Metrics {
     /// Log lines the program's log writer dropped because its output fell
     /// behind; read from [`count_dropped_log_lines`]'s source at each render.
     pub log_lines_dropped: Counter,
+    pub joins_paced: Counter,
     rejected: Vec<(&'static str, Counter)>,
     panics: Vec<(&'static str, Counter)>,
 }
@@ -120,6 +124,10 @@ impl Metrics {
         describe_counter!(
             "anteroom_queue_abandoned_total",
             "Queued clients that left before promotion."
+        );
+        describe_counter!(
+            "anteroom_joins_paced_total",
+            "Entries into the room that waited for join_rate."
         );
         describe_counter!("anteroom_rejected_total", "Requests refused, by reason.");
         describe_counter!(
@@ -168,6 +176,7 @@ impl Metrics {
             queue_abandoned: counter!("anteroom_queue_abandoned_total"),
             log_lines_suppressed: counter!("anteroom_log_lines_suppressed_total"),
             log_lines_dropped: counter!("anteroom_log_lines_dropped_total"),
+            joins_paced: counter!("anteroom_joins_paced_total"),
             rejected: REJECT_REASONS
                 .iter()
                 .map(|r| (*r, counter!("anteroom_rejected_total", "reason" => *r)))
@@ -205,6 +214,7 @@ impl Metrics {
             &m.queue_abandoned,
             &m.log_lines_suppressed,
             &m.log_lines_dropped,
+            &m.joins_paced,
         ] {
             c.increment(0);
         }
