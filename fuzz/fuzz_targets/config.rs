@@ -87,7 +87,7 @@ fn exercise(config: &Config) {
     let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let first = gateway.limits.admit(ip);
     let second = gateway.limits.admit(ip);
-    assert!(first.is_some(), "the caps refuse the first connection");
+    assert!(first.is_ok(), "the caps refuse the first connection");
     drop((first, second));
 
     // A connection's outbox and the frame codec.

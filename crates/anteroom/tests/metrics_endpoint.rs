@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The cap on open metrics connections.
-const CAP: usize = 64;
+const CAP: usize = anteroom_broker::telemetry::http::MAX_CONNECTIONS;
 
 /// How long a request's head may take.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);

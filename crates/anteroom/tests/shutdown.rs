@@ -47,6 +47,7 @@ async fn a_member_with_a_backlog_gets_its_bye_ahead_of_it() {
         c.write_timeout = Duration::from_secs(60);
         c.rate_limit = 1e9;
         c.rate_burst = 1_000_000_000;
+        c.request_rate = 0.0;
     })
     .await;
     let mut slow = Client::connect_small(s.addr).await;

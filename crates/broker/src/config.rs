@@ -654,13 +654,14 @@ mod tests {
             "rate_limit = 0.001\nrate_burst = 31535\nhandshake_timeout = \"1ms\"\n\
              heartbeat_interval = \"23h\"\nidle_timeout = \"1day\"\nshutdown_grace = \"24h\"\n\
              max_active = 10000000\nmax_waiting = 10000000\noutbox_limit = 100000000\n\
-             max_outbox_bytes = 1073741824\nmax_connections_per_ip = 100000000",
+             max_outbox_bytes = 1073741824\nmax_connections_per_ip = 100000000\n\
+             request_rate = 0",
         )
         .unwrap();
         assert_eq!(c.idle_timeout, MAX_DURATION);
         assert_eq!(c.connection_cap(), 20_001_000);
         assert_eq!(
-            file("rate_limit = 1e9\nrate_burst = 1000000000")
+            file("rate_limit = 1e9\nrate_burst = 1000000000\nrequest_rate = 0")
                 .unwrap()
                 .rate_limit,
             1e9
