@@ -172,6 +172,11 @@ def main():
     write("room", "announce_and_trickle", bytes([
         0, HELLO, 1, RAW, 5, 0, 1, 0, 0, 0x81, 1, PAUSE + 9 * 20, 0, SAY,
     ]))
+    # http: a byte seeding the cuts (top bit: pauses), then the request bytes.
+    write("http", "metrics", b"\x01GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    write("http", "two_requests", b"\x02GET /healthz HTTP/1.1\r\n\r\nGET /readyz HTTP/1.1\r\n\r\n")
+    write("http", "half_line_then_pause", b"\x81GET /met")
+    write("http", "body", b"\x03POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
     for name, config in CONFIGS.items():
         write("config", name, config)
     stream = b"".join(frame(pack(m)) for m in SERVER.values())

@@ -66,29 +66,39 @@ pub async fn serve(listener: TcpListener, ready: Arc<AtomicBool>, stop: Cancella
         let stop = stop.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let service = hyper::service::service_fn(move |req| {
-                let ready = ready.clone();
-                async move { Ok::<_, Infallible>(respond(&req, &ready)) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_header_size(MAX_HEADER_BYTES)
-                .max_buf_size(MAX_BUFFER_BYTES);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
             tokio::select! {
-                result = connection => {
-                    if let Err(error) = result {
-                        debug!(%error, "metrics connection failed");
-                    }
-                }
+                () = serve_connection(stream, ready) => {}
                 _ = tokio::time::sleep(CONNECTION_LIFETIME) => {
                     debug!(%peer, "metrics connection open too long; closed");
                 }
                 _ = stop.cancelled() => {}
             }
         });
+    }
+}
+
+/// Serves one connection, whatever carries it, with the bounds on request
+/// heads and the header deadline (the lifetime and the cap are the
+/// listener's). Public so that the fuzz target drives exactly this.
+pub async fn serve_connection<S>(stream: S, ready: Arc<AtomicBool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let ready = ready.clone();
+        async move { Ok::<_, Infallible>(respond(&req, &ready)) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_buf_size(MAX_BUFFER_BYTES);
+    if let Err(error) = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        debug!(%error, "metrics connection failed");
     }
 }
 
