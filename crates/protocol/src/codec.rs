@@ -137,14 +137,37 @@ impl Decoder for FrameDecoder {
 /// for any value this crate builds; a failure would be a programming error
 /// and is reported rather than sent half-written.
 pub fn encode_frame<T: Serialize + ?Sized>(message: &T) -> Result<Bytes, rmp_serde::encode::Error> {
-    let mut buf = BytesMut::with_capacity(64).writer();
-    buf.get_mut().put_u32(0);
-    rmp_serde::encode::write_named(&mut buf, message)?;
-    let mut buf = buf.into_inner();
-    let len = u32::try_from(buf.len() - 4)
-        .map_err(|_| rmp_serde::encode::Error::Syntax("frame longer than 4 GiB".to_string()))?;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
+    let mut buf = BytesMut::with_capacity(64);
+    encode_frame_into(message, &mut buf)?;
     Ok(buf.freeze())
+}
+
+/// Appends one message as a complete frame to `buf`: frames encoded back to
+/// back into one buffer can be sent with a single write. On failure `buf` is
+/// left as it was.
+pub fn encode_frame_into<T: Serialize + ?Sized>(
+    message: &T,
+    buf: &mut BytesMut,
+) -> Result<(), rmp_serde::encode::Error> {
+    let start = buf.len();
+    buf.put_u32(0);
+    let mut writer = std::mem::take(buf).writer();
+    let encoded = rmp_serde::encode::write_named(&mut writer, message);
+    *buf = writer.into_inner();
+    let len = encoded.and_then(|()| {
+        u32::try_from(buf.len() - start - 4)
+            .map_err(|_| rmp_serde::encode::Error::Syntax("frame longer than 4 GiB".to_string()))
+    });
+    match len {
+        Ok(len) => {
+            buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            Ok(())
+        }
+        Err(e) => {
+            buf.truncate(start);
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::client::ClientMessage;
-use super::codec::encode_frame;
+use super::codec::{encode_frame, encode_frame_into};
 use super::shape::{self, ShapeError};
 
 /// The exact text of a `queued` frame, with the position filled in.
@@ -134,6 +134,13 @@ impl ServerMessage<'_> {
     /// always represents, so a failure here is a bug, not an input condition.
     pub fn to_frame(&self) -> Bytes {
         encode_frame(self).expect("server messages are always encodable")
+    }
+
+    /// Appends the message as a complete frame to `buf`, after the frames
+    /// already there: how room delivery builds one run of events that every
+    /// member is sent with one write.
+    pub fn append_frame(&self, buf: &mut bytes::BytesMut) {
+        encode_frame_into(self, buf).expect("server messages are always encodable")
     }
 
     /// The answer a client owes this message: a `pong` for a server `ping`.

@@ -3,19 +3,27 @@
 //! Producers (room delivery, the waitlist, the session itself) push encoded
 //! frames without ever waiting: a push takes a short, uncontended lock and
 //! wakes the writer only when the queue goes from empty to non-empty, so a busy
-//! room costs one wake-up per batch, not one per message. The writer takes
+//! room costs one wake-up per batch, not one per message. Room events arrive
+//! as [`EventRun`]s: a run of frames encoded back to back once for the whole
+//! room, queued as one entry per member, so a member costs one push, one
+//! reference count and one slice of a `writev` per delivery pass, however
+//! many events the pass carried. The writer takes
 //! everything queued at once and writes it with vectored writes, many frames
 //! per system call (see [`super::writer`]). Every push is bounded; what happens on overflow is the
 //! caller's policy (see [`Push`]).
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use anteroom_protocol::ServerMessage;
 use bytes::Bytes;
 use tokio::sync::Notify;
+
+use super::entry::Entry;
+pub use super::entry::EventRun;
+use super::shards::Sweep;
 
 /// How many frames of replies (pong, users, error) may be pending beyond the
 /// event limit before a client that asks but never reads is cut off.
@@ -34,43 +42,11 @@ pub enum Push {
     Closed,
 }
 
-/// One frame on its way out, with what the writer reports about it.
-#[derive(Debug)]
-pub struct Entry {
-    pub(crate) bytes: Bytes,
-    /// When the `say` behind a `message` frame was read, for delivery latency.
-    pub(crate) posted: Option<Instant>,
-    /// Whether this is a room event (`message`, `joined`, `left`, `gap`),
-    /// counted in `anteroom_messages_delivered_total`.
-    pub(crate) event: bool,
-}
-
-impl Entry {
-    /// The complete frame, length prefix included.
-    pub fn frame(&self) -> &Bytes {
-        &self.bytes
-    }
-
-    fn event(bytes: Bytes, posted: Option<Instant>) -> Self {
-        Self {
-            bytes,
-            posted,
-            event: true,
-        }
-    }
-
-    fn reply(bytes: Bytes) -> Self {
-        Self {
-            bytes,
-            posted: None,
-            event: false,
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<Entry>,
+    /// Frames in `frames`: what `limit` bounds.
+    queued: usize,
     /// The latest `queued` frame not yet written; a newer one replaces it, so
     /// a waiting client never has more than one position update pending.
     position: Option<Bytes>,
@@ -88,6 +64,21 @@ struct State {
     member: bool,
     /// No more frames are accepted; the writer flushes what is queued and ends.
     closing: bool,
+    /// Who writes next: the connection's writer shard while the socket
+    /// keeps up, its own task once the socket has made a write wait.
+    owner: Owner,
+    /// The connection as its writer shard knows it, once attached.
+    sweeper: Option<Weak<dyn Sweep>>,
+}
+
+/// Who is woken when frames arrive for an idle connection.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// The connection's own writer task (always, without a shard).
+    #[default]
+    Task,
+    /// The writer shard, which sweeps it with the other dirty connections.
+    Shard,
 }
 
 /// One connection's outbound queue. Shared by everything that sends to it.
@@ -116,8 +107,8 @@ pub struct Batch {
 
 impl Batch {
     /// The frames taken, in write order.
-    pub fn frames(&self) -> impl Iterator<Item = &Bytes> {
-        self.entries.iter().map(|e| &e.bytes)
+    pub fn frames(&self) -> impl Iterator<Item = Bytes> + '_ {
+        self.entries.iter().flat_map(Entry::each_frame)
     }
 }
 
@@ -156,36 +147,56 @@ impl Outbox {
 
     fn enqueue(&self, state: &mut State, entry: Entry) -> usize {
         let was_idle = state.frames.is_empty() && state.position.is_none();
-        state.bytes += entry.bytes.len();
+        state.bytes += entry.bytes().len();
+        state.queued += entry.frames();
         state.frames.push_back(entry);
         if was_idle {
-            self.wake.notify_one();
+            self.wake_writer(state);
         }
-        state.frames.len()
+        state.queued
     }
 
-    /// Offers a room event (`message`, `joined`, `left`), shared by all members.
+    /// Tells whoever writes for this connection that there is work: its
+    /// shard, or its own task.
+    fn wake_writer(&self, state: &State) {
+        if state.owner == Owner::Shard
+            && let Some(sweeper) = state.sweeper.as_ref().and_then(Weak::upgrade)
+        {
+            sweeper.schedule();
+            return;
+        }
+        self.wake.notify_one();
+    }
+
+    /// Offers a run of room events (`message`, `joined`, `left`), shared by
+    /// all members.
     ///
-    /// With `skip` set, an event over the limit is dropped and remembered for
-    /// the next `gap`; otherwise the caller must cut the connection off.
-    pub fn push_event(&self, bytes: Bytes, posted: Option<Instant>, skip: bool) -> Push {
+    /// With `skip` set, a run over the limit is dropped and its events are
+    /// remembered for the next `gap`; otherwise the caller must cut the
+    /// connection off.
+    pub fn push_events(&self, run: &Arc<EventRun>, skip: bool) -> Push {
         let mut state = self.lock();
         if state.closing {
             return Push::Closed;
         }
-        if state.frames.len() >= self.limit || self.over_bytes(&state, bytes.len()) {
+        if state.queued + run.count > self.limit || self.over_bytes(&state, run.bytes.len()) {
             if skip {
-                state.missed += 1;
+                state.missed += run.count as u64;
                 return Push::Skipped;
             }
             return Push::Overflow;
         }
         if state.missed > 0 {
             let gap = gap_frame(std::mem::take(&mut state.missed));
-            self.enqueue(&mut state, Entry::event(gap, None));
+            self.enqueue(&mut state, Entry::event(gap));
         }
-        let depth = self.enqueue(&mut state, Entry::event(bytes, posted));
+        let depth = self.enqueue(&mut state, Entry::run(run.clone()));
         Push::Queued { depth }
+    }
+
+    /// Offers one room event on its own (see [`Outbox::push_events`]).
+    pub fn push_event(&self, bytes: Bytes, posted: Option<Instant>, skip: bool) -> Push {
+        self.push_events(&EventRun::new(bytes, 1, posted.into_iter().collect()), skip)
     }
 
     /// Queues a direct reply (pong, users, error, ping). Replies are never
@@ -195,7 +206,7 @@ impl Outbox {
         if state.closing {
             return Push::Closed;
         }
-        if state.frames.len() >= self.limit + REPLY_SLACK || self.over_bytes(&state, bytes.len()) {
+        if state.queued >= self.limit + REPLY_SLACK || self.over_bytes(&state, bytes.len()) {
             return Push::Overflow;
         }
         let depth = self.enqueue(&mut state, Entry::reply(bytes));
@@ -225,7 +236,7 @@ impl Outbox {
         let was_idle = state.frames.is_empty() && state.position.is_none();
         state.position = Some(bytes);
         if was_idle {
-            self.wake.notify_one();
+            self.wake_writer(&state);
         }
         true
     }
@@ -242,16 +253,17 @@ impl Outbox {
         }
         if discard_pending {
             state.frames.clear();
+            state.queued = 0;
             state.bytes = state.in_flight;
             state.position = None;
             self.discarded.store(true, Ordering::Release);
         }
         for bytes in last {
+            state.queued += 1;
             state.frames.push_back(Entry::reply(bytes.clone()));
         }
         state.closing = true;
-        drop(state);
-        self.wake.notify_one();
+        self.wake_writer(&state);
     }
 
     /// Whether the frames of `batch` that are not yet written have been
@@ -265,13 +277,22 @@ impl Outbox {
 
     /// Frames waiting to be written.
     pub fn depth(&self) -> usize {
-        self.lock().frames.len()
+        self.lock().queued
     }
 
     /// Moves everything queued into `batch`, waiting until there is something
     /// or the outbox is closing. Calling it again means the previous batch
     /// has been written: its bytes stop counting against `max_bytes`.
     pub async fn next_batch(&self, batch: &mut Batch) {
+        while !self.take(batch) {
+            self.wake.notified().await;
+        }
+    }
+
+    /// Moves everything queued into `batch` without waiting; false when
+    /// there is nothing to write and the outbox is open. Like
+    /// [`Outbox::next_batch`], it means the previous batch has been written.
+    pub(crate) fn take(&self, batch: &mut Batch) -> bool {
         if batch.member {
             batch.entries.clear();
             // Give back memory a burst made the batch grow to.
@@ -284,39 +305,87 @@ impl Outbox {
             // delivery never allocates per recipient.
             batch.entries = Vec::new();
         }
-        loop {
-            {
-                let mut state = self.lock();
-                state.bytes -= std::mem::take(&mut state.in_flight);
-                batch.entries.extend(state.frames.drain(..));
-                // Everything queued is now in the batch, and held until the
-                // writer comes back for more.
-                state.in_flight = state.bytes;
-                if let Some(position) = state.position.take() {
-                    batch.entries.push(Entry::reply(position));
-                }
-                if state.missed > 0 && !state.closing {
-                    // Every event dropped came after everything queued, so the
-                    // gap is reported after it.
-                    let gap = gap_frame(std::mem::take(&mut state.missed));
-                    batch.entries.push(Entry::event(gap, None));
-                }
-                // Give back memory a burst made the queue grow to, or all
-                // of it for a queued client.
-                if !state.member {
-                    state.frames = VecDeque::new();
-                } else if state.frames.capacity() > 64 {
-                    state.frames.shrink_to(16);
-                }
-                batch.closing = state.closing;
-                batch.member = state.member;
-                batch.after_discard = self.discarded.load(Ordering::Acquire);
-            }
-            if !batch.entries.is_empty() || batch.closing {
-                return;
-            }
-            self.wake.notified().await;
+        let mut state = self.lock();
+        state.bytes -= std::mem::take(&mut state.in_flight);
+        batch.entries.extend(state.frames.drain(..));
+        state.queued = 0;
+        // Everything queued is now in the batch, and held until the writer
+        // comes back for more.
+        state.in_flight = state.bytes;
+        if let Some(position) = state.position.take() {
+            batch.entries.push(Entry::reply(position));
         }
+        if state.missed > 0 && !state.closing {
+            // Every event dropped came after everything queued, so the gap
+            // is reported after it.
+            let gap = gap_frame(std::mem::take(&mut state.missed));
+            batch.entries.push(Entry::event(gap));
+        }
+        // Give back memory a burst made the queue grow to, or all of it for
+        // a queued client.
+        if !state.member {
+            state.frames = VecDeque::new();
+        } else if state.frames.capacity() > 64 {
+            state.frames.shrink_to(16);
+        }
+        batch.closing = state.closing;
+        batch.member = state.member;
+        batch.after_discard = self.discarded.load(Ordering::Acquire);
+        !batch.entries.is_empty() || batch.closing
+    }
+
+    /// The last batch taken has been written: its bytes stop counting, and
+    /// its entries (shared runs among them) are let go now rather than when
+    /// the next batch is taken.
+    pub(crate) fn written(&self, batch: &mut Batch) {
+        batch.entries.clear();
+        let mut state = self.lock();
+        state.bytes -= std::mem::take(&mut state.in_flight);
+    }
+
+    /// Puts the connection in the care of a writer shard: from now on,
+    /// frames for it while it is idle wake the shard, not its task.
+    pub(crate) fn attach(&self, sweeper: Weak<dyn Sweep>) {
+        let mut state = self.lock();
+        state.sweeper = Some(sweeper);
+        state.owner = Owner::Shard;
+        if !state.frames.is_empty() || state.position.is_some() || state.closing {
+            self.wake_writer(&state);
+        }
+    }
+
+    /// Whether the shard writes for the connection now.
+    pub(crate) fn is_shards(&self) -> bool {
+        self.lock().owner == Owner::Shard
+    }
+
+    /// Waits until the connection's own task has something to do (see
+    /// [`Outbox::hand_to_task`]).
+    pub(crate) async fn wait_for_task(&self) {
+        self.wake.notified().await;
+    }
+
+    /// The shard found the socket full (or the outbox closing): the
+    /// connection's own task writes until it has caught up.
+    pub(crate) fn hand_to_task(&self) {
+        self.lock().owner = Owner::Task;
+        self.wake.notify_one();
+    }
+
+    /// The task has written everything: if nothing new is queued, the shard
+    /// takes over again and true is returned; otherwise the task goes on.
+    pub(crate) fn hand_to_shard(&self) -> bool {
+        let mut state = self.lock();
+        // What `take` would find nothing in.
+        let idle = state.frames.is_empty()
+            && state.position.is_none()
+            && state.missed == 0
+            && !state.closing;
+        if idle && state.sweeper.is_some() {
+            state.owner = Owner::Shard;
+            return true;
+        }
+        false
     }
 }
 
@@ -343,152 +412,4 @@ fn gap_frame(missed: u64) -> Bytes {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(n: u8) -> Bytes {
-        Bytes::from(vec![n; 3])
-    }
-
-    #[tokio::test]
-    async fn batches_everything_queued_in_order() {
-        let outbox = Outbox::new(8);
-        for n in 0..5 {
-            assert!(matches!(
-                outbox.push_event(frame(n), None, false),
-                Push::Queued { .. }
-            ));
-        }
-        let mut batch = Batch::default();
-        outbox.next_batch(&mut batch).await;
-        let firsts: Vec<u8> = batch.entries.iter().map(|e| e.bytes[0]).collect();
-        assert_eq!(firsts, vec![0, 1, 2, 3, 4]);
-    }
-
-    #[test]
-    fn overflow_and_skip() {
-        let outbox = Outbox::new(2);
-        outbox.push_event(frame(0), None, false);
-        outbox.push_event(frame(1), None, false);
-        assert_eq!(outbox.push_event(frame(2), None, false), Push::Overflow);
-        assert_eq!(outbox.push_event(frame(2), None, true), Push::Skipped);
-        assert_eq!(outbox.push_event(frame(3), None, true), Push::Skipped);
-        assert_eq!(outbox.lock().missed, 2);
-    }
-
-    #[test]
-    fn one_frame_over_the_byte_limit_fits_an_empty_queue() {
-        let outbox = Outbox::with_byte_limit(100, 2);
-        assert!(matches!(
-            outbox.push_event(frame(0), None, false),
-            Push::Queued { .. }
-        ));
-        assert_eq!(outbox.push_event(frame(1), None, false), Push::Overflow);
-    }
-
-    #[test]
-    fn the_byte_limit_counts_as_falling_behind() {
-        let outbox = Outbox::with_byte_limit(100, 7);
-        assert!(matches!(
-            outbox.push_event(frame(0), None, false),
-            Push::Queued { .. }
-        ));
-        assert!(matches!(
-            outbox.push_event(frame(1), None, false),
-            Push::Queued { .. }
-        ));
-        assert_eq!(outbox.push_event(frame(2), None, false), Push::Overflow);
-        assert_eq!(outbox.push_event(frame(2), None, true), Push::Skipped);
-    }
-
-    #[tokio::test]
-    async fn gap_follows_what_was_queued_before_the_drop() {
-        let outbox = Outbox::new(1);
-        outbox.push_event(frame(0), None, true);
-        outbox.push_event(frame(1), None, true);
-        outbox.push_event(frame(2), None, true);
-        let mut batch = Batch::default();
-        outbox.next_batch(&mut batch).await;
-        assert_eq!(batch.entries.len(), 2);
-        assert_eq!(batch.entries[0].bytes[0], 0);
-        let gap = rmpv::decode::read_value(&mut &batch.entries[1].bytes[4..]).unwrap();
-        assert_eq!(gap["missed"].as_u64(), Some(2));
-    }
-
-    #[tokio::test]
-    async fn welcome_withdraws_pending_position() {
-        let outbox = Outbox::new(4);
-        assert!(outbox.set_position(frame(9)));
-        outbox.push_welcome(frame(1));
-        assert!(!outbox.set_position(frame(8)));
-        let mut batch = Batch::default();
-        outbox.next_batch(&mut batch).await;
-        assert_eq!(batch.entries.len(), 1);
-        assert_eq!(batch.entries[0].bytes[0], 1);
-    }
-
-    #[tokio::test]
-    async fn position_updates_are_conflated() {
-        let outbox = Outbox::new(4);
-        for n in 0..10 {
-            outbox.set_position(frame(n));
-        }
-        let mut batch = Batch::default();
-        outbox.next_batch(&mut batch).await;
-        assert_eq!(batch.entries.len(), 1);
-        assert_eq!(batch.entries[0].bytes[0], 9);
-    }
-
-    #[tokio::test]
-    async fn the_byte_cap_covers_the_batch_being_written() {
-        // 30 bytes: ten 3-byte frames.
-        let outbox = Outbox::with_byte_limit(1000, 30);
-        let mut held = 0;
-        while let Push::Queued { .. } = outbox.push_event(frame(0), None, true) {
-            held += 3;
-        }
-        assert_eq!(held, 30);
-        // The writer takes everything; until it has written it, those bytes
-        // are still held and nothing more fits.
-        let mut batch = Batch::default();
-        outbox.next_batch(&mut batch).await;
-        while let Push::Queued { .. } = outbox.push_event(frame(1), None, true) {
-            held += 3;
-        }
-        assert!(held <= 30 + 3, "{held} bytes held under a cap of 30");
-        // Asking for the next batch means the last one was written.
-        assert!(
-            futures_util::FutureExt::now_or_never(outbox.next_batch(&mut batch)).is_some(),
-            "the gap for the skipped frames is ready at once"
-        );
-        assert!(matches!(
-            outbox.push_event(frame(2), None, true),
-            Push::Queued { .. }
-        ));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn bytes_held_by_queue_and_batch_never_exceed_the_cap_and_a_frame() {
-        use crate::conn::writer::{ByteSink, run_writer};
-        const CAP: usize = 300;
-        const PIPE: usize = 64;
-        let outbox = std::sync::Arc::new(Outbox::with_byte_limit(100_000, CAP));
-        // A client that never reads: the pipe takes PIPE bytes, then nothing.
-        let (client, _server) = tokio::io::duplex(PIPE);
-        let writer = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { run_writer(&outbox, ByteSink(client), None).await }
-        });
-        let mut accepted = 0;
-        for round in 0..10 {
-            while let Push::Queued { .. } = outbox.push_event(frame(round), None, true) {
-                accepted += 3;
-            }
-            // Let the writer take what is queued and block on the pipe.
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        let held = accepted - PIPE;
-        assert!(held <= CAP + 3, "{held} bytes held under a cap of {CAP}");
-        writer.abort();
-    }
-}
+mod tests;

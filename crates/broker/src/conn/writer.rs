@@ -19,7 +19,8 @@ use futures_util::{Sink, SinkExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
-use super::outbox::{Batch, Discarded, Entry, Outbox};
+use super::entry::Entry;
+use super::outbox::{Batch, Discarded, Outbox};
 use crate::telemetry::{LocalLatency, metrics};
 
 /// Frames handed to the kernel per `writev` at most.
@@ -35,18 +36,42 @@ const SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
 /// holding its whole outbox.
 pub const MIN_PROGRESS: usize = 64 * 1024;
 
+/// How far into a batch a writer has got: entries written whole, and bytes
+/// written of the next one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position {
+    pub index: usize,
+    pub offset: usize,
+}
+
 /// Where a connection's frames go. `write_timeout` is the progress deadline
 /// (see [`Window`]; `None`: wait as long as it takes).
 pub trait FrameSink: Send {
-    /// Writes every entry, in order, unless `discarded` says the rest is to
-    /// be dropped: then it stops at the next frame boundary. Returns how many
-    /// entries were written whole.
+    /// Writes every entry from `from` on, in order, unless `discarded` says
+    /// the rest is to be dropped: then it stops at the next frame boundary.
+    /// Returns how many entries of the batch are written whole.
     fn write_all<'a>(
         &'a mut self,
         entries: &'a [Entry],
+        from: Position,
         write_timeout: Option<Duration>,
         discarded: Discarded<'a>,
     ) -> impl Future<Output = Result<usize, WriteError>> + Send + 'a;
+
+    /// Writes what the transport takes without waiting, from `at` on,
+    /// moving `at`; true when everything is written. A writer shard sweeps
+    /// connections with this, so it must never wait; a transport that cannot
+    /// say leaves every write to the connection's task (false, nothing
+    /// written).
+    fn try_write(
+        &mut self,
+        entries: &[Entry],
+        at: &mut Position,
+        discarded: Discarded<'_>,
+    ) -> Result<bool, WriteError> {
+        let _ = (entries, at, discarded);
+        Ok(false)
+    }
 
     /// Ends the sending side after the last frame, so the client reads
     /// everything before the close.
@@ -61,10 +86,33 @@ impl<W: AsyncWrite + Unpin + Send> FrameSink for ByteSink<W> {
     fn write_all<'a>(
         &'a mut self,
         entries: &'a [Entry],
+        from: Position,
         write_timeout: Option<Duration>,
         discarded: Discarded<'a>,
     ) -> impl Future<Output = Result<usize, WriteError>> + Send + 'a {
-        write_batch(&mut self.0, entries, write_timeout, discarded)
+        write_batch(&mut self.0, entries, from, write_timeout, discarded)
+    }
+
+    fn try_write(
+        &mut self,
+        entries: &[Entry],
+        at: &mut Position,
+        discarded: Discarded<'_>,
+    ) -> Result<bool, WriteError> {
+        // Polled once with a waker that does nothing: a full socket answers
+        // `Pending` and the connection's task, which waits properly, takes
+        // over from `at`.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        while at.index < entries.len() {
+            if discarded.now() {
+                return Ok(false);
+            }
+            match poll_write_entries(&mut self.0, &mut cx, entries, at.index, at.offset) {
+                Poll::Ready(written) => advance(entries, &mut at.index, &mut at.offset, written?)?,
+                Poll::Pending => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     async fn finish(&mut self) {
@@ -85,22 +133,27 @@ where
     async fn write_all(
         &mut self,
         entries: &[Entry],
+        from: Position,
         write_timeout: Option<Duration>,
         discarded: Discarded<'_>,
     ) -> Result<usize, WriteError> {
+        // Never partway into an entry: this sink takes no `try_write`.
+        debug_assert_eq!(from.offset, 0);
         let mut window = Window::new(write_timeout);
-        let mut written = 0;
-        for entry in entries {
-            if discarded.now() {
-                break;
+        let mut written = from.index;
+        'entries: for entry in &entries[from.index..] {
+            for frame in entry.each_frame() {
+                if discarded.now() {
+                    break 'entries;
+                }
+                let message = frame.slice(4..);
+                let len = message.len();
+                window
+                    .wait(self.0.feed(message))
+                    .await?
+                    .map_err(Into::into)?;
+                window.progress(len);
             }
-            let message = entry.bytes.slice(4..);
-            let len = message.len();
-            window
-                .wait(self.0.feed(message))
-                .await?
-                .map_err(Into::into)?;
-            window.progress(len);
             written += 1;
         }
         window.wait(self.0.flush()).await?.map_err(Into::into)?;
@@ -135,7 +188,12 @@ pub async fn run_writer<S: FrameSink>(
         outbox.next_batch(&mut batch).await;
         let discarded = outbox.discarded(&batch);
         let written = sink
-            .write_all(&batch.entries, write_timeout, discarded)
+            .write_all(
+                &batch.entries,
+                Position::default(),
+                write_timeout,
+                discarded,
+            )
             .await?;
         record_delivery(&batch.entries[..written], &mut latency);
         if batch.closing {
@@ -145,14 +203,15 @@ pub async fn run_writer<S: FrameSink>(
     }
 }
 
-fn record_delivery(entries: &[Entry], latency: &mut LocalLatency) {
+/// Counts the room events in `entries`, just written, and their latency.
+pub(crate) fn record_delivery(entries: &[Entry], latency: &mut LocalLatency) {
     let m = metrics();
     let now = Instant::now();
     let mut events = 0u64;
     for entry in entries {
-        events += u64::from(entry.event);
-        if let Some(posted) = entry.posted {
-            latency.record(now.saturating_duration_since(posted));
+        events += entry.events();
+        for posted in entry.posted() {
+            latency.record(now.saturating_duration_since(*posted));
         }
     }
     m.delivery_latency.publish(latency);
@@ -228,22 +287,23 @@ impl Window {
 async fn write_batch<W>(
     io: &mut W,
     entries: &[Entry],
+    from: Position,
     write_timeout: Option<Duration>,
     discarded: Discarded<'_>,
 ) -> Result<usize, WriteError>
 where
     W: AsyncWrite + Unpin + Send,
 {
-    let mut entries = entries;
-    let mut index = 0;
-    let mut offset = 0;
+    let Position {
+        mut index,
+        mut offset,
+    } = from;
     while index < entries.len() {
         if discarded.now() {
-            if offset == 0 {
-                break;
-            }
-            // Only the rest of the frame begun.
-            entries = &entries[..=index];
+            // Rare: on the heap, like a slow write.
+            return Box::pin(finish_frame(io, &entries[index], offset, write_timeout))
+                .await
+                .map(|()| index);
         }
         let (first, skip) = (index, offset);
         // Usually the socket takes the bytes at once: one poll, nothing
@@ -284,14 +344,12 @@ async fn write_slowly<W>(
 where
     W: AsyncWrite + Unpin,
 {
-    let mut entries = entries;
     let mut window = Window::new(write_timeout);
     while index < entries.len() {
         if discarded.now() {
-            if offset == 0 {
-                break;
-            }
-            entries = &entries[..=index];
+            return finish_frame(io, &entries[index], offset, write_timeout)
+                .await
+                .map(|()| index);
         }
         let (first, skip) = (index, offset);
         let write =
@@ -301,6 +359,35 @@ where
         window.progress(written);
     }
     Ok(index)
+}
+
+/// After a discard, writes the rest of the frame begun at `offset` into
+/// `entry` (nothing if none was begun), so the stream stays whole and the
+/// last frames can follow.
+async fn finish_frame<W>(
+    io: &mut W,
+    entry: &Entry,
+    offset: usize,
+    write_timeout: Option<Duration>,
+) -> Result<(), WriteError>
+where
+    W: AsyncWrite + Unpin,
+{
+    if offset == 0 {
+        return Ok(());
+    }
+    let rest = &entry.bytes()[offset..entry.end_of_frame_at(offset)];
+    let mut window = Window::new(write_timeout);
+    let mut at = 0;
+    while at < rest.len() {
+        let written = window.wait(io.write(&rest[at..])).await??;
+        if written == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+        }
+        at += written;
+        window.progress(written);
+    }
+    Ok(())
 }
 
 /// Moves the write position (`index`, `offset` into that entry) past
@@ -315,7 +402,7 @@ fn advance(
         return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
     }
     while written > 0 {
-        let remaining = entries[*index].bytes.len() - *offset;
+        let remaining = entries[*index].bytes().len() - *offset;
         if written >= remaining {
             written -= remaining;
             *index += 1;
@@ -345,7 +432,7 @@ where
     let mut count = 0;
     for (i, entry) in entries[first..].iter().take(MAX_IOVECS).enumerate() {
         let start = if i == 0 { skip } else { 0 };
-        slices[count] = IoSlice::new(&entry.bytes[start..]);
+        slices[count] = IoSlice::new(&entry.bytes()[start..]);
         count += 1;
     }
     Pin::new(io).poll_write_vectored(cx, &slices[..count])

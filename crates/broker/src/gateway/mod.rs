@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::conn::shards::Shards;
 use crate::rate::Rate;
 use crate::room::names::Names;
 use crate::room::roster::Roster;
@@ -42,10 +43,13 @@ pub struct Gateway {
     pub request_rate: Option<Rate>,
     /// Total and per-IP connection caps, and the per-IP connection rate.
     pub limits: limits::Limits,
+    /// The writer shards every connection's frames go out through.
+    pub shards: Arc<Shards>,
 }
 
 impl Gateway {
-    /// Builds the shared state from a validated configuration.
+    /// Builds the shared state from a validated configuration. Starts the
+    /// writer shards, so it runs inside the server's runtime.
     pub fn new(config: Config, bus: Bus, roster: Arc<Roster>, shutdown: CancellationToken) -> Self {
         let quota = rate_quota(&config);
         let limits = limits::Limits::new(
@@ -67,6 +71,7 @@ impl Gateway {
             shutdown,
             tracker: TaskTracker::new(),
             quota,
+            shards: Shards::for_current_runtime(),
         }
     }
 }

@@ -27,8 +27,9 @@ use crate::bus::{PresenceEvent, RoomEvent, Topic};
 use crate::config::SlowConsumerPolicy;
 use crate::conn::handle::Peer;
 use crate::conn::outbox::Push;
+use crate::conn::shards::run_sharded_writer;
 use crate::conn::state::{ConnState, Phase};
-use crate::conn::writer::{WriteError, run_writer};
+use crate::conn::writer::WriteError;
 use crate::room::names::{self, NameClaim, NameError};
 use crate::supervisor::panic_message;
 use crate::telemetry::log_budget::{self, Verdict};
@@ -166,11 +167,11 @@ pub async fn run_session<T: Transport>(gateway: Arc<Gateway>, transport: T) {
     // report how it ended.
     let mut writer_task = tokio::spawn({
         let peer = peer.clone();
+        let shards = gateway.shards.clone();
         let span = Span::current();
         async move {
-            let result = AssertUnwindSafe(run_writer(&peer.outbox, outbound, write_timeout))
-                .catch_unwind()
-                .await;
+            let writer = run_sharded_writer(peer.clone(), outbound, write_timeout, shards);
+            let result = AssertUnwindSafe(writer).catch_unwind().await;
             span.in_scope(|| match result {
                 Ok(Ok(())) => {}
                 Ok(Err(WriteError::Stalled(_))) => peer.cut_off_slow(),

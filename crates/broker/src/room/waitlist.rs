@@ -195,7 +195,7 @@ mod tests {
     }
 
     fn batch_frames(batch: &crate::conn::outbox::Batch) -> Vec<bytes::Bytes> {
-        batch.frames().cloned().collect()
+        batch.frames().collect()
     }
 
     #[test]

@@ -1,0 +1,141 @@
+//! What an outbox holds: a connection's own frames, and runs of room events
+//! shared with every other member (see [`EventRun`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+/// Room events encoded back to back, shared by every member that is sent
+/// them.
+#[derive(Debug)]
+pub struct EventRun {
+    pub(super) bytes: Bytes,
+    /// Frames (events) in `bytes`.
+    pub(super) count: usize,
+    /// When the `say` behind each `message` of the run was read, for the
+    /// delivery latency histogram.
+    posted: Vec<Instant>,
+}
+
+impl EventRun {
+    /// `bytes` holds `count` complete frames, back to back.
+    pub fn new(bytes: Bytes, count: usize, posted: Vec<Instant>) -> Arc<Self> {
+        Arc::new(Self {
+            bytes,
+            count,
+            posted,
+        })
+    }
+
+    /// Events in the run.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the run holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// One entry on its way out: a frame of this connection's own, or a run of
+/// room events shared with the other members.
+#[derive(Debug)]
+pub struct Entry(Body);
+
+#[derive(Debug)]
+enum Body {
+    /// A reply, welcome, position update or `gap` (`event`: counted as a
+    /// room event delivered).
+    Own {
+        bytes: Bytes,
+        event: bool,
+    },
+    Run(Arc<EventRun>),
+}
+
+impl Entry {
+    pub(super) fn event(bytes: Bytes) -> Self {
+        Self(Body::Own { bytes, event: true })
+    }
+
+    pub(super) fn run(run: Arc<EventRun>) -> Self {
+        Self(Body::Run(run))
+    }
+
+    pub(super) fn reply(bytes: Bytes) -> Self {
+        Self(Body::Own {
+            bytes,
+            event: false,
+        })
+    }
+
+    /// The complete frames of the entry, length prefixes included.
+    pub fn bytes(&self) -> &Bytes {
+        match &self.0 {
+            Body::Own { bytes, .. } => bytes,
+            Body::Run(run) => &run.bytes,
+        }
+    }
+
+    /// Frames in the entry: what the outbox limit counts.
+    pub(super) fn frames(&self) -> usize {
+        match &self.0 {
+            Body::Own { .. } => 1,
+            Body::Run(run) => run.count,
+        }
+    }
+
+    /// Room events in the entry, counted in `anteroom_messages_delivered_total`.
+    pub(crate) fn events(&self) -> u64 {
+        match &self.0 {
+            Body::Own { event, .. } => u64::from(*event),
+            Body::Run(run) => run.count as u64,
+        }
+    }
+
+    /// When the `say`s behind the entry's messages were read.
+    pub(crate) fn posted(&self) -> &[Instant] {
+        match &self.0 {
+            Body::Own { .. } => &[],
+            Body::Run(run) => &run.posted,
+        }
+    }
+
+    /// The entry's frames one by one, each with its length prefix: for a
+    /// transport that sends one message per frame.
+    pub fn each_frame(&self) -> impl Iterator<Item = Bytes> + '_ {
+        let bytes = self.bytes();
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let end = frame_end(bytes, at)?;
+            let frame = bytes.slice(at..end);
+            at = end;
+            Some(frame)
+        })
+    }
+
+    /// Where the frame holding byte `at` ends: a write cut short must still
+    /// finish the frame it began, and only that frame.
+    pub(crate) fn end_of_frame_at(&self, at: usize) -> usize {
+        let bytes = self.bytes();
+        let mut start = 0;
+        while let Some(end) = frame_end(bytes, start) {
+            if end > at {
+                return end;
+            }
+            start = end;
+        }
+        bytes.len()
+    }
+}
+
+/// The end of the frame starting at `start` in frames encoded back to back,
+/// `None` at the end. The bytes are the broker's own encoding, so a prefix
+/// past the end can only be a bug; it is clamped rather than trusted.
+fn frame_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let prefix: [u8; 4] = bytes.get(start..start + 4)?.try_into().ok()?;
+    let len = u32::from_be_bytes(prefix) as usize;
+    Some((start + 4 + len).min(bytes.len()))
+}

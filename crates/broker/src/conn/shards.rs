@@ -1,0 +1,260 @@
+//! Writer shards: the write side of every connection, swept a core at a time.
+//!
+//! Room delivery hands one run of events to a thousand outboxes in a pass.
+//! Waking a thousand writer tasks for it costs a thousand trips through the
+//! scheduler; instead each connection belongs to one of a few shards (one per
+//! worker thread), and an outbox that receives frames while idle puts its
+//! connection on its shard's dirty list. The shard's task sweeps the list:
+//! for each connection it takes everything queued and writes it with one
+//! `writev`, without waiting. The more a pass carries, the fuller the writes,
+//! never the more of them.
+//!
+//! A socket that does not take everything at once is handed to the
+//! connection's own writer task, which waits for it under the progress
+//! deadline exactly as before, keeps order, and gives the connection back to
+//! the shard once it has caught up. The closing frames and the end of the
+//! stream are always written by that task, which the session waits for. A
+//! transport that cannot write without waiting (see
+//! [`FrameSink::try_write`]) is simply always written by its task.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use anteroom_protocol::LeftReason;
+use tokio::sync::Notify;
+
+use super::handle::Peer;
+use super::outbox::Batch;
+use super::writer::{FrameSink, Position, WriteError, record_delivery};
+use crate::telemetry::{LocalLatency, metrics};
+
+/// A connection a shard can sweep.
+pub(crate) trait Sweep: Send + Sync {
+    /// Puts the connection on its shard's dirty list.
+    fn schedule(self: Arc<Self>);
+    /// Writes what is queued if the socket takes it at once; otherwise
+    /// hands the connection to its own task.
+    fn sweep(&self, latency: &mut LocalLatency);
+    /// Gives up on the connection after its write panicked: closes it and
+    /// lets its task end.
+    fn abandon(&self);
+}
+
+/// The server's writer shards.
+#[derive(Debug)]
+pub struct Shards {
+    shards: Box<[Shard]>,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    dirty: Mutex<Vec<Arc<dyn Sweep>>>,
+    wake: Notify,
+}
+
+impl std::fmt::Debug for dyn Sweep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection")
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a push or a swap: nothing to repair.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shards {
+    /// Starts `count` shards (at least one) on the current runtime; they run
+    /// as long as it does.
+    pub fn start(count: usize) -> Arc<Self> {
+        let shards = Arc::new(Self {
+            shards: (0..count.max(1)).map(|_| Shard::default()).collect(),
+        });
+        for index in 0..shards.shards.len() {
+            // Unconstrained: the sweep polls sockets once each and never
+            // waits, so tokio's cooperative budget must not make a writable
+            // socket look full. The task yields after every sweep instead.
+            tokio::spawn(tokio::task::unconstrained(run_shard(shards.clone(), index)));
+        }
+        shards
+    }
+
+    /// One shard per worker thread of the current runtime.
+    pub fn for_current_runtime() -> Arc<Self> {
+        Self::start(tokio::runtime::Handle::current().metrics().num_workers())
+    }
+}
+
+/// A shard's task: sweeps its dirty connections whenever there are some.
+async fn run_shard(shards: Arc<Shards>, index: usize) {
+    let shard = &shards.shards[index];
+    let mut sweeping: Vec<Arc<dyn Sweep>> = Vec::new();
+    let mut latency = LocalLatency::default();
+    loop {
+        shard.wake.notified().await;
+        std::mem::swap(&mut *lock(&shard.dirty), &mut sweeping);
+        for conn in sweeping.drain(..) {
+            // A bug in one connection's write must not stop the shard.
+            if let Err(panic) =
+                std::panic::catch_unwind(AssertUnwindSafe(|| conn.sweep(&mut latency)))
+            {
+                metrics().panicked("writer");
+                tracing::error!(
+                    panic = crate::supervisor::panic_message(&*panic),
+                    "writer panicked; closing the connection"
+                );
+                conn.abandon();
+            }
+        }
+        metrics().delivery_latency.publish(&mut latency);
+        // Give the list back its memory after a storm.
+        if sweeping.capacity() > 4096 {
+            sweeping = Vec::new();
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A connection's write side, shared by its shard and its own task: the
+/// sink and the batch in progress are parked here by whichever of the two
+/// is not using them.
+struct WriteSide<S> {
+    peer: Arc<Peer>,
+    shards: Arc<Shards>,
+    shard: usize,
+    parked: Mutex<Option<Parked<S>>>,
+    /// A write panicked: the sink is gone and the task ends.
+    abandoned: AtomicBool,
+}
+
+struct Parked<S> {
+    sink: S,
+    batch: Batch,
+    /// How far into `batch` the writing has got.
+    at: Position,
+}
+
+impl<S: FrameSink + 'static> Sweep for WriteSide<S> {
+    fn schedule(self: Arc<Self>) {
+        let shard = &self.shards.shards[self.shard];
+        let mut dirty = lock(&shard.dirty);
+        let first = dirty.is_empty();
+        dirty.push(self.clone());
+        drop(dirty);
+        if first {
+            shard.wake.notify_one();
+        }
+    }
+
+    fn sweep(&self, latency: &mut LocalLatency) {
+        let outbox = &self.peer.outbox;
+        let mut parked = lock(&self.parked);
+        // A sweep scheduled before the connection went to its task finds it
+        // there: the task has the batch, or is about to take it as it is.
+        if !outbox.is_shards() {
+            return;
+        }
+        // The task may hold the sink while the shard owns the connection
+        // (woken by a frame pushed before it was attached); it looks for
+        // more after putting it back.
+        let Some(p) = parked.as_mut() else { return };
+        if !outbox.take(&mut p.batch) {
+            return;
+        }
+        p.at = Position::default();
+        if !p.batch.closing {
+            let discarded = outbox.discarded(&p.batch);
+            let done = p.sink.try_write(&p.batch.entries, &mut p.at, discarded);
+            record_delivery(&p.batch.entries[..p.at.index], latency);
+            if let Ok(true) = done {
+                outbox.written(&mut p.batch);
+                return;
+            }
+            // A failed write is left to the task too: it fails again there
+            // and ends the connection the way every writer error does.
+        }
+        drop(parked);
+        outbox.hand_to_task();
+    }
+
+    fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
+        // Dropping the sink closes the transport.
+        lock(&self.parked).take();
+        self.peer.kick(LeftReason::Disconnected, None);
+        self.peer.outbox.hand_to_task();
+    }
+}
+
+/// Runs a connection's writer in the care of a shard: its own task only
+/// writes when the shard hands it a socket that made a write wait, and the
+/// closing frames. Ends like [`super::writer::run_writer`].
+pub async fn run_sharded_writer<S: FrameSink + 'static>(
+    peer: Arc<Peer>,
+    sink: S,
+    write_timeout: Option<Duration>,
+    shards: Arc<Shards>,
+) -> Result<(), WriteError> {
+    let shard = (peer.id % shards.shards.len() as u64) as usize;
+    let side = Arc::new(WriteSide {
+        peer: peer.clone(),
+        shards,
+        shard,
+        parked: Mutex::new(Some(Parked {
+            sink,
+            batch: Batch::default(),
+            at: Position::default(),
+        })),
+        abandoned: AtomicBool::new(false),
+    });
+    let weak: Weak<WriteSide<S>> = Arc::downgrade(&side);
+    peer.outbox.attach(weak);
+    let mut latency = LocalLatency::default();
+    loop {
+        peer.outbox.wait_for_task().await;
+        if side.abandoned.load(Ordering::Acquire) {
+            // Counted and logged where it panicked.
+            return Ok(());
+        }
+        let Some(mut p) = lock(&side.parked).take() else {
+            continue;
+        };
+        loop {
+            // Finish the batch from where the shard left it.
+            if p.at.index < p.batch.entries.len() || p.batch.closing {
+                let discarded = peer.outbox.discarded(&p.batch);
+                let from = p.at;
+                let written = p
+                    .sink
+                    .write_all(&p.batch.entries, from, write_timeout, discarded)
+                    .await?;
+                record_delivery(&p.batch.entries[from.index..written], &mut latency);
+                metrics().delivery_latency.publish(&mut latency);
+                if p.batch.closing {
+                    p.sink.finish().await;
+                    return Ok(());
+                }
+            }
+            peer.outbox.written(&mut p.batch);
+            p.at = Position::default();
+            // Park before giving the connection back, so the shard always
+            // finds the sink when it owns the connection.
+            if !peer.outbox.take(&mut p.batch) {
+                *lock(&side.parked) = Some(p);
+                if peer.outbox.hand_to_shard() {
+                    break;
+                }
+                // Frames came in meanwhile: keep writing.
+                match lock(&side.parked).take() {
+                    Some(again) => p = again,
+                    None => break,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,151 @@
+use super::*;
+use crate::conn::outbox::Batch;
+
+fn said(from: &str, text: &str) -> RoomEvent {
+    RoomEvent::MessagePosted {
+        from: from.into(),
+        text: text.into(),
+        ts: 0,
+        read_at: Instant::now(),
+    }
+}
+
+fn joined(peer: &Arc<Peer>, name: &str) -> RoomEvent {
+    RoomEvent::MemberJoined {
+        peer: peer.clone(),
+        name: name.into(),
+        from_queue: false,
+        ts: 0,
+    }
+}
+
+fn left(peer: &Arc<Peer>, name: &str) -> RoomEvent {
+    RoomEvent::MemberLeft {
+        id: peer.id,
+        name: name.into(),
+        reason: anteroom_protocol::LeftReason::Bye,
+        ts: 0,
+    }
+}
+
+/// What the peer's writer would send now, as (type, text or name) pairs,
+/// and how many entries carried them.
+fn sent(peer: &Peer) -> (Vec<(String, String)>, usize) {
+    let mut batch = Batch::default();
+    if futures_util::FutureExt::now_or_never(peer.outbox.next_batch(&mut batch)).is_none() {
+        return (Vec::new(), 0);
+    }
+    let frames = batch
+        .frames()
+        .map(|frame| {
+            let v = rmpv::decode::read_value(&mut &frame[4..]).unwrap();
+            let kind = v["type"].as_str().unwrap().to_string();
+            let detail = v["text"].as_str().or(v["name"].as_str()).unwrap_or("");
+            (kind, detail.to_string())
+        })
+        .collect();
+    (frames, batch.entries.len())
+}
+
+fn kinds(frames: &[(String, String)]) -> Vec<&str> {
+    frames
+        .iter()
+        .map(|(k, d)| {
+            if k == "message" {
+                d.as_str()
+            } else {
+                k.as_str()
+            }
+        })
+        .collect()
+}
+
+/// A room with one member, `a`, whose welcome has been read.
+fn room_of_one(skip: bool, outbox_limit: usize) -> (RoomDelivery, Arc<Peer>) {
+    let mut delivery = RoomDelivery::new(10, skip);
+    let a = Arc::new(Peer::new(outbox_limit));
+    delivery.handle(joined(&a, "a"));
+    delivery.flush();
+    sent(&a);
+    (delivery, a)
+}
+
+#[test]
+fn a_pass_reaches_each_member_as_one_entry_in_order() {
+    let (mut delivery, a) = room_of_one(false, 256);
+    for text in ["one", "two", "three"] {
+        delivery.handle(said("a", text));
+    }
+    assert_eq!(sent(&a).1, 0, "nothing is handed out before the flush");
+    delivery.flush();
+    let (frames, entries) = sent(&a);
+    assert_eq!(kinds(&frames), ["one", "two", "three"]);
+    assert_eq!(entries, 1, "one run for the whole pass");
+}
+
+#[test]
+fn a_member_joining_mid_pass_starts_with_its_welcome() {
+    let mut delivery = RoomDelivery::new(10, false);
+    let (a, b) = (Arc::new(Peer::new(256)), Arc::new(Peer::new(256)));
+    delivery.handle(joined(&a, "a"));
+    delivery.handle(said("a", "before"));
+    delivery.handle(joined(&b, "b"));
+    delivery.handle(said("a", "after"));
+    delivery.flush();
+    assert_eq!(kinds(&sent(&a).0), ["welcome", "before", "joined", "after"]);
+    assert_eq!(kinds(&sent(&b).0), ["welcome", "after"]);
+}
+
+#[test]
+fn a_member_leaving_mid_pass_gets_what_came_before_and_not_its_own_left() {
+    let mut delivery = RoomDelivery::new(10, false);
+    let (a, b) = (Arc::new(Peer::new(256)), Arc::new(Peer::new(256)));
+    delivery.handle(joined(&a, "a"));
+    delivery.handle(joined(&b, "b"));
+    delivery.flush();
+    sent(&a);
+    sent(&b);
+    delivery.handle(said("a", "bye soon"));
+    delivery.handle(left(&b, "b"));
+    delivery.handle(said("a", "gone"));
+    delivery.flush();
+    assert_eq!(kinds(&sent(&a).0), ["bye soon", "left", "gone"]);
+    assert_eq!(kinds(&sent(&b).0), ["bye soon"]);
+}
+
+#[test]
+fn a_skipped_run_counts_every_event_in_the_gap() {
+    let (mut delivery, a) = room_of_one(true, 4);
+    for pass in 0..3 {
+        for n in 0..3 {
+            delivery.handle(said("a", &format!("{pass}.{n}")));
+        }
+        delivery.flush();
+    }
+    // The first run fits the limit of 4; the two after it do not, and the
+    // gap after it counts all six of their events.
+    let mut batch = Batch::default();
+    futures_util::FutureExt::now_or_never(a.outbox.next_batch(&mut batch)).unwrap();
+    let frames: Vec<_> = batch.frames().collect();
+    assert_eq!(frames.len(), 4);
+    let gap = rmpv::decode::read_value(&mut &frames[3][4..]).unwrap();
+    assert_eq!(
+        (gap["type"].as_str(), gap["missed"].as_u64()),
+        (Some("gap"), Some(6))
+    );
+}
+
+#[test]
+fn a_member_past_its_limit_is_cut_off_under_disconnect() {
+    let (mut delivery, a) = room_of_one(false, 4);
+    for _ in 0..2 {
+        for n in 0..3 {
+            delivery.handle(said("a", &n.to_string()));
+        }
+        delivery.flush();
+    }
+    assert_eq!(
+        a.state().closed,
+        Some(anteroom_protocol::LeftReason::SlowConsumer)
+    );
+}
