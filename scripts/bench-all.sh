@@ -1,40 +1,92 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark behind BENCHMARKS.md: anteroom, Redis Pub/Sub and
-# NATS core, measured one after the other on this machine by `anteroom bench`.
-# Needs redis-server and nats-server (Debian packages) and a build with the
-# compare feature. Writes every run's JSON line to the results file.
+# NATS core, measured one after the other on this machine by `anteroom bench`,
+# whose lean clients cost the load generator about the same per delivery on
+# all three. Needs redis-server and nats-server (Debian packages), taskset
+# (util-linux) and two CPUs for the pinned mode, and a hard descriptor limit
+# of at least 19,256. Writes every run's JSON line to the results file.
 #
 #   scripts/bench-all.sh [results.jsonl] [repetitions]
 #
-# Then: python3 scripts/bench-report.py results.jsonl (tables) and the charts
-# it draws into benchmarks/ (deliveries/s and p99 against the offered rate).
+# Each repetition runs, in both CPU modes (unpinned, and --pin: the server on
+# one CPU, the load generator on another):
+#   - fan-out sweeps for S = 100, 1000, 5000 and P = 1, 10, all brokers;
+#   - fan-out at fixed rates (S = 1000 at 1000 msg/s, S = 5000 at 200 msg/s),
+#     all brokers: the server's CPU per delivery at the same offered load;
+# and, unpinned, the connections and churn runs. The sweeps take most of the
+# time, and run once per CPU mode.
+#
+# Environment, for a shorter run (the defaults are the published set):
+#   BENCH_REPS             repetitions, when not given as the second argument (3)
+#   BENCH_DURATION         how long each rate of a sweep is offered (3s)
+#   BENCH_FIXED_DURATION   how long each fixed-rate run lasts (5s)
+#   BENCH_SIZES            room sizes of the sweeps ("100 1000 5000")
+#   BENCH_MAX_RATE         stop each sweep at this rate, and start it no higher (no limit)
+#   BENCH_FIXED            fixed-rate runs as S:rate ("1000:1000 5000:200")
+#   BENCH_MODES            CPU modes ("unpinned pinned")
+#   BENCH_CONNECTIONS      connection counts ("10000 19000"; "" skips them)
+#   BENCH_QUEUED           churn queue lengths ("1000 5000 18000"; "" skips them)
+#   BENCH_CHURN_DURATION   how long each churn run lasts (30s)
+# e.g. a pass of a few minutes:
+#   BENCH_REPS=1 BENCH_DURATION=1s BENCH_FIXED_DURATION=2s BENCH_SIZES=1000 \
+#       BENCH_CONNECTIONS=10000 BENCH_QUEUED=1000 BENCH_CHURN_DURATION=5s \
+#       scripts/bench-all.sh quick.jsonl
+#
+# Then: python3 scripts/bench-report.py results.jsonl (tables), and the charts
+# drawn into benchmarks/ (deliveries/s and p99 against the offered rate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-bench-results.jsonl}"
-reps="${2:-3}"
+reps="${2:-${BENCH_REPS:-3}}"
+duration="${BENCH_DURATION:-3s}"
+fixed_duration="${BENCH_FIXED_DURATION:-5s}"
+sizes="${BENCH_SIZES-100 1000 5000}"
+max_rate=()
+[ -n "${BENCH_MAX_RATE:-}" ] && max_rate=(--max-rate "$BENCH_MAX_RATE")
+fixed="${BENCH_FIXED-1000:1000 5000:200}"
+modes="${BENCH_MODES-unpinned pinned}"
+connection_counts="${BENCH_CONNECTIONS-10000 19000}"
+queue_lengths="${BENCH_QUEUED-1000 5000 18000}"
+churn_duration="${BENCH_CHURN_DURATION:-30s}"
+
 cargo build --release --locked -p anteroom --features compare
-bench=target/release/anteroom
+bench="${CARGO_TARGET_DIR:-target}/release/anteroom"
 : > "$out"
 run() { "$bench" bench "$@" | tee /dev/stderr | grep '^{' >> "$out"; }
 
 for rep in $(seq "$reps"); do
     echo "== repetition $rep of $reps" >&2
-    for members in 100 1000 5000; do
-        case $members in
-            100) start=2000 ;;
-            1000) start=250 ;;
-            5000) start=50 ;;
+    for mode in $modes; do
+        case $mode in
+            unpinned) pin=() ;;
+            pinned) pin=(--pin) ;;
+            *) echo "BENCH_MODES: unknown mode $mode" >&2; exit 2 ;;
         esac
-        for publishers in 1 10; do
-            run fanout --broker all --members "$members" --publishers "$publishers" \
-                --payload 128 --rate "$start" --duration 3s --sweep
+        for members in $sizes; do
+            case $members in
+                100) start=2000 ;;
+                1000) start=250 ;;
+                5000) start=50 ;;
+                *) start=$((250000 / members > 0 ? 250000 / members : 1)) ;;  # ~250k deliveries/s
+            esac
+            if [ -n "${BENCH_MAX_RATE:-}" ] && [ "$start" -gt "${BENCH_MAX_RATE%.*}" ]; then
+                start="${BENCH_MAX_RATE%.*}"
+            fi
+            for publishers in 1 10; do
+                run fanout --broker all --members "$members" --publishers "$publishers" \
+                    --payload 128 --rate "$start" --duration "$duration" --sweep "${max_rate[@]}" "${pin[@]}"
+            done
+        done
+        for pair in $fixed; do
+            run fanout --broker all --members "${pair%%:*}" --publishers 1 \
+                --payload 128 --rate "${pair##*:}" --duration "$fixed_duration" "${pin[@]}"
         done
     done
-    for connections in 10000 19000; do
+    for connections in $connection_counts; do
         run connections --broker all --connections "$connections" --max-active 1000 --hold 2s
     done
-    for queued in 1000 5000 18000; do
-        run churn --members 1000 --queued "$queued" --departures 1000 --duration 30s
+    for queued in $queue_lengths; do
+        run churn --members 1000 --queued "$queued" --departures 1000 --duration "$churn_duration"
     done
 done
 "$bench" bench plot --input "$out" --output benchmarks

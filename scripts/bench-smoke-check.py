@@ -1,11 +1,21 @@
 #!/usr/bin/env python3
 """Reads `anteroom bench` output on standard input, echoes it, and fails if a
-smoke run's JSON line shows a broken result: a fan-out that lost messages,
-connections not all held, a churn whose positions went up or never
-promoted anyone, or a soak that failed its checks."""
+smoke run's JSON line shows a broken result: a fan-out that lost messages or
+lacks its CPU per delivery (load generator and server, both measured in every
+smoke run), a line without its CPU mode, connections not all held, a churn
+whose positions went up or never promoted anyone, or a soak that failed its
+checks."""
 
 import json
 import sys
+
+CPU_FIELDS = ("loadgen_cpu_us_per_delivery", "server_cpu_us_per_delivery")
+
+
+def missing_cpu(run):
+    """The CPU-per-delivery fields absent, null or not positive."""
+    return [f for f in CPU_FIELDS if not isinstance(run.get(f), (int, float)) or run[f] <= 0]
+
 
 failures = []
 for line in sys.stdin:
@@ -14,6 +24,12 @@ for line in sys.stdin:
         continue
     run = json.loads(line)
     kind = run.get("workload")
+    if kind in ("fanout", "fanout-sweep", "connections", "churn") and not isinstance(run.get("pinned"), bool):
+        failures.append(f"{run.get('broker')} {kind}: no \"pinned\" field")
+    if kind == "fanout" and missing_cpu(run):
+        failures.append(f"{run['broker']} fanout at {run['offered_rate']:.0f} msg/s: {', '.join(missing_cpu(run))} missing or not positive")
+    elif kind == "fanout-sweep" and run["sustainable_rate"] is not None and missing_cpu(run):
+        failures.append(f"{run['broker']} sweep: {', '.join(missing_cpu(run))} missing or not positive")
     if kind == "fanout" and run["delivered_ratio"] < 0.999:
         failures.append(f"{run['broker']} fanout delivered {run['delivered_ratio']:.4f}")
     elif kind == "fanout-sweep" and run["sustainable_rate"] is None:

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 
+use super::cpu::{PinArgs, Pinning};
 use super::server::ServerUnderTest;
 use super::{connect_spread, lock, progress};
 use anteroom_client::protocol::ClientMessage;
@@ -43,6 +44,8 @@ pub struct Args {
     /// Use a running broker instead of starting one.
     #[arg(long)]
     pub server: Option<SocketAddr>,
+    #[command(flatten)]
+    pub cpu: PinArgs,
 }
 
 /// One churn run.
@@ -65,6 +68,8 @@ pub struct Report {
     pub server_cpu_s: f64,
     pub server_cpu_share: f64,
     pub cpu_us_per_departure: f64,
+    /// Server and load generator on a CPU each (`--pin`).
+    pub pinned: bool,
 }
 
 /// What one client knows about itself, shared with the checker.
@@ -97,6 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "{} connections need more descriptors than this process may hold ({limit})",
         args.members + args.queued
     );
+    let pinning = args.cpu.apply()?;
     let server = ServerUnderTest::start(
         args.server,
         &[
@@ -108,6 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ("ANTEROOM_HEARTBEAT_INTERVAL", "1h".into()),
             ("ANTEROOM_IDLE_TIMEOUT", "2h".into()),
         ],
+        pinning,
     )?;
     let shared = Arc::new(Shared {
         promotions: AtomicU64::new(0),
@@ -135,8 +142,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     println!(
-        "churn: {} members, {} queued, {:.0} departures/s for {:?}, server {}",
-        args.members, args.queued, args.departures, args.duration, server.addr
+        "churn: {} members, {} queued, {:.0} departures/s for {:?}, server {}, {}",
+        args.members,
+        args.queued,
+        args.departures,
+        args.duration,
+        server.addr,
+        Pinning::describe(pinning)
     );
 
     // Sample the promotion count every 100 ms, so "one second ago" is known.
@@ -235,6 +247,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         } else {
             cpu * 1e6 / departures as f64
         },
+        pinned: server.pinned,
     };
     println!(
         "churn: {} departures, {} promotions; {} position checks, {} went up, {} stale; promotion p50 {:.2} ms p99 {:.2} ms max {:.2} ms; server CPU {:.2} s ({:.0}% of a core), {:.1} µs per departure",

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::cpu::{PinArgs, Pinning};
 use super::server::{Broker, ServerUnderTest};
 use super::{connect_spread, progress};
 use anteroom_client::{Admission, Connection};
@@ -27,6 +28,8 @@ pub struct Args {
     /// Which broker to measure (`all`: anteroom, Redis and NATS in turn).
     #[arg(long, default_value = "anteroom")]
     pub broker: super::fanout::BrokerChoice,
+    #[command(flatten)]
+    pub cpu: PinArgs,
 }
 
 /// One connections run.
@@ -41,12 +44,15 @@ pub struct Report {
     pub server_rss_before_mb: f64,
     pub server_rss_after_mb: f64,
     pub bytes_per_connection: f64,
+    /// Server and load generator on a CPU each (`--pin`).
+    pub pinned: bool,
 }
 
 /// Runs the connections workload on each chosen broker.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let pinning = args.cpu.apply()?;
     for broker in args.broker.brokers() {
-        run_broker(&args, broker).await?;
+        run_broker(&args, broker, pinning).await?;
     }
     Ok(())
 }
@@ -91,7 +97,7 @@ async fn open(broker: Broker, addr: SocketAddr, i: usize) -> anyhow::Result<(Hel
     }
 }
 
-async fn run_broker(args: &Args, broker: Broker) -> anyhow::Result<()> {
+async fn run_broker(args: &Args, broker: Broker, pinning: Option<Pinning>) -> anyhow::Result<()> {
     let limit = super::raise_fd_limit() as usize;
     anyhow::ensure!(
         args.connections + 64 <= limit,
@@ -107,8 +113,9 @@ async fn run_broker(args: &Args, broker: Broker) -> anyhow::Result<()> {
                 ("ANTEROOM_HEARTBEAT_INTERVAL", "1h".into()),
                 ("ANTEROOM_IDLE_TIMEOUT", "2h".into()),
             ],
+            pinning,
         )?,
-        other => ServerUnderTest::start_external(other)?,
+        other => ServerUnderTest::start_external(other, pinning)?,
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = server.usage();
@@ -149,10 +156,12 @@ async fn run_broker(args: &Args, broker: Broker) -> anyhow::Result<()> {
         server_rss_after_mb: after.rss_bytes as f64 / 1e6,
         bytes_per_connection: after.rss_bytes.saturating_sub(before.rss_bytes) as f64
             / args.connections as f64,
+        pinned: server.pinned,
     };
     println!(
-        "connections on {}: {} held ({} in the room, {} queued), {:.0} connects/s, server RSS {:.1} MB -> {:.1} MB, {:.0} bytes per connection{}",
+        "connections on {} ({}): {} held ({} in the room, {} queued), {:.0} connects/s, server RSS {:.1} MB -> {:.1} MB, {:.0} bytes per connection{}",
         report.broker,
+        Pinning::describe(pinning),
         report.connections,
         report.in_room,
         report.queued,

@@ -17,6 +17,7 @@
 
 pub mod churn;
 pub mod connections;
+pub mod cpu;
 pub mod fanout;
 pub mod plot;
 pub mod server;

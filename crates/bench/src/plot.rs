@@ -1,6 +1,7 @@
 //! `anteroom bench plot`: draws, from the JSON lines the fan-out sweeps
 //! print, deliveries per second and p99 latency against the offered rate,
-//! one chart pair per room size and publisher count, one line per broker.
+//! one chart pair per room size, publisher count and CPU mode (unpinned, or
+//! `--pin`), one line per broker.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,6 +30,9 @@ struct Round {
     offered_rate: f64,
     deliveries_per_s: f64,
     p99_ms: f64,
+    /// Absent from results written before `--pin` existed: unpinned.
+    #[serde(default)]
+    pinned: bool,
 }
 
 /// Latencies above this are drawn at it (the chart's top).
@@ -43,12 +47,14 @@ const COLOURS: [(&str, RGBColor); 3] = [
     ("nats", RGBColor(0x2c, 0xa0, 0x2c)),
 ];
 
-/// Writes `fanout-S-P-deliveries.svg` and `fanout-S-P-p99.svg` per configuration.
+/// Writes `fanout-S-P-deliveries.svg` and `fanout-S-P-p99.svg` per
+/// configuration, `fanout-S-P-pinned-*.svg` for runs with `--pin`: the two
+/// modes are different machines, as far as the broker can tell.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.input)
         .with_context(|| format!("reading {}", args.input.display()))?;
-    // (members, publishers) -> broker -> offered rate -> rounds at that rate.
-    let mut series: BTreeMap<(usize, usize), ByBroker> = BTreeMap::new();
+    // (members, publishers, pinned) -> broker -> offered rate -> rounds.
+    let mut series: BTreeMap<(usize, usize, bool), ByBroker> = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with('{')) {
         let Ok(round) = serde_json::from_str::<Round>(line) else {
             continue;
@@ -57,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             continue;
         }
         series
-            .entry((round.members, round.publishers))
+            .entry((round.members, round.publishers, round.pinned))
             .or_default()
             .entry(round.broker.clone())
             .or_default()
@@ -67,7 +73,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.output)?;
     let mut written = 0;
-    for ((members, publishers), brokers) in &series {
+    for ((members, publishers, pinned), brokers) in &series {
+        let mode = if *pinned { "-pinned" } else { "" };
         for (metric, label, value) in [
             (
                 "deliveries",
@@ -82,11 +89,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ] {
             let path = args
                 .output
-                .join(format!("fanout-{members}-{publishers}-{metric}.svg"));
+                .join(format!("fanout-{members}-{publishers}{mode}-{metric}.svg"));
             draw(
                 &path,
-                *members,
-                *publishers,
+                (*members, *publishers, *pinned),
                 brokers,
                 label,
                 value,
@@ -106,8 +112,7 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn draw(
     path: &std::path::Path,
-    members: usize,
-    publishers: usize,
+    (members, publishers, pinned): (usize, usize, bool),
     brokers: &ByBroker,
     label: &str,
     value: fn(&Round) -> f64,
@@ -145,7 +150,8 @@ fn draw(
         .fold(1.0, f64::max);
     let root = SVGBackend::new(path, (720, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
-    let caption = format!("fan-out, {members} members, {publishers} publishing: {label}");
+    let pinned = if pinned { ", pinned" } else { "" };
+    let caption = format!("fan-out, {members} members, {publishers} publishing{pinned}: {label}");
     let mut builder = ChartBuilder::on(&root);
     builder
         .caption(caption, ("sans-serif", 18))

@@ -3,11 +3,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::lock;
+use crate::cpu::Pinning;
 use anyhow::{Context, bail};
 
 /// Which broker is measured.
@@ -53,6 +54,8 @@ pub struct ServerUnderTest {
     /// What the server logged at ERROR level, and any panic it reported: a
     /// bug, whatever the load.
     pub log_errors: Arc<Mutex<LogErrors>>,
+    /// Whether the server runs on a CPU of its own (`--pin`).
+    pub pinned: bool,
     child: Option<Child>,
 }
 
@@ -73,19 +76,25 @@ pub struct Usage {
 
 impl ServerUnderTest {
     /// Uses `addr` if given, otherwise starts `anteroom serve` with `settings`
-    /// (`ANTEROOM_*` variables) on a free loopback port.
-    pub fn start(addr: Option<SocketAddr>, settings: &[(&str, String)]) -> anyhow::Result<Self> {
+    /// (`ANTEROOM_*` variables) on a free loopback port, on the server's CPU
+    /// if `pinning` says so.
+    pub fn start(
+        addr: Option<SocketAddr>,
+        settings: &[(&str, String)],
+        pinning: Option<Pinning>,
+    ) -> anyhow::Result<Self> {
         if let Some(addr) = addr {
             return Ok(Self {
                 addr,
                 broker: Broker::Anteroom,
                 metrics_addr: None,
                 log_errors: Default::default(),
+                pinned: false,
                 child: None,
             });
         }
         let exe = std::env::current_exe().context("locating the anteroom executable")?;
-        let mut command = Command::new(exe);
+        let mut command = Pinning::command(pinning, exe);
         command
             .args([
                 "serve",
@@ -111,7 +120,11 @@ impl ServerUnderTest {
         for (key, value) in settings {
             command.env(key, value);
         }
-        let mut child = command.spawn().context("starting anteroom serve")?;
+        let mut child = command.spawn().context(if pinning.is_some() {
+            "starting taskset (util-linux) with anteroom serve"
+        } else {
+            "starting anteroom serve"
+        })?;
         let stdout = child.stdout.take().context("server stdout")?;
         let stderr = child.stderr.take().context("server stderr")?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -162,14 +175,16 @@ impl ServerUnderTest {
             broker: Broker::Anteroom,
             metrics_addr,
             log_errors,
+            pinned: pinning.is_some(),
             child: Some(child),
         })
     }
 
     /// Starts Redis or NATS from the system's packages on a free loopback
     /// port, with settings that make it comparable (no persistence, enough
-    /// clients), and waits until it accepts connections.
-    pub fn start_external(broker: Broker) -> anyhow::Result<Self> {
+    /// clients), on the server's CPU if `pinning` says so, and waits until
+    /// it accepts connections.
+    pub fn start_external(broker: Broker, pinning: Option<Pinning>) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -205,13 +220,16 @@ impl ServerUnderTest {
             ),
             Broker::Anteroom => bail!("start anteroom with ServerUnderTest::start"),
         };
-        let child = Command::new(program)
+        let child = Pinning::command(pinning, program)
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("starting {program} (install Debian's {program} package)"))?;
+            .with_context(|| match pinning {
+                None => format!("starting {program} (install Debian's {program} package)"),
+                Some(_) => format!("starting taskset (util-linux) with {program}"),
+            })?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(addr).is_err() {
@@ -225,6 +243,7 @@ impl ServerUnderTest {
             broker,
             metrics_addr: None,
             log_errors: Default::default(),
+            pinned: pinning.is_some(),
             child: Some(child),
         })
     }
@@ -245,6 +264,12 @@ impl ServerUnderTest {
             return Usage::default();
         };
         read_usage(child.id()).unwrap_or_default()
+    }
+
+    /// The server's CPU time now, for [`CpuReading::since`]; `None` when the
+    /// bench did not start it.
+    pub fn cpu(&self) -> Option<CpuReading> {
+        CpuReading::of(self.pid()?)
     }
 
     /// Stops the server with SIGTERM, then waits for it.
@@ -274,6 +299,68 @@ impl Drop for ServerUnderTest {
     }
 }
 
+/// A process's CPU time read two ways: the process total from
+/// /proc/PID/stat (utime + stime, every thread that ever ran, in 10 ms
+/// ticks), and the sum of its live threads' run time from
+/// /proc/PID/task/*/schedstat (nanoseconds, but a thread that ends takes its
+/// time out of the sum).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuReading {
+    total_s: f64,
+    threads_s: Option<f64>,
+}
+
+impl CpuReading {
+    /// Reads `pid`'s CPU time now.
+    pub fn of(pid: u32) -> Option<Self> {
+        let total_s = read_usage(pid)?.cpu_seconds;
+        Some(Self {
+            total_s,
+            threads_s: threads_cpu_seconds(pid),
+        })
+    }
+
+    /// CPU seconds from `before` to this reading: the threads' sum, to the
+    /// nanosecond, when it agrees with the process total within the latter's
+    /// resolution; the total when they disagree (a thread ended between the
+    /// readings) or the sum cannot be read. Short rounds of a fast broker use
+    /// a few ticks of CPU, where ticks alone would be too coarse.
+    pub fn since(&self, before: &CpuReading) -> f64 {
+        let total = (self.total_s - before.total_s).max(0.0);
+        // utime and stime are each cut to whole ticks, in both readings.
+        let resolution = 3.0 / clock_ticks();
+        match (self.threads_s, before.threads_s) {
+            (Some(after), Some(before)) if ((after - before) - total).abs() <= resolution => {
+                (after - before).max(0.0)
+            }
+            _ => total,
+        }
+    }
+}
+
+/// The sum of the run time of `pid`'s live threads, in seconds.
+fn threads_cpu_seconds(pid: u32) -> Option<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let mut path = task.ok()?.path();
+        path.push("schedstat");
+        // A thread that ended since the listing counts nothing.
+        let Ok(stat) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 / 1e9)
+}
+
+/// Clock ticks per second, the unit of /proc/PID/stat's times.
+fn clock_ticks() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64
+}
+
 /// Reads utime + stime and VmRSS/VmHWM of a process from /proc.
 pub fn read_usage(pid: u32) -> Option<Usage> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -282,10 +369,7 @@ pub fn read_usage(pid: u32) -> Option<Usage> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
+    let ticks = clock_ticks();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb = |key: &str| -> u64 {
         status

@@ -3,21 +3,22 @@
 //! time and carries that time, so a sender falling behind shows up as
 //! latency instead of hiding it (no coordinated omission).
 
-#[cfg(feature = "compare")]
-mod external;
+mod connect;
 mod members;
 mod publishers;
 mod room;
 mod sweep;
+mod wire;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::cpu::{PinArgs, Pinning};
 use crate::ms;
 use crate::server::{Broker, ServerUnderTest};
-use room::connect_room;
+use connect::connect_room;
 use sweep::{sweep, sweep_summary};
 
 /// Fan-out workload settings.
@@ -49,10 +50,11 @@ pub struct Args {
     #[arg(long)]
     pub server: Option<SocketAddr>,
     /// Which broker to measure; `all` runs anteroom, Redis and NATS one
-    /// after the other (needs the `compare` feature and the system's
-    /// redis-server and nats-server).
+    /// after the other (needs the system's redis-server and nats-server).
     #[arg(long, default_value = "anteroom")]
     pub broker: BrokerChoice,
+    #[command(flatten)]
+    pub cpu: PinArgs,
 }
 
 /// A broker, or all of them.
@@ -95,43 +97,35 @@ pub(crate) fn server_settings(members: usize, payload: usize) -> Vec<(&'static s
 
 /// Runs the fan-out workload on each chosen broker.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let pinning = args.cpu.apply()?;
     for broker in args.broker.brokers() {
-        run_broker(&args, broker).await?;
+        run_broker(&args, broker, pinning).await?;
     }
     Ok(())
 }
 
-async fn run_broker(args: &Args, broker: Broker) -> anyhow::Result<()> {
-    let (server, mut room) = match broker {
-        Broker::Anteroom => {
-            let server =
-                ServerUnderTest::start(args.server, &server_settings(args.members, args.payload))?;
-            let room = connect_room(args, server.addr)
-                .await
-                .context("joining the room")?;
-            (server, room)
-        }
-        #[cfg(feature = "compare")]
-        other => {
-            let server = ServerUnderTest::start_external(other)?;
-            let room = external::connect_external_room(args, other, server.addr).await?;
-            (server, room)
-        }
-        #[cfg(not(feature = "compare"))]
-        other => anyhow::bail!(
-            "measuring {} needs a build with the compare feature: cargo run --release --features compare -- bench ...",
-            other.name()
-        ),
+async fn run_broker(args: &Args, broker: Broker, pinning: Option<Pinning>) -> anyhow::Result<()> {
+    let server = match broker {
+        Broker::Anteroom => ServerUnderTest::start(
+            args.server,
+            &server_settings(args.members, args.payload),
+            pinning,
+        )?,
+        other => ServerUnderTest::start_external(other, pinning)?,
     };
+    let mut room = connect_room(args, broker, server.addr)
+        .await
+        .context("filling the room")?;
     let args = args.clone();
     println!(
-        "fanout on {}: {} members, {} publishing, {}-byte messages, {:?} per rate, server {}{}",
+        "fanout on {}: {} members, {} publishing, {}-byte messages, {:?} per rate, server {}, {}{}",
         broker.name(),
         args.members,
         args.publishers,
         args.payload,
         args.duration,
         server.addr,
+        Pinning::describe(pinning),
         if server.measurable() {
             ""
         } else {
@@ -153,7 +147,10 @@ async fn run_broker(args: &Args, broker: Broker) -> anyhow::Result<()> {
             ),
             None => println!("no sustainable rate at or above {:.0} msg/s", args.rate),
         }
-        println!("{}", sweep_summary(&args, broker, best.as_ref()));
+        println!(
+            "{}",
+            sweep_summary(&args, broker, server.pinned, best.as_ref())
+        );
     }
     drop(room);
     server.stop()

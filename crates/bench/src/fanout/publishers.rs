@@ -1,41 +1,45 @@
-//! The connections that publish, on each broker measured.
+//! The connections that publish, on each broker measured: raw sockets
+//! writing each message as one pre-encoded command, never waiting for a
+//! reply (a reader task drains the replies), so publishing costs each
+//! broker's load generator about the same.
+
+use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
+use super::wire::{nats_publish, resp_publish};
 use anteroom_client::protocol::ClientMessage;
 
 /// A connection that publishes.
 pub(super) enum Publisher {
+    /// A member's own connection: a `say` frame.
     Anteroom(OwnedWriteHalf),
-    /// Redis: pre-encoded PUBLISH commands on a raw socket; a task drains
-    /// the replies, so publishing never waits for one (pipelined).
-    #[cfg(feature = "compare")]
-    Redis(OwnedWriteHalf),
-    #[cfg(feature = "compare")]
-    Nats(async_nats::Client),
+    /// Redis: `PUBLISH room <text>`; a task drains the integer replies.
+    Redis(OwnedWriteHalf, Vec<u8>),
+    /// NATS: `PUB room <len>`; the writer is shared with the task that
+    /// reads the connection and answers the server's `PING`.
+    Nats(Arc<tokio::sync::Mutex<OwnedWriteHalf>>, Vec<u8>),
 }
 
 impl Publisher {
+    /// Sends one message; `false` once the connection has failed.
     pub(super) async fn send(&mut self, text: &str) -> bool {
         match self {
             Publisher::Anteroom(writer) => {
                 let frame = ClientMessage::Say { text: text.into() }.to_frame();
                 writer.write_all(&frame).await.is_ok()
             }
-            #[cfg(feature = "compare")]
-            Publisher::Redis(writer) => {
-                let command = redis::cmd("PUBLISH")
-                    .arg("room")
-                    .arg(text)
-                    .get_packed_command();
-                writer.write_all(&command).await.is_ok()
+            Publisher::Redis(writer, command) => {
+                command.clear();
+                resp_publish(command, text.as_bytes());
+                writer.write_all(command).await.is_ok()
             }
-            #[cfg(feature = "compare")]
-            Publisher::Nats(client) => client
-                .publish("room", text.to_string().into())
-                .await
-                .is_ok(),
+            Publisher::Nats(writer, command) => {
+                command.clear();
+                nats_publish(command, text.as_bytes());
+                writer.lock().await.write_all(command).await.is_ok()
+            }
         }
     }
 }

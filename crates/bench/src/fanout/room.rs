@@ -1,19 +1,18 @@
 //! The room under measurement: members joined and reading, publishers
 //! ready, and one round of paced publishing at a given rate.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
 use super::Args;
-use super::members::{ReaderStats, read_member, stamp};
+use super::members::{ReaderStats, stamp};
 use super::publishers::Publisher;
 use super::sweep::RunReport;
+use crate::cpu::{own_cpu_seconds, us_per_delivery};
 use crate::server::{Broker, ServerUnderTest};
-use crate::{connect_spread, lock, progress};
-use anteroom_client::Connection;
+use crate::{lock, progress};
 
 /// The connected room: readers running, publishers ready.
 pub(super) struct Room {
@@ -25,63 +24,12 @@ pub(super) struct Room {
     _keep: Vec<Box<dyn std::any::Any + Send>>,
     members: usize,
     payload: usize,
+    /// Rounds of a sweep, or the one round at `--rate`.
+    sweep: bool,
 }
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
-}
-
-pub(super) async fn connect_room(args: &Args, server: SocketAddr) -> anyhow::Result<Room> {
-    anyhow::ensure!(args.payload >= 24, "--payload must be at least 24 bytes");
-    anyhow::ensure!(
-        args.publishers >= 1 && args.publishers <= args.members,
-        "--publishers must be 1..=members"
-    );
-    let epoch = Instant::now();
-    let bar = progress(args.members as u64, "joining");
-    let mut readers = Vec::new();
-    let mut publishers = Vec::new();
-    let mut idle_writers = Vec::new();
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(256));
-    let mut joins = Vec::new();
-    for i in 0..args.members {
-        let permit = semaphore.clone().acquire_owned().await?;
-        joins.push(tokio::spawn(async move {
-            let stream = connect_spread(server, i).await?;
-            let mut connection = Connection::from_stream(stream);
-            let admission = connection.join(&format!("m{i:05}")).await?;
-            drop(permit);
-            anyhow::ensure!(
-                matches!(admission, anteroom_client::Admission::Welcome { .. }),
-                "member {i} was queued: the room is smaller than --members"
-            );
-            Ok::<_, anyhow::Error>(connection)
-        }));
-    }
-    for (i, join) in joins.into_iter().enumerate() {
-        let connection = join.await??;
-        bar.inc(1);
-        let (reader, writer) = connection.split_frames();
-        let stats = Arc::new(Mutex::new(ReaderStats::new()));
-        readers.push(stats.clone());
-        tokio::spawn(read_member(reader, stats, epoch));
-        if i < args.publishers {
-            publishers.push(Publisher::Anteroom(writer));
-        } else {
-            // Dropping a write half sends FIN, which the server reads as
-            // the member leaving; keep it for the life of the room.
-            idle_writers.push(Box::new(writer) as Box<dyn std::any::Any + Send>);
-        }
-    }
-    bar.finish_and_clear();
-    Ok(Room::new(
-        args,
-        Broker::Anteroom,
-        epoch,
-        readers,
-        publishers,
-        idle_writers,
-    ))
 }
 
 impl Room {
@@ -101,6 +49,7 @@ impl Room {
             _keep: keep,
             members: args.members,
             payload: args.payload,
+            sweep: args.sweep,
         }
     }
 
@@ -121,7 +70,8 @@ impl Room {
             s.latency_us
                 .reserve((rate * duration.as_secs_f64() * 1.1) as usize);
         }
-        let before = server.usage();
+        let before = server.cpu();
+        let own_before = own_cpu_seconds();
         let publishers = self.publishers.len();
         let interval = Duration::from_secs_f64(publishers as f64 / rate);
         let start = Instant::now() + Duration::from_millis(50);
@@ -178,7 +128,12 @@ impl Room {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let elapsed = start.elapsed().as_secs_f64();
-        let after = server.usage();
+        let own_cpu = own_cpu_seconds() - own_before;
+        let server_cpu = match (before, server.cpu()) {
+            (Some(before), Some(after)) => after.since(&before),
+            _ => 0.0,
+        };
+        let peak_rss = server.usage().peak_rss_bytes;
         let mut merged = histogram();
         for stats in &self.readers {
             let mut s = lock(stats);
@@ -211,8 +166,13 @@ impl Room {
             p99_ms: q(0.99),
             p999_ms: q(0.999),
             max_ms: merged.max() as f64 / 1000.0,
-            server_cpu_s: after.cpu_seconds - before.cpu_seconds,
-            server_peak_rss_mb: after.peak_rss_bytes as f64 / 1e6,
+            server_cpu_s: server_cpu,
+            server_peak_rss_mb: peak_rss as f64 / 1e6,
+            loadgen_cpu_s: own_cpu,
+            loadgen_cpu_us_per_delivery: us_per_delivery(own_cpu, delivered),
+            server_cpu_us_per_delivery: us_per_delivery(server_cpu, delivered),
+            pinned: server.pinned,
+            sweep: self.sweep,
         }
     }
 

@@ -28,6 +28,17 @@ pub(crate) struct RunReport {
     pub max_ms: f64,
     pub server_cpu_s: f64,
     pub server_peak_rss_mb: f64,
+    /// CPU the bench process itself used over the round (user + system).
+    pub loadgen_cpu_s: f64,
+    /// The bench's CPU per delivery: what the clients cost, which must be
+    /// about equal across brokers for their figures to compare the brokers.
+    pub loadgen_cpu_us_per_delivery: Option<f64>,
+    /// The server's CPU per delivery; null when the bench did not start it.
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// Server and load generator on a CPU each (`--pin`).
+    pub pinned: bool,
+    /// A round of a sweep, rather than the one round at `--rate`.
+    pub sweep: bool,
 }
 
 impl RunReport {
@@ -38,7 +49,7 @@ impl RunReport {
 
     pub(super) fn print(&self) {
         println!(
-            "{:>9.0} msg/s offered  {:>6} sent  {:>6.2}% delivered  {:>11.0} deliveries/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  max {:>7.2} ms  cpu {:>5.1} s  rss {:>6.1} MB",
+            "{:>9.0} msg/s offered  {:>6} sent  {:>6.2}% delivered  {:>11.0} deliveries/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  max {:>7.2} ms  cpu {:>5.2} s  rss {:>6.1} MB  per delivery: server {} µs, load generator {} µs",
             self.offered_rate,
             self.sent,
             self.delivered_ratio * 100.0,
@@ -48,15 +59,26 @@ impl RunReport {
             self.p999_ms,
             self.max_ms,
             self.server_cpu_s,
-            self.server_peak_rss_mb
+            self.server_peak_rss_mb,
+            per_delivery(self.server_cpu_us_per_delivery),
+            per_delivery(self.loadgen_cpu_us_per_delivery),
         );
         println!("{}", serde_json::to_string(self).unwrap_or_default());
     }
 }
 
+fn per_delivery(us: Option<f64>) -> String {
+    us.map_or_else(|| "-".into(), |us| format!("{us:.3}"))
+}
+
 /// The sweep's JSON line; `sustainable_rate` is null when even the
 /// starting rate failed, and `capped` says `--max-rate` stopped the sweep.
-pub(super) fn sweep_summary(args: &Args, broker: Broker, best: Option<&RunReport>) -> String {
+pub(super) fn sweep_summary(
+    args: &Args,
+    broker: Broker,
+    pinned: bool,
+    best: Option<&RunReport>,
+) -> String {
     let capped = best.is_some_and(|b| args.max_rate.is_some_and(|max| b.offered_rate * 2.0 > max));
     serde_json::json!({
         "workload": "fanout-sweep",
@@ -69,6 +91,9 @@ pub(super) fn sweep_summary(args: &Args, broker: Broker, best: Option<&RunReport
         "deliveries_per_s": best.map(|b| b.deliveries_per_s),
         "p99_ms": best.map(|b| b.p99_ms),
         "server_peak_rss_mb": best.map(|b| b.server_peak_rss_mb),
+        "loadgen_cpu_us_per_delivery": best.and_then(|b| b.loadgen_cpu_us_per_delivery),
+        "server_cpu_us_per_delivery": best.and_then(|b| b.server_cpu_us_per_delivery),
+        "pinned": pinned,
         "capped": capped,
     })
     .to_string()

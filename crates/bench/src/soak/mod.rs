@@ -138,7 +138,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "{} clients need more descriptors than this process may hold ({limit})",
         args.clients
     );
-    let server = ServerUnderTest::start(args.server, &server_settings(&args))?;
+    let server = ServerUnderTest::start(args.server, &server_settings(&args), None)?;
     let timeouts = server.measurable().then_some(Timeouts {
         handshake: HANDSHAKE_TIMEOUT,
         idle: IDLE_TIMEOUT,
