@@ -34,6 +34,8 @@ for line in sys.stdin:
         failures.append(f"{run['broker']} fanout delivered {run['delivered_ratio']:.4f}")
     elif kind == "fanout-sweep" and run["sustainable_rate"] is None:
         failures.append(f"{run['broker']} sweep found no sustainable rate")
+    elif kind == "fanout-sweep" and (run.get("capacity_rate") or 0) < run["sustainable_rate"]:
+        failures.append(f"{run['broker']} sweep: capacity {run.get('capacity_rate')} below the sustainable rate")
     elif kind == "connections" and run["in_room"] + run["queued"] != run["connections"]:
         failures.append(f"{run['broker']} held {run['in_room'] + run['queued']} of {run['connections']}")
     elif kind == "churn" and (run["position_went_up"] > 0 or run["promotions"] == 0):

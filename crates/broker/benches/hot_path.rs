@@ -1,9 +1,10 @@
 //! The fan-out hot path, and what metrics add to it.
 //!
 //! Measures, in one run on the same machine:
-//! * the baseline: room delivery of one message to N members (encode once,
-//!   push shared bytes into every outbox) and the writers draining those
-//!   outboxes into a sink, per delivered frame;
+//! * the baseline: room delivery of one message per pass to N members
+//!   (encode once, push the pass's shared run into every outbox) and a
+//!   writer shard sweeping those outboxes into a sink, per delivered frame:
+//!   with one event per pass, every frame pays for a whole write;
 //! * the metrics the writer records for delivered frames (a latency sample
 //!   per frame, published with the delivered counter once per batch), per
 //!   frame.
@@ -17,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use anteroom_broker::bus::RoomEvent;
 use anteroom_broker::conn::handle::Peer;
-use anteroom_broker::conn::writer::{ByteSink, run_writer};
+use anteroom_broker::conn::shards::{Shards, run_sharded_writer};
+use anteroom_broker::conn::writer::ByteSink;
 use anteroom_broker::room::delivery::RoomDelivery;
 
 const MEMBERS: usize = 1000;
@@ -37,12 +39,18 @@ fn fan_out_per_frame(runtime: &tokio::runtime::Runtime) -> f64 {
             });
             writers.push(peer);
         }
+        let shards = Shards::start(1);
         let handles: Vec<_> = writers
             .iter()
             .map(|peer| {
-                let peer = peer.clone();
+                let writer = run_sharded_writer(
+                    peer.clone(),
+                    ByteSink(tokio::io::sink()),
+                    None,
+                    shards.clone(),
+                );
                 tokio::spawn(async move {
-                    let _ = run_writer(&peer.outbox, ByteSink(tokio::io::sink()), None).await;
+                    let _ = writer.await;
                 })
             })
             .collect();
@@ -58,6 +66,8 @@ fn fan_out_per_frame(runtime: &tokio::runtime::Runtime) -> f64 {
                 ts: 0,
                 read_at: Instant::now(),
             });
+            // One event per pass: the most work per delivery.
+            delivery.flush();
             tokio::task::yield_now().await;
         }
         while writers.iter().any(|p| p.outbox.depth() > 0) {

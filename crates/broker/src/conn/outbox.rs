@@ -12,7 +12,6 @@
 //! per system call (see [`super::writer`]). Every push is bounded; what happens on overflow is the
 //! caller's policy (see [`Push`]).
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
@@ -44,7 +43,8 @@ pub enum Push {
 
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Entry>,
+    /// In push order; swapped whole with the writer's batch.
+    frames: Vec<Entry>,
     /// Frames in `frames`: what `limit` bounds.
     queued: usize,
     /// The latest `queued` frame not yet written; a newer one replaces it, so
@@ -149,7 +149,7 @@ impl Outbox {
         let was_idle = state.frames.is_empty() && state.position.is_none();
         state.bytes += entry.bytes().len();
         state.queued += entry.frames();
-        state.frames.push_back(entry);
+        state.frames.push(entry);
         if was_idle {
             self.wake_writer(state);
         }
@@ -260,7 +260,7 @@ impl Outbox {
         }
         for bytes in last {
             state.queued += 1;
-            state.frames.push_back(Entry::reply(bytes.clone()));
+            state.frames.push(Entry::reply(bytes.clone()));
         }
         state.closing = true;
         self.wake_writer(&state);
@@ -293,6 +293,25 @@ impl Outbox {
     /// there is nothing to write and the outbox is open. Like
     /// [`Outbox::next_batch`], it means the previous batch has been written.
     pub(crate) fn take(&self, batch: &mut Batch) -> bool {
+        Self::recycle(batch);
+        let mut state = self.lock();
+        self.take_locked(&mut state, batch)
+    }
+
+    /// [`Outbox::take`] for the writer shard: `None`, taking nothing, when
+    /// the connection's own task writes for it now.
+    pub(crate) fn take_for_shard(&self, batch: &mut Batch) -> Option<bool> {
+        let mut state = self.lock();
+        // Checked first: the batch may be one the task has yet to finish.
+        if state.owner != Owner::Shard {
+            return None;
+        }
+        Self::recycle(batch);
+        Some(self.take_locked(&mut state, batch))
+    }
+
+    /// Empties the batch for the next take, keeping a member's buffer.
+    fn recycle(batch: &mut Batch) {
         if batch.member {
             batch.entries.clear();
             // Give back memory a burst made the batch grow to.
@@ -305,9 +324,12 @@ impl Outbox {
             // delivery never allocates per recipient.
             batch.entries = Vec::new();
         }
-        let mut state = self.lock();
+    }
+
+    fn take_locked(&self, state: &mut State, batch: &mut Batch) -> bool {
         state.bytes -= std::mem::take(&mut state.in_flight);
-        batch.entries.extend(state.frames.drain(..));
+        // The batch is empty: the two buffers trade places.
+        std::mem::swap(&mut batch.entries, &mut state.frames);
         state.queued = 0;
         // Everything queued is now in the batch, and held until the writer
         // comes back for more.
@@ -324,7 +346,7 @@ impl Outbox {
         // Give back memory a burst made the queue grow to, or all of it for
         // a queued client.
         if !state.member {
-            state.frames = VecDeque::new();
+            state.frames = Vec::new();
         } else if state.frames.capacity() > 64 {
             state.frames.shrink_to(16);
         }
@@ -355,6 +377,7 @@ impl Outbox {
     }
 
     /// Whether the shard writes for the connection now.
+    #[cfg(test)]
     pub(crate) fn is_shards(&self) -> bool {
         self.lock().owner == Owner::Shard
     }

@@ -27,8 +27,8 @@ use tokio::sync::Notify;
 
 use super::handle::Peer;
 use super::outbox::Batch;
-use super::writer::{FrameSink, Position, WriteError, record_delivery};
-use crate::telemetry::{LocalLatency, metrics};
+use super::writer::{FrameSink, Position, Tally, WriteError};
+use crate::telemetry::metrics;
 
 /// A connection a shard can sweep.
 pub(crate) trait Sweep: Send + Sync {
@@ -36,7 +36,7 @@ pub(crate) trait Sweep: Send + Sync {
     fn schedule(self: Arc<Self>);
     /// Writes what is queued if the socket takes it at once; otherwise
     /// hands the connection to its own task.
-    fn sweep(&self, latency: &mut LocalLatency);
+    fn sweep(&self, tally: &mut Tally);
     /// Gives up on the connection after its write panicked: closes it and
     /// lets its task end.
     fn abandon(&self);
@@ -91,14 +91,14 @@ impl Shards {
 async fn run_shard(shards: Arc<Shards>, index: usize) {
     let shard = &shards.shards[index];
     let mut sweeping: Vec<Arc<dyn Sweep>> = Vec::new();
-    let mut latency = LocalLatency::default();
+    let mut tally = Tally::default();
     loop {
         shard.wake.notified().await;
         std::mem::swap(&mut *lock(&shard.dirty), &mut sweeping);
         for conn in sweeping.drain(..) {
             // A bug in one connection's write must not stop the shard.
             if let Err(panic) =
-                std::panic::catch_unwind(AssertUnwindSafe(|| conn.sweep(&mut latency)))
+                std::panic::catch_unwind(AssertUnwindSafe(|| conn.sweep(&mut tally)))
             {
                 metrics().panicked("writer");
                 tracing::error!(
@@ -108,7 +108,7 @@ async fn run_shard(shards: Arc<Shards>, index: usize) {
                 conn.abandon();
             }
         }
-        metrics().delivery_latency.publish(&mut latency);
+        tally.publish();
         // Give the list back its memory after a storm.
         if sweeping.capacity() > 4096 {
             sweeping = Vec::new();
@@ -148,26 +148,23 @@ impl<S: FrameSink + 'static> Sweep for WriteSide<S> {
         }
     }
 
-    fn sweep(&self, latency: &mut LocalLatency) {
+    fn sweep(&self, tally: &mut Tally) {
         let outbox = &self.peer.outbox;
         let mut parked = lock(&self.parked);
-        // A sweep scheduled before the connection went to its task finds it
-        // there: the task has the batch, or is about to take it as it is.
-        if !outbox.is_shards() {
-            return;
-        }
         // The task may hold the sink while the shard owns the connection
         // (woken by a frame pushed before it was attached); it looks for
         // more after putting it back.
         let Some(p) = parked.as_mut() else { return };
-        if !outbox.take(&mut p.batch) {
+        // A sweep scheduled before the connection went to its task finds it
+        // there: the task has the batch, or is about to take it as it is.
+        if outbox.take_for_shard(&mut p.batch) != Some(true) {
             return;
         }
         p.at = Position::default();
         if !p.batch.closing {
             let discarded = outbox.discarded(&p.batch);
             let done = p.sink.try_write(&p.batch.entries, &mut p.at, discarded);
-            record_delivery(&p.batch.entries[..p.at.index], latency);
+            tally.count(&p.batch.entries[..p.at.index]);
             if let Ok(true) = done {
                 outbox.written(&mut p.batch);
                 return;
@@ -211,46 +208,70 @@ pub async fn run_sharded_writer<S: FrameSink + 'static>(
     });
     let weak: Weak<WriteSide<S>> = Arc::downgrade(&side);
     peer.outbox.attach(weak);
-    let mut latency = LocalLatency::default();
     loop {
         peer.outbox.wait_for_task().await;
         if side.abandoned.load(Ordering::Acquire) {
             // Counted and logged where it panicked.
             return Ok(());
         }
-        let Some(mut p) = lock(&side.parked).take() else {
+        let Some(p) = lock(&side.parked).take() else {
             continue;
         };
-        loop {
-            // Finish the batch from where the shard left it.
-            if p.at.index < p.batch.entries.len() || p.batch.closing {
-                let discarded = peer.outbox.discarded(&p.batch);
-                let from = p.at;
-                let written = p
-                    .sink
-                    .write_all(&p.batch.entries, from, write_timeout, discarded)
-                    .await?;
-                record_delivery(&p.batch.entries[from.index..written], &mut latency);
-                metrics().delivery_latency.publish(&mut latency);
-                if p.batch.closing {
-                    p.sink.finish().await;
-                    return Ok(());
-                }
+        // On the heap: most connections never get here, and their task is
+        // as small as its idle state.
+        if Box::pin(catch_up(&side, p, write_timeout)).await? == CaughtUp::Closed {
+            return Ok(());
+        }
+    }
+}
+
+/// How [`catch_up`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum CaughtUp {
+    /// Everything is written and the shard writes again.
+    Shard,
+    /// The outbox closed and the transport's sending side is ended.
+    Closed,
+}
+
+/// Writes until nothing is queued: the batch the shard left, then whatever
+/// arrives meanwhile; then parks the sink and gives the connection back.
+async fn catch_up<S: FrameSink + 'static>(
+    side: &WriteSide<S>,
+    mut p: Parked<S>,
+    write_timeout: Option<Duration>,
+) -> Result<CaughtUp, WriteError> {
+    let outbox = &side.peer.outbox;
+    let mut tally = Tally::default();
+    loop {
+        // Finish the batch from where the shard left it.
+        if p.at.index < p.batch.entries.len() || p.batch.closing {
+            let discarded = outbox.discarded(&p.batch);
+            let from = p.at;
+            let written = p
+                .sink
+                .write_all(&p.batch.entries, from, write_timeout, discarded)
+                .await?;
+            tally.count(&p.batch.entries[from.index..written]);
+            tally.publish();
+            if p.batch.closing {
+                p.sink.finish().await;
+                return Ok(CaughtUp::Closed);
             }
-            peer.outbox.written(&mut p.batch);
-            p.at = Position::default();
-            // Park before giving the connection back, so the shard always
-            // finds the sink when it owns the connection.
-            if !peer.outbox.take(&mut p.batch) {
-                *lock(&side.parked) = Some(p);
-                if peer.outbox.hand_to_shard() {
-                    break;
-                }
-                // Frames came in meanwhile: keep writing.
-                match lock(&side.parked).take() {
-                    Some(again) => p = again,
-                    None => break,
-                }
+        }
+        outbox.written(&mut p.batch);
+        p.at = Position::default();
+        // Park before giving the connection back, so the shard always finds
+        // the sink when it owns the connection.
+        if !outbox.take(&mut p.batch) {
+            *lock(&side.parked) = Some(p);
+            if outbox.hand_to_shard() {
+                return Ok(CaughtUp::Shard);
+            }
+            // Frames came in meanwhile: keep writing.
+            match lock(&side.parked).take() {
+                Some(again) => p = again,
+                None => return Ok(CaughtUp::Shard),
             }
         }
     }

@@ -26,6 +26,9 @@ use crate::telemetry::{LocalLatency, metrics};
 /// Frames handed to the kernel per `writev` at most.
 const MAX_IOVECS: usize = 128;
 
+/// Slices of the small array most writes need.
+const FEW_IOVECS: usize = 8;
+
 /// Longest wait for a transport to take its closing handshake.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
 
@@ -183,7 +186,7 @@ pub async fn run_writer<S: FrameSink>(
     write_timeout: Option<Duration>,
 ) -> Result<(), WriteError> {
     let mut batch = Batch::default();
-    let mut latency = LocalLatency::default();
+    let mut tally = Tally::default();
     loop {
         outbox.next_batch(&mut batch).await;
         let discarded = outbox.discarded(&batch);
@@ -195,7 +198,8 @@ pub async fn run_writer<S: FrameSink>(
                 discarded,
             )
             .await?;
-        record_delivery(&batch.entries[..written], &mut latency);
+        tally.count(&batch.entries[..written]);
+        tally.publish();
         if batch.closing {
             sink.finish().await;
             return Ok(());
@@ -203,20 +207,58 @@ pub async fn run_writer<S: FrameSink>(
     }
 }
 
-/// Counts the room events in `entries`, just written, and their latency.
-pub(crate) fn record_delivery(entries: &[Entry], latency: &mut LocalLatency) {
-    let m = metrics();
-    let now = Instant::now();
-    let mut events = 0u64;
-    for entry in entries {
-        events += entry.events();
-        for posted in entry.posted() {
-            latency.record(now.saturating_duration_since(*posted));
+/// Room events written and their delivery latency, added up over a batch
+/// or a sweep and published once: the delivered counter is shared by every
+/// writer, and bumping it per connection would make the cores fight over it.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    latency: LocalLatency,
+    events: u64,
+    /// The time of recent writes, read again every [`CLOCK_REUSE`] of them.
+    now: Option<Instant>,
+    reads: u32,
+}
+
+/// Writes that share one reading of the clock. A sweep writes a connection
+/// every few microseconds; reading the clock for each cost a tenth of the
+/// sweep, and the latency buckets are far coarser than 32 writes.
+const CLOCK_REUSE: u32 = 32;
+
+impl Tally {
+    /// Counts `entries`, just written.
+    pub(crate) fn count(&mut self, entries: &[Entry]) {
+        for entry in entries {
+            self.events += entry.events();
+            let posted = entry.posted();
+            if !posted.is_empty() {
+                let now = self.now();
+                for posted in posted {
+                    self.latency.record(now.saturating_duration_since(*posted));
+                }
+            }
         }
     }
-    m.delivery_latency.publish(latency);
-    if events > 0 {
-        m.delivered.increment(events);
+
+    fn now(&mut self) -> Instant {
+        self.reads += 1;
+        match self.now {
+            Some(now) if self.reads < CLOCK_REUSE => now,
+            _ => {
+                self.reads = 0;
+                *self.now.insert(Instant::now())
+            }
+        }
+    }
+
+    /// Publishes what was counted since the last call.
+    pub(crate) fn publish(&mut self) {
+        let m = metrics();
+        m.delivery_latency.publish(&mut self.latency);
+        if self.events > 0 {
+            m.delivered.increment(std::mem::take(&mut self.events));
+        }
+        // The next batch or sweep reads the clock afresh.
+        self.now = None;
     }
 }
 
@@ -428,9 +470,28 @@ fn poll_write_entries<W>(
 where
     W: AsyncWrite + Unpin,
 {
-    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+    // Usually a shared run and a reply or two: a small array then, rather
+    // than clearing room for `MAX_IOVECS` on every write.
+    if entries.len() - first <= FEW_IOVECS {
+        poll_write_slices::<W, FEW_IOVECS>(io, cx, entries, first, skip)
+    } else {
+        poll_write_slices::<W, MAX_IOVECS>(io, cx, entries, first, skip)
+    }
+}
+
+fn poll_write_slices<W, const N: usize>(
+    io: &mut W,
+    cx: &mut std::task::Context<'_>,
+    entries: &[Entry],
+    first: usize,
+    skip: usize,
+) -> std::task::Poll<std::io::Result<usize>>
+where
+    W: AsyncWrite + Unpin,
+{
+    let mut slices = [IoSlice::new(&[]); N];
     let mut count = 0;
-    for (i, entry) in entries[first..].iter().take(MAX_IOVECS).enumerate() {
+    for (i, entry) in entries[first..].iter().take(N).enumerate() {
         let start = if i == 0 { skip } else { 0 };
         slices[count] = IoSlice::new(&entry.bytes()[start..]);
         count += 1;

@@ -128,3 +128,21 @@ async fn a_dropped_writer_leaves_the_outbox_nothing_to_wake() {
     peer.outbox.push_events(&run(0, 1, 1), false);
     assert_eq!(Arc::strong_count(&peer), 1);
 }
+
+#[tokio::test]
+async fn an_idle_sharded_writer_stays_small() {
+    // Every connection holds its writer task for its whole life.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (_read, write) = stream.into_split();
+    let writer = run_sharded_writer(
+        Arc::new(Peer::new(16)),
+        ByteSink(write),
+        Some(Duration::from_secs(1)),
+        Shards::start(1),
+    );
+    let size = std::mem::size_of_val(&writer);
+    assert!(size < 512, "the writer's future is {size} bytes");
+}
