@@ -65,7 +65,7 @@ for rep in $(seq "$reps"); do
         for members in $sizes; do
             case $members in
                 100) start=2000 ;;
-                1000) start=250 ;;
+                1000) start=500 ;;
                 5000) start=50 ;;
                 *) start=$((250000 / members > 0 ? 250000 / members : 1)) ;;  # ~250k deliveries/s
             esac

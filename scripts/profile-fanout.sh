@@ -9,7 +9,8 @@
 #   scripts/profile-fanout.sh BROKER MEMBERS RATE [--record] [-- bench args]
 #
 # BROKER is anteroom, redis or nats. Needs perf (Debian's linux-perf) and a
-# release build with the compare feature.
+# release build with the compare feature; BENCH_BIN names another build of
+# the binary (to profile an earlier commit with the same load generator).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 broker="$1" members="$2" rate="$3"
@@ -17,7 +18,7 @@ shift 3
 record=no
 if [ "${1:-}" = "--record" ]; then record=yes; shift; fi
 [ "${1:-}" = "--" ] && shift
-bench=target/release/anteroom
+bench="${BENCH_BIN:-target/release/anteroom}"
 window=8
 log=$(mktemp)
 "$bench" bench fanout --broker "$broker" --members "$members" --rate "$rate" \

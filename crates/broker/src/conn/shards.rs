@@ -87,6 +87,14 @@ impl Shards {
     }
 }
 
+/// Connections a shard writes before it lets the other tasks of its thread
+/// run. A sweep of thousands of members takes tens of milliseconds; run in
+/// one go, it would hold up room delivery and the publishers' sessions on
+/// the same thread, and every message behind it would wait a whole sweep
+/// longer. Between chunks, new events reach the outboxes still to be
+/// written, which then go out in the same write.
+const SWEEP_CHUNK: usize = 32;
+
 /// A shard's task: sweeps its dirty connections whenever there are some.
 async fn run_shard(shards: Arc<Shards>, index: usize) {
     let shard = &shards.shards[index];
@@ -95,25 +103,28 @@ async fn run_shard(shards: Arc<Shards>, index: usize) {
     loop {
         shard.wake.notified().await;
         std::mem::swap(&mut *lock(&shard.dirty), &mut sweeping);
-        for conn in sweeping.drain(..) {
-            // A bug in one connection's write must not stop the shard.
-            if let Err(panic) =
-                std::panic::catch_unwind(AssertUnwindSafe(|| conn.sweep(&mut tally)))
-            {
-                metrics().panicked("writer");
-                tracing::error!(
-                    panic = crate::supervisor::panic_message(&*panic),
-                    "writer panicked; closing the connection"
-                );
-                conn.abandon();
+        for chunk in sweeping.chunks(SWEEP_CHUNK) {
+            for conn in chunk {
+                // A bug in one connection's write must not stop the shard.
+                if let Err(panic) =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| conn.sweep(&mut tally)))
+                {
+                    metrics().panicked("writer");
+                    tracing::error!(
+                        panic = crate::supervisor::panic_message(&*panic),
+                        "writer panicked; closing the connection"
+                    );
+                    conn.abandon();
+                }
             }
+            tally.publish();
+            tokio::task::yield_now().await;
         }
-        tally.publish();
+        sweeping.clear();
         // Give the list back its memory after a storm.
         if sweeping.capacity() > 4096 {
             sweeping = Vec::new();
         }
-        tokio::task::yield_now().await;
     }
 }
 
