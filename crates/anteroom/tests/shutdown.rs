@@ -110,6 +110,7 @@ async fn a_session_waiting_on_a_full_topic_still_sees_the_shutdown() {
         Config::default(),
         bus.clone(),
         Arc::new(Roster::new()),
+        anteroom_broker::conn::shards::Shards::for_current_runtime(),
         shutdown.clone(),
     ));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -244,6 +244,7 @@ impl Server {
         let Room {
             bus,
             roster,
+            shards,
             mut components,
         } = Room::start(&config, &shutdown);
 
@@ -263,7 +264,13 @@ impl Server {
         components.push(upkeep);
 
         let grace = config.shutdown_grace;
-        let gateway = Arc::new(Gateway::new(config, bus.clone(), roster, shutdown.clone()));
+        let gateway = Arc::new(Gateway::new(
+            config,
+            bus.clone(),
+            roster,
+            shards,
+            shutdown.clone(),
+        ));
         let mut failure = None;
         tokio::select! {
             () = listener::accept_loop(listener, gateway.clone()) => {}

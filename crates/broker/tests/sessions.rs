@@ -33,7 +33,13 @@ impl Broker {
         config.validate().expect("test config is valid");
         let shutdown = CancellationToken::new();
         let room = Room::start(&config, &shutdown);
-        let gateway = Arc::new(Gateway::new(config, room.bus, room.roster, shutdown));
+        let gateway = Arc::new(Gateway::new(
+            config,
+            room.bus,
+            room.roster,
+            room.shards,
+            shutdown,
+        ));
         Self { gateway }
     }
 

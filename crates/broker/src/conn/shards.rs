@@ -18,7 +18,7 @@
 //! [`FrameSink::try_write`]) is simply always written by its task.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -52,6 +52,25 @@ pub struct Shards {
 struct Shard {
     dirty: Mutex<Vec<Arc<dyn Sweep>>>,
     wake: Notify,
+    /// Rounds of sweeping started (counted as the dirty list is taken,
+    /// under its lock) and finished.
+    started: AtomicU64,
+    finished: AtomicU64,
+    /// Told at the end of every round.
+    swept: Notify,
+}
+
+impl Shard {
+    /// The round that will have written every connection dirty now.
+    fn round_covering_now(&self) -> u64 {
+        let dirty = lock(&self.dirty);
+        let started = self.started.load(Ordering::Acquire);
+        if dirty.is_empty() {
+            started
+        } else {
+            started + 1
+        }
+    }
 }
 
 impl std::fmt::Debug for dyn Sweep {
@@ -81,6 +100,27 @@ impl Shards {
         shards
     }
 
+    /// Returns once every shard has swept the connections that were dirty
+    /// when it was called: how room delivery keeps pace with its writes.
+    /// Later pushes (replies, position updates) are not waited for, so a
+    /// busy gateway cannot hold delivery up.
+    pub async fn caught_up(&self) {
+        for shard in self.shards.iter() {
+            let round = shard.round_covering_now();
+            loop {
+                let swept = shard.swept.notified();
+                let mut swept = std::pin::pin!(swept);
+                // Registered before checking, so a round ending in between
+                // is not missed.
+                swept.as_mut().enable();
+                if shard.finished.load(Ordering::Acquire) >= round {
+                    break;
+                }
+                swept.await;
+            }
+        }
+    }
+
     /// One shard per worker thread of the current runtime.
     pub fn for_current_runtime() -> Arc<Self> {
         Self::start(tokio::runtime::Handle::current().metrics().num_workers())
@@ -102,7 +142,11 @@ async fn run_shard(shards: Arc<Shards>, index: usize) {
     let mut tally = Tally::default();
     loop {
         shard.wake.notified().await;
-        std::mem::swap(&mut *lock(&shard.dirty), &mut sweeping);
+        {
+            let mut dirty = lock(&shard.dirty);
+            shard.started.fetch_add(1, Ordering::AcqRel);
+            std::mem::swap(&mut *dirty, &mut sweeping);
+        }
         for chunk in sweeping.chunks(SWEEP_CHUNK) {
             for conn in chunk {
                 // A bug in one connection's write must not stop the shard.
@@ -121,6 +165,8 @@ async fn run_shard(shards: Arc<Shards>, index: usize) {
             tokio::task::yield_now().await;
         }
         sweeping.clear();
+        shard.finished.fetch_add(1, Ordering::AcqRel);
+        shard.swept.notify_waiters();
         // Give the list back its memory after a storm.
         if sweeping.capacity() > 4096 {
             sweeping = Vec::new();

@@ -48,9 +48,15 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the shared state from a validated configuration. Starts the
-    /// writer shards, so it runs inside the server's runtime.
-    pub fn new(config: Config, bus: Bus, roster: Arc<Roster>, shutdown: CancellationToken) -> Self {
+    /// Builds the shared state from a validated configuration; `shards` are
+    /// the room's (see [`crate::room::Room`]).
+    pub fn new(
+        config: Config,
+        bus: Bus,
+        roster: Arc<Roster>,
+        shards: Arc<Shards>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let quota = rate_quota(&config);
         let limits = limits::Limits::new(
             config.connection_cap(),
@@ -71,7 +77,7 @@ impl Gateway {
             shutdown,
             tracker: TaskTracker::new(),
             quota,
-            shards: Shards::for_current_runtime(),
+            shards,
         }
     }
 }

@@ -20,6 +20,7 @@ use tracing::debug;
 use crate::bus::RoomEvent;
 use crate::conn::handle::{ConnId, Peer};
 use crate::conn::outbox::{EventRun, Push};
+use crate::conn::shards::Shards;
 use crate::telemetry::metrics;
 use anteroom_protocol::ServerMessage;
 use anteroom_protocol::server::{WELCOME_DIRECT, WELCOME_FROM_QUEUE};
@@ -188,11 +189,18 @@ const LAG_SAMPLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The room delivery actor. Runs until the `room` topic closes.
 ///
-/// Events are handled in batches of at most `batch` (a quarter of the
-/// outbox limit), and the task yields between full batches: writers then get
-/// to drain outboxes before more is pushed, so a burst of messages is not
-/// mistaken for a slow member.
-pub async fn run(mut room: Receiver<RoomEvent>, mut delivery: RoomDelivery, outbox_limit: usize) {
+/// Events are handled in passes of at most `batch` (a quarter of the outbox
+/// limit). After each pass, if the writer shards still have connections to
+/// write from earlier passes, delivery waits until they have swept them: a
+/// burst (a join storm, a flood of messages) then never hands a member more
+/// than one pass ahead of its writes, and is not mistaken for a slow member.
+/// The shards never wait on a socket, so this waits only for CPU.
+pub async fn run(
+    mut room: Receiver<RoomEvent>,
+    mut delivery: RoomDelivery,
+    outbox_limit: usize,
+    shards: Arc<Shards>,
+) {
     let m = metrics();
     let batch = (outbox_limit / 4).clamp(1, 64);
     let mut sample = tokio::time::interval(LAG_SAMPLE);
@@ -221,6 +229,7 @@ pub async fn run(mut room: Receiver<RoomEvent>, mut delivery: RoomDelivery, outb
         // One gauge update per batch, not per event.
         let lag = room.len() + delivery.take_deepest();
         m.lag_room_delivery.set(lag as f64);
+        shards.caught_up().await;
         if handled == batch {
             tokio::task::yield_now().await;
         }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
 use crate::config::{Config, SlowConsumerPolicy};
+use crate::conn::shards::Shards;
 use crate::supervisor::Component;
 
 /// A running room: the bus, the roster sessions read for `who`, and the
@@ -29,6 +30,9 @@ pub struct Room {
     pub bus: Bus,
     /// Who is in the room, for `who`.
     pub roster: Arc<roster::Roster>,
+    /// The writer shards room delivery hands its passes to, and keeps pace
+    /// with; the gateway's connections are written through them.
+    pub shards: Arc<Shards>,
     /// Admission, delivery, roster and waitlist.
     pub components: Vec<Component>,
 }
@@ -39,6 +43,7 @@ impl Room {
     pub fn start(config: &Config, shutdown: &CancellationToken) -> Self {
         let (bus, subscriptions) = Bus::new();
         let roster = Arc::new(roster::Roster::new());
+        let shards = Shards::for_current_runtime();
         let skip = config.slow_consumer == SlowConsumerPolicy::Skip;
         let components = vec![
             Component::spawn(
@@ -47,6 +52,7 @@ impl Room {
                     subscriptions.room_delivery,
                     delivery::RoomDelivery::new(config.max_active, skip),
                     config.outbox_limit,
+                    shards.clone(),
                 ),
             ),
             Component::spawn("roster", roster::run(subscriptions.roster, roster.clone())),
@@ -72,6 +78,7 @@ impl Room {
         Self {
             bus,
             roster,
+            shards,
             components,
         }
     }
