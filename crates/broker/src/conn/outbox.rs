@@ -158,8 +158,14 @@ impl Outbox {
 
     /// Tells whoever writes for this connection that there is work: its
     /// shard, or its own task.
+    ///
+    /// Only a member's frames go through the shard. A queued client gets a
+    /// position update now and then, tens of thousands of them in one flush
+    /// of a long queue; its own task writes them, scheduled fairly beside
+    /// room delivery and the sessions, as a sweep of them would not be.
     fn wake_writer(&self, state: &State) {
         if state.owner == Owner::Shard
+            && state.member
             && let Some(sweeper) = state.sweeper.as_ref().and_then(Weak::upgrade)
         {
             sweeper.schedule();

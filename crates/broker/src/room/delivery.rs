@@ -190,11 +190,11 @@ const LAG_SAMPLE: std::time::Duration = std::time::Duration::from_secs(1);
 /// The room delivery actor. Runs until the `room` topic closes.
 ///
 /// Events are handled in passes of at most `batch` (a quarter of the outbox
-/// limit). After each pass, if the writer shards still have connections to
-/// write from earlier passes, delivery waits until they have swept them: a
-/// burst (a join storm, a flood of messages) then never hands a member more
-/// than one pass ahead of its writes, and is not mistaken for a slow member.
-/// The shards never wait on a socket, so this waits only for CPU.
+/// limit). After a pass that left some member halfway to its outbox limit,
+/// delivery waits until the writer shards have swept what was dirty: a burst
+/// (a join storm, a flood of messages) then never runs far ahead of the
+/// writes, and is not mistaken for a slow member. The shards never wait on a
+/// socket, so this waits only for CPU.
 pub async fn run(
     mut room: Receiver<RoomEvent>,
     mut delivery: RoomDelivery,
@@ -227,9 +227,14 @@ pub async fn run(
         }
         delivery.flush();
         // One gauge update per batch, not per event.
-        let lag = room.len() + delivery.take_deepest();
-        m.lag_room_delivery.set(lag as f64);
-        shards.caught_up().await;
+        let deepest = delivery.take_deepest();
+        m.lag_room_delivery.set((room.len() + deepest) as f64);
+        // A member halfway to its outbox limit: let the shards catch up
+        // before handing out more. Only then, so that a room keeping up
+        // never waits, and admission, publishing behind it, neither.
+        if deepest >= outbox_limit / 2 {
+            shards.caught_up().await;
+        }
         if handled == batch {
             tokio::task::yield_now().await;
         }
