@@ -382,6 +382,13 @@ impl Outbox {
         }
     }
 
+    /// Makes the outbox a member's without a `welcome`, for tests of the
+    /// member's write path.
+    #[cfg(test)]
+    pub(crate) fn set_member(&self) {
+        self.lock().member = true;
+    }
+
     /// Whether the shard writes for the connection now.
     #[cfg(test)]
     pub(crate) fn is_shards(&self) -> bool {

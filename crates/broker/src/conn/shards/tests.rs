@@ -45,6 +45,14 @@ async fn read_some(server: &mut tokio::io::DuplexStream, n: usize) -> Vec<u8> {
     out
 }
 
+/// A member's connection with an outbox of `limit` frames: only members are
+/// written by the shards.
+fn member(limit: usize) -> Arc<Peer> {
+    let peer = Arc::new(Peer::new(limit));
+    peer.outbox.set_member();
+    peer
+}
+
 /// A connection with an outbox of `limit` frames, its writer started on a
 /// shard of its own, writing into a pipe of `pipe` bytes; the other end of
 /// the pipe is returned.
@@ -57,7 +65,7 @@ fn connect(
     tokio::io::DuplexStream,
     tokio::task::JoinHandle<Result<(), WriteError>>,
 ) {
-    let peer = Arc::new(Peer::new(limit));
+    let peer = member(limit);
     let (client, server) = tokio::io::duplex(pipe);
     let writer = tokio::spawn(run_sharded_writer(
         peer.clone(),
@@ -150,7 +158,7 @@ async fn an_idle_sharded_writer_stays_small() {
 #[tokio::test]
 async fn caught_up_returns_once_the_frames_pushed_before_it_are_written() {
     let shards = Shards::start(1);
-    let peer = Arc::new(Peer::new(1024));
+    let peer = member(1024);
     let (client, mut server) = tokio::io::duplex(64 * 1024);
     let _writer = tokio::spawn(run_sharded_writer(
         peer.clone(),
@@ -168,4 +176,22 @@ async fn caught_up_returns_once_the_frames_pushed_before_it_are_written() {
     assert_eq!(numbers(&out), [0, 1, 2]);
     // Nothing dirty: it returns at once.
     assert!(futures_util::FutureExt::now_or_never(shards.caught_up()).is_some());
+}
+
+#[tokio::test]
+async fn a_queued_clients_position_updates_are_written_by_its_own_task() {
+    let shards = Shards::start(1);
+    let peer = Arc::new(Peer::new(16));
+    let (client, mut server) = tokio::io::duplex(1024);
+    let _writer = tokio::spawn(run_sharded_writer(
+        peer.clone(),
+        ByteSink(client),
+        None,
+        shards.clone(),
+    ));
+    tokio::task::yield_now().await;
+    assert!(peer.outbox.set_position(frames(7, 1, 1)));
+    // Nothing for the shard to wait for: the task writes it.
+    assert!(futures_util::FutureExt::now_or_never(shards.caught_up()).is_some());
+    assert_eq!(numbers(&read_some(&mut server, 5).await), [7]);
 }
