@@ -19,6 +19,7 @@ use std::sync::Arc;
 use anteroom_broker::bus::Bus;
 use anteroom_broker::config::{Config, KEYS, Raw, Source};
 use anteroom_broker::conn::outbox::{Outbox, Push};
+use anteroom_broker::conn::shards::Shards;
 use anteroom_broker::gateway::Gateway;
 use anteroom_broker::room::admission::Admission;
 use anteroom_broker::room::delivery::RoomDelivery;
@@ -78,6 +79,7 @@ fn exercise(config: &Config) {
         config.clone(),
         bus,
         Arc::new(Roster::new()),
+        SHARDS.1.clone(),
         CancellationToken::new(),
     );
     let limiter = DefaultDirectRateLimiter::direct(gateway.quota);
@@ -111,6 +113,17 @@ fn exercise(config: &Config) {
     }
     let _ = config.connection_cap();
 }
+
+/// The writer shards every gateway needs, started once: the gateway is only
+/// built here, never run, so they never write.
+static SHARDS: std::sync::LazyLock<(tokio::runtime::Runtime, Arc<Shards>)> =
+    std::sync::LazyLock::new(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime for the shards");
+        let shards = runtime.block_on(async { Shards::start(1) });
+        (runtime, shards)
+    });
 
 fuzz_target!(|data: &[u8]| {
     let config = load(data);

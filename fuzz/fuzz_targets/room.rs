@@ -102,9 +102,16 @@ async fn run(input: &[u8]) -> Vec<Vec<u8>> {
     let Room {
         bus,
         roster,
+        shards,
         components,
     } = Room::start(&config, &shutdown);
-    let gateway = Arc::new(Gateway::new(config, bus.clone(), roster, shutdown.clone()));
+    let gateway = Arc::new(Gateway::new(
+        config,
+        bus.clone(),
+        roster,
+        shards,
+        shutdown.clone(),
+    ));
     let mut sessions = Vec::new();
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {

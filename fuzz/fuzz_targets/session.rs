@@ -164,9 +164,10 @@ async fn converse(config: Config, seed: u8, input: Vec<u8>) -> Vec<u8> {
     let Room {
         bus,
         roster,
+        shards,
         components,
     } = Room::start(&config, &shutdown);
-    let gateway = Arc::new(Gateway::new(config, bus.clone(), roster, shutdown));
+    let gateway = Arc::new(Gateway::new(config, bus.clone(), roster, shards, shutdown));
 
     let (client, server) = tokio::io::duplex(4096);
     let (server_read, server_write) = tokio::io::split(server);
