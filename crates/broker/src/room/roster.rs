@@ -29,7 +29,12 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Roster {
     inner: Mutex<Inner>,
+    /// Told after every join and leave.
+    changed: tokio::sync::Notify,
 }
+
+/// Longest a `who` waits for the roster to list the member asking.
+const CATCH_UP_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Roster {
     pub fn new() -> Self {
@@ -48,6 +53,8 @@ impl Roster {
         inner.by_seq.insert(seq, name);
         inner.seq_of.insert(id, seq);
         inner.users_frame = None;
+        drop(inner);
+        self.changed.notify_waiters();
     }
 
     /// Records a member leaving the room.
@@ -57,6 +64,28 @@ impl Roster {
             inner.by_seq.remove(&seq);
             inner.users_frame = None;
         }
+        drop(inner);
+        self.changed.notify_waiters();
+    }
+
+    /// The `users` frame for a member's `who`, once the roster lists that
+    /// member. The roster follows the `room` topic beside room delivery, so
+    /// a member who asks the moment its `welcome` arrives could otherwise be
+    /// missing from the answer. Waits at most [`CATCH_UP_LIMIT`].
+    pub async fn users_frame_for(&self, id: ConnId) -> Bytes {
+        let _ = tokio::time::timeout(CATCH_UP_LIMIT, async {
+            loop {
+                let changed = self.changed.notified();
+                let mut changed = std::pin::pin!(changed);
+                changed.as_mut().enable();
+                if self.lock().seq_of.contains_key(&id) {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await;
+        self.users_frame()
     }
 
     /// Member names in join order.

@@ -33,7 +33,8 @@ impl Session {
             ClientMessage::Say { text } => self.say(text, read_at).await,
             ClientMessage::Who => {
                 if self.admitted("who") && self.who_allowed() {
-                    self.reply(self.gateway.roster.users_frame());
+                    let users = self.gateway.roster.users_frame_for(self.peer.id).await;
+                    self.reply(users);
                 }
                 None
             }
