@@ -8,6 +8,7 @@ use anteroom_broker::server::Server;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+mod cert;
 #[cfg(test)]
 mod docs_check;
 mod logging;
@@ -18,7 +19,7 @@ use logging::LogFormat;
 #[command(
     name = "anteroom",
     version,
-    about = "A single-room chat broker speaking MessagePack over TCP"
+    about = "A single-room chat broker speaking MessagePack over TCP, TLS and QUIC"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +37,8 @@ enum Command {
     /// Chat in the room: a full-screen interface on a terminal, one line per
     /// event when piped.
     Chat(ChatArgs),
+    /// Write a self-signed certificate and key for local TLS and QUIC.
+    Cert(cert::CertArgs),
     /// Probe a running broker's health endpoint; exits 0 when it answers 200.
     /// Meant for container health checks, where no HTTP client is installed.
     Healthcheck(HealthArgs),
@@ -46,14 +49,39 @@ struct ChatArgs {
     /// Your name in the room (1 to 32 characters).
     #[arg(long)]
     name: String,
-    /// The broker's chat address.
+    /// The broker: `tcp://host:port` (or `host:port`), `tls://host:port` or
+    /// `quic://host:port`.
     #[arg(
         long,
-        value_name = "ADDR",
+        value_name = "URL",
         default_value = "127.0.0.1:7878",
         env = "ANTEROOM_SERVER"
     )]
     server: String,
+    /// For tls:// and quic://: trust the certificates in this PEM file (a
+    /// private CA, or the server's own self-signed certificate) instead of
+    /// the public certificate authorities.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+    /// For tls:// and quic://: trust any certificate. Encrypted, but not
+    /// private: anyone in the middle can read the chat. The screen says so.
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl ChatArgs {
+    fn dial(&self) -> anteroom_client::chat::Dial {
+        use anteroom_client::Trust;
+        let trust = match (&self.ca, self.insecure) {
+            (_, true) => Trust::Insecure,
+            (Some(path), false) => Trust::CaFile(path.clone()),
+            (None, false) => Trust::PublicRoots,
+        };
+        anteroom_client::chat::Dial {
+            server: self.server.clone(),
+            trust,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -206,8 +234,9 @@ fn main() -> ExitCode {
         Command::Healthcheck(args) => runtime.block_on(healthcheck(args)),
         #[cfg(feature = "bench")]
         Command::Bench(workload) => runtime.block_on(anteroom_bench::run(workload)),
+        Command::Cert(args) => cert::run(args),
         Command::Chat(args) => runtime
-            .block_on(anteroom_client::chat::run(args.server, args.name))
+            .block_on(anteroom_client::chat::run(args.dial(), args.name.clone()))
             .map_err(anyhow::Error::msg),
     };
     // Do not wait for connections the grace period already gave up on.

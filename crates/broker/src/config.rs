@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use anteroom_protocol::codec::MAX_SERVER_FRAME_BYTES;
 
+mod parse;
+use parse::*;
+
 /// One configuration key, as documentation, flags and variables present it.
 #[derive(Debug, Clone, Copy)]
 pub struct Key {
@@ -90,6 +93,14 @@ declare_config! {
     listen: SocketAddr = "\"127.0.0.1:7878\"", addr;
     /// HTTP listener for /metrics, /healthz and /readyz.
     metrics_listen: SocketAddr = "\"127.0.0.1:9878\"", addr;
+    /// TLS listener (TCP address, TLS 1.2 and 1.3); `""` turns it off. Needs `tls_cert` and `tls_key`.
+    tls_listen: Option<SocketAddr> = "\"\"", optional_addr;
+    /// QUIC listener (UDP address, ALPN `anteroom/1`); `""` turns it off. Needs `tls_cert` and `tls_key`.
+    quic_listen: Option<SocketAddr> = "\"\"", optional_addr;
+    /// PEM file with the certificate chain for TLS and QUIC, leaf first; reloaded on SIGHUP for new connections.
+    tls_cert: Option<PathBuf> = "\"\"", optional_path;
+    /// PEM file with the private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1); reloaded with it.
+    tls_key: Option<PathBuf> = "\"\"", optional_path;
     /// Room capacity: members in the room at once.
     max_active: usize = "1000", count(1, MAX_MEMBERS);
     /// Clients allowed to wait in the queue; beyond it a client gets `bye{server_full}`.
@@ -330,6 +341,17 @@ impl Config {
 
     /// Checks relations between keys that no single value can violate.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, on) in [
+            ("tls_listen", self.tls_listen.is_some()),
+            ("quic_listen", self.quic_listen.is_some()),
+        ] {
+            if on && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+                return Err(ConfigError::Inconsistent {
+                    key,
+                    reason: "needs tls_cert and tls_key (PEM files; `anteroom cert` makes a self-signed pair for trying)".to_string(),
+                });
+            }
+        }
         if self.idle_timeout <= self.heartbeat_interval {
             return Err(ConfigError::Inconsistent {
                 key: "idle_timeout",
@@ -418,90 +440,6 @@ pub fn markdown_table() -> String {
 
 fn one_line(doc: &str) -> String {
     doc.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn text_of(raw: Raw<'_>) -> Option<&str> {
-    match raw {
-        Raw::Text(s) => Some(s.trim()),
-        Raw::Toml(v) => v.as_str(),
-    }
-}
-
-fn addr(raw: Raw<'_>) -> Result<SocketAddr, String> {
-    text_of(raw)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| "expected an address like 127.0.0.1:7878".to_string())
-}
-
-fn count(min: usize, max: usize) -> impl Fn(Raw<'_>) -> Result<usize, String> {
-    move |raw| {
-        let n = match raw {
-            Raw::Text(s) => s.trim().parse::<usize>().ok(),
-            Raw::Toml(v) => v.as_integer().and_then(|i| usize::try_from(i).ok()),
-        };
-        n.filter(|n| (min..=max).contains(n)).ok_or_else(|| {
-            if max == usize::MAX {
-                format!("expected an integer >= {min}")
-            } else {
-                format!("expected an integer from {min} to {max}")
-            }
-        })
-    }
-}
-
-fn duration(raw: Raw<'_>) -> Result<Duration, String> {
-    text_of(raw)
-        .and_then(|s| humantime::parse_duration(s).ok())
-        .filter(|d| (MIN_DURATION..=MAX_DURATION).contains(d))
-        .ok_or_else(|| {
-            format!(
-                "expected a duration like \"10s\" or \"250ms\", from {} to {}",
-                humantime::format_duration(MIN_DURATION),
-                humantime::format_duration(MAX_DURATION)
-            )
-        })
-}
-
-fn policy(raw: Raw<'_>) -> Result<SlowConsumerPolicy, String> {
-    match text_of(raw) {
-        Some("disconnect") => Ok(SlowConsumerPolicy::Disconnect),
-        Some("skip") => Ok(SlowConsumerPolicy::Skip),
-        _ => Err("expected \"disconnect\" or \"skip\"".to_string()),
-    }
-}
-
-fn rate(raw: Raw<'_>) -> Result<f64, String> {
-    let r = match raw {
-        Raw::Text(s) => s.trim().parse().ok(),
-        Raw::Toml(toml::Value::Float(f)) => Some(*f),
-        Raw::Toml(toml::Value::Integer(i)) => Some(*i as f64),
-        Raw::Toml(_) => None,
-    };
-    r.filter(|r: &f64| RATE_LIMIT_RANGE.contains(r))
-        .ok_or_else(|| {
-            format!(
-                "expected a number of messages per second from {} to {}",
-                RATE_LIMIT_RANGE.start(),
-                RATE_LIMIT_RANGE.end()
-            )
-        })
-}
-
-/// A rate where 0 turns the limit off; otherwise at least one event per
-/// 1000 seconds, so that an event's cost stays a sane duration.
-fn rate_or_off(raw: Raw<'_>) -> Result<f64, String> {
-    let r = match raw {
-        Raw::Text(s) => s.trim().parse().ok(),
-        Raw::Toml(toml::Value::Float(f)) => Some(*f),
-        Raw::Toml(toml::Value::Integer(i)) => Some(*i as f64),
-        Raw::Toml(_) => None,
-    };
-    r.filter(|r: &f64| r.is_finite() && (*r == 0.0 || *r >= 0.001))
-        .ok_or_else(|| "expected a number per second: 0 (no limit) or at least 0.001".to_string())
-}
-
-fn burst(raw: Raw<'_>) -> Result<u32, String> {
-    count(1, MAX_RATE_BURST as usize)(raw).map(|n| n as u32)
 }
 
 #[cfg(test)]

@@ -13,12 +13,14 @@
 //! * [`conn`]: one connection as the rest of the broker sees it: its state,
 //!   its bounded outbox and the writer that drains it.
 //! * [`config`]: every configuration key, declared once.
+//! * [`certs`]: the certificate of the encrypted listeners, reloaded on SIGHUP.
 //! * [`rate`]: the token bucket behind every rate limit.
 //! * [`telemetry`]: metric names, the latency histogram and the HTTP endpoint.
 //! * [`server`]: wiring and the two-phase shutdown.
 //! * [`supervisor`]: what a panic costs: one connection, or the server.
 
 pub mod bus;
+pub mod certs;
 pub mod config;
 pub mod conn;
 pub mod gateway;

@@ -12,8 +12,10 @@ use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::certs::{CertError, Certificates};
 use crate::config::Config;
-use crate::gateway::{Gateway, limits, listener};
+use crate::gateway::listener::Security;
+use crate::gateway::{Gateway, limits, listener, quic};
 use crate::room::Room;
 use crate::supervisor::{Component, first_to_end, panic_message};
 use crate::telemetry::http;
@@ -75,10 +77,14 @@ fn component_failed(name: &'static str, ended: Result<(), JoinError>) -> ServerE
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The certificate for TLS or QUIC could not be loaded.
+    #[error("{0}")]
+    Certificates(#[from] CertError),
     /// A listener could not be bound.
     #[error("cannot bind {key}={addr}: {error}")]
     Bind {
-        /// The key naming the address: `listen` or `metrics_listen`.
+        /// The key naming the address: `listen`, `tls_listen`,
+        /// `quic_listen` or `metrics_listen`.
         key: &'static str,
         /// The address.
         addr: SocketAddr,
@@ -126,6 +132,10 @@ fn log_connection_cap(cap: usize, from: CapFrom) {
 pub struct Server {
     config: Config,
     listener: TcpListener,
+    tls: Option<(TcpListener, Arc<Certificates>)>,
+    quic: Option<quinn::Endpoint>,
+    /// The certificate of the TLS and QUIC listeners, reloaded on SIGHUP.
+    certs: Option<Arc<Certificates>>,
     metrics_listener: TcpListener,
     /// What limits the connection cap, for the start-up log.
     cap_from: CapFrom,
@@ -158,6 +168,24 @@ impl Server {
             addr: config.listen,
             error,
         })?;
+        let certs = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Certificates::load(cert, key)?),
+            _ => None,
+        };
+        let bind_error = |key, addr| move |error| StartError::Bind { key, addr, error };
+        let tls = match (config.tls_listen, &certs) {
+            (Some(addr), Some(certs)) => {
+                let listener = bind_chat(addr).map_err(bind_error("tls_listen", addr))?;
+                Some((listener, certs.clone()))
+            }
+            _ => None,
+        };
+        let quic = match (config.quic_listen, &certs) {
+            (Some(addr), Some(certs)) => {
+                Some(quic::bind(addr, certs, &config).map_err(bind_error("quic_listen", addr))?)
+            }
+            _ => None,
+        };
         let metrics_listener = TcpListener::bind(config.metrics_listen)
             .await
             .map_err(|error| StartError::Bind {
@@ -191,6 +219,9 @@ impl Server {
         Ok(Self {
             config,
             listener,
+            tls,
+            quic,
+            certs,
             metrics_listener,
             cap_from,
         })
@@ -207,6 +238,16 @@ impl Server {
         self.listener.local_addr().unwrap_or(self.config.listen)
     }
 
+    /// The TLS listener's address, when it listens.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The QUIC listener's address, when it listens.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic.as_ref().and_then(|e| e.local_addr().ok())
+    }
+
     /// The metrics listener's address.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_listener
@@ -221,6 +262,9 @@ impl Server {
         let Server {
             config,
             listener,
+            tls,
+            quic,
+            certs,
             metrics_listener,
             cap_from,
         } = self;
@@ -236,7 +280,14 @@ impl Server {
                 .local_addr()
                 .map_or(config.metrics_listen, |a| a)
         );
+        if let Some(addr) = tls.as_ref().and_then(|(l, _)| l.local_addr().ok()) {
+            info!("TLS on {addr}");
+        }
+        if let Some(addr) = quic.as_ref().and_then(|e| e.local_addr().ok()) {
+            info!("QUIC on {addr}");
+        }
         log_connection_cap(config.connection_cap(), cap_from);
+        let reloader = tokio::spawn(reload_on_hangup(certs));
 
         // A failing component shuts the server down as a signal would, but
         // must not cancel the caller's token.
@@ -272,8 +323,24 @@ impl Server {
             shutdown.clone(),
         ));
         let mut failure = None;
+        let tls_loop = async {
+            if let Some((listener, certs)) = tls {
+                let acceptor = tokio_rustls::TlsAcceptor::from(certs.tls_config());
+                listener::accept_loop(listener, gateway.clone(), Security::Tls(acceptor)).await;
+            }
+        };
+        let quic_loop = async {
+            if let Some(endpoint) = quic.clone() {
+                quic::accept_loop(endpoint, gateway.clone()).await;
+            }
+        };
+        let accept_loops = futures_util::future::join3(
+            listener::accept_loop(listener, gateway.clone(), Security::Plain),
+            tls_loop,
+            quic_loop,
+        );
         tokio::select! {
-            () = listener::accept_loop(listener, gateway.clone()) => {}
+            _ = accept_loops => {}
             (name, ended) = first_to_end(&mut components) => {
                 failure = Some(component_failed(name, ended));
                 shutdown.cancel();
@@ -294,6 +361,11 @@ impl Server {
                 remaining = gateway.tracker.len(),
                 "grace period over; dropping remaining connections"
             );
+        }
+        reloader.abort();
+        if let Some(endpoint) = &quic {
+            endpoint.close(quinn::VarInt::from_u32(0), b"shutdown");
+            let _ = tokio::time::timeout(Duration::from_millis(200), endpoint.wait_idle()).await;
         }
         // Phase two: stop the components and the metrics endpoint. Each
         // now ends by itself (upkeep is stopped); a panic while they drain
@@ -321,5 +393,26 @@ impl Server {
         })
         .await;
         failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Reloads the certificate on every SIGHUP; without one, says so. Handling
+/// the signal at all keeps it from ending the server, its default action.
+async fn reload_on_hangup(certs: Option<Arc<Certificates>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        warn!("cannot handle SIGHUP; certificates will not be reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match &certs {
+            None => info!("SIGHUP: no certificate to reload"),
+            Some(certs) => match certs.reload() {
+                Ok(()) => info!("SIGHUP: certificate reloaded; new connections use it"),
+                Err(error) => {
+                    warn!(%error, "SIGHUP: certificate not reloaded; keeping the current one")
+                }
+            },
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! do not share code with what they check.)
 
 pub mod chat;
+pub mod transport;
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -19,10 +20,12 @@ pub use anteroom_protocol as protocol;
 use anteroom_protocol::codec::MAX_SERVER_FRAME_BYTES;
 use anteroom_protocol::{ByeReason, ClientMessage, ErrorCode, ServerMessage};
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use transport::{BoxRead, BoxWrite};
+pub use transport::{Scheme, Target, Trust};
 
 /// Something the server sent, decoded with owned strings.
 pub type Event = ServerMessage<'static>;
@@ -32,6 +35,15 @@ pub type Event = ServerMessage<'static>;
 pub enum ClientError {
     #[error("cannot connect to {addr}: {error}")]
     Connect { addr: String, error: std::io::Error },
+    #[error("not a server address: {0}")]
+    Address(String),
+    #[error("TLS with {addr} failed: {why}")]
+    Tls { addr: String, why: String },
+    #[error("cannot trust the certificates in {}: {why}", path.display())]
+    Trust {
+        path: std::path::PathBuf,
+        why: String,
+    },
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
     #[error("the server sent a frame that is not a valid event: {0}")]
@@ -63,21 +75,25 @@ pub enum Admission {
     },
 }
 
-/// One connection to the broker.
-pub struct Connection {
-    reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
-    writer: Writer,
+/// One connection to the broker: a TCP socket's halves unless dialled with
+/// [`Builder::dial`] ([`AnyConnection`]).
+pub struct Connection<R = OwnedReadHalf, W = OwnedWriteHalf> {
+    reader: FramedRead<R, LengthDelimitedCodec>,
+    writer: Writer<W>,
     join_timeout: Duration,
 }
 
+/// A connection over any transport: TCP, TLS or QUIC.
+pub type AnyConnection = Connection<BoxRead, BoxWrite>;
+
 /// The sending half of a connection.
-pub struct Writer {
-    io: OwnedWriteHalf,
+pub struct Writer<W = OwnedWriteHalf> {
+    io: W,
 }
 
 /// The receiving half of a connection.
-pub struct Reader {
-    frames: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+pub struct Reader<R = OwnedReadHalf> {
+    frames: FramedRead<R, LengthDelimitedCodec>,
 }
 
 /// How long [`Connection::connect`] waits for the connection by default
@@ -102,10 +118,11 @@ pub const DEFAULT_JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 ///     .await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Builder {
     connect_timeout: Duration,
     join_timeout: Duration,
+    trust: Trust,
 }
 
 impl Default for Builder {
@@ -113,6 +130,7 @@ impl Default for Builder {
         Self {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             join_timeout: DEFAULT_JOIN_TIMEOUT,
+            trust: Trust::default(),
         }
     }
 }
@@ -129,6 +147,33 @@ impl Builder {
     pub fn join_timeout(mut self, timeout: Duration) -> Self {
         self.join_timeout = timeout;
         self
+    }
+
+    /// Whom TLS and QUIC connections trust (public certificate authorities
+    /// unless set).
+    pub fn trust(mut self, trust: Trust) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    /// Connects to `url`: `tcp://host:port` (or just `host:port`),
+    /// `tls://host:port` or `quic://host:port`, the handshake included in
+    /// the connect timeout. A certificate the trust refuses is
+    /// [`ClientError::Tls`], with rustls's reason (expired, not valid for
+    /// the name, unknown issuer).
+    pub async fn dial(self, url: &str) -> Result<AnyConnection, ClientError> {
+        let target: Target = url.parse().map_err(ClientError::Address)?;
+        let (read, write) =
+            tokio::time::timeout(self.connect_timeout, transport::dial(&target, &self.trust))
+                .await
+                .map_err(|_| ClientError::Connect {
+                    addr: target.to_string(),
+                    error: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no connection within {:?}", self.connect_timeout),
+                    ),
+                })??;
+        Ok(self.from_halves(read, write))
     }
 
     /// Connects to `addr` (`host:port`; a host name is resolved). A server
@@ -155,6 +200,15 @@ impl Builder {
     pub fn from_stream(self, stream: TcpStream) -> Connection {
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
+        self.from_halves(read, write)
+    }
+
+    /// Wraps the two halves of any byte stream carrying the frames.
+    pub fn from_halves<R, W>(self, read: R, write: W) -> Connection<R, W>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         let codec = LengthDelimitedCodec::builder()
             .length_field_length(4)
             .max_frame_length(MAX_SERVER_FRAME_BYTES)
@@ -184,7 +238,9 @@ impl Connection {
     pub fn from_stream(stream: TcpStream) -> Self {
         Builder::default().from_stream(stream)
     }
+}
 
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     /// Sends one request.
     pub async fn send(&mut self, request: &ClientMessage<'_>) -> Result<(), ClientError> {
         self.writer.send(request).await
@@ -266,18 +322,13 @@ impl Connection {
     /// Returns the raw frame stream (buffered bytes included) and the socket's
     /// sending half, for callers that decode frames their own way (the load
     /// generator).
-    pub fn split_frames(
-        self,
-    ) -> (
-        FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
-        OwnedWriteHalf,
-    ) {
+    pub fn split_frames(self) -> (FramedRead<R, LengthDelimitedCodec>, W) {
         (self.reader, self.writer.io)
     }
 
     /// Splits into halves that can be used from different tasks. The reader
     /// then delivers pings, which the caller answers with `Request::Pong`.
-    pub fn split(self) -> (Reader, Writer) {
+    pub fn split(self) -> (Reader<R>, Writer<W>) {
         (
             Reader {
                 frames: self.reader,
@@ -287,7 +338,7 @@ impl Connection {
     }
 }
 
-impl Writer {
+impl<W: AsyncWrite + Unpin> Writer<W> {
     /// Sends one request.
     pub async fn send(&mut self, request: &ClientMessage<'_>) -> Result<(), ClientError> {
         self.io.write_all(&request.to_frame()).await?;
@@ -301,15 +352,15 @@ impl Writer {
     }
 }
 
-impl Reader {
+impl<R: AsyncRead + Unpin> Reader<R> {
     /// The next event, pings included.
     pub async fn next_event(&mut self) -> Result<Event, ClientError> {
         next_event(&mut self.frames).await
     }
 }
 
-async fn next_event(
-    frames: &mut FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+async fn next_event<R: AsyncRead + Unpin>(
+    frames: &mut FramedRead<R, LengthDelimitedCodec>,
 ) -> Result<Event, ClientError> {
     match frames.next().await {
         None => Err(ClientError::Closed),

@@ -93,6 +93,8 @@ impl<W: AsyncWrite + Unpin + Send> FrameSink for ByteSink<W> {
         write_timeout: Option<Duration>,
         discarded: Discarded<'a>,
     ) -> impl Future<Output = Result<usize, WriteError>> + Send + 'a {
+        // Not an `async fn`: its own copy of the arguments would grow every
+        // connection's writer future.
         write_batch(&mut self.0, entries, from, write_timeout, discarded)
     }
 
@@ -115,7 +117,12 @@ impl<W: AsyncWrite + Unpin + Send> FrameSink for ByteSink<W> {
                 Poll::Pending => return Ok(false),
             }
         }
-        Ok(true)
+        // A transport that buffers (TLS) may still hold the end of the
+        // batch; until it is flushed the task takes over.
+        match Pin::new(&mut self.0).poll_flush(&mut cx) {
+            Poll::Ready(flushed) => flushed.map(|()| true).map_err(WriteError::Io),
+            Poll::Pending => Ok(false),
+        }
     }
 
     async fn finish(&mut self) {
@@ -343,9 +350,12 @@ where
     while index < entries.len() {
         if discarded.now() {
             // Rare: on the heap, like a slow write.
-            return Box::pin(finish_frame(io, &entries[index], offset, write_timeout))
-                .await
-                .map(|()| index);
+            return Box::pin(async move {
+                finish_frame(io, &entries[index], offset, write_timeout).await?;
+                flush(io, write_timeout).await?;
+                Ok(index)
+            })
+            .await;
         }
         let (first, skip) = (index, offset);
         // Usually the socket takes the bytes at once: one poll, nothing
@@ -358,19 +368,33 @@ where
         match ready {
             Some(result) => advance(entries, &mut index, &mut offset, result?)?,
             None => {
-                return Box::pin(write_slowly(
-                    io,
-                    entries,
-                    index,
-                    offset,
-                    write_timeout,
-                    discarded,
-                ))
+                return Box::pin(async move {
+                    let written =
+                        write_slowly(io, entries, index, offset, write_timeout, discarded).await?;
+                    flush(io, write_timeout).await?;
+                    Ok(written)
+                })
                 .await;
             }
         }
     }
+    flush(io, write_timeout).await?;
     Ok(index)
+}
+
+/// Flushes what a transport buffers (TLS), or the end of a batch would wait
+/// for the next one. A plain socket is ready at once, without a timer.
+async fn flush<W: AsyncWrite + Unpin + Send>(
+    io: &mut W,
+    write_timeout: Option<Duration>,
+) -> Result<(), WriteError> {
+    let ready = futures_util::FutureExt::now_or_never(std::future::poll_fn(|cx| {
+        Pin::new(&mut *io).poll_flush(cx)
+    }));
+    match ready {
+        Some(flushed) => Ok(flushed?),
+        None => Ok(Box::pin(Window::new(write_timeout).wait(io.flush())).await??),
+    }
 }
 
 /// Writes the rest of a batch to a socket that has made the writer wait,

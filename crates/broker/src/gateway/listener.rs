@@ -1,4 +1,5 @@
-//! The TCP listener: accepts connections and starts a session for each.
+//! The TCP listeners, plain and TLS: accept connections and start a session
+//! for each.
 //!
 //! Accepting never waits on a session. When accept fails for lack of
 //! resources (out of file descriptors, say) the loop backs off, doubling from
@@ -19,8 +20,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Gateway;
 use super::limits::refuse;
-use super::session::run_session;
+use super::session::run_session_since;
+use super::tls::{self, TlsAcceptor};
 use super::transport::ByteStream;
+use crate::telemetry::{Transport, metrics};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -37,9 +40,19 @@ const GOODBYE_WRITE_LIMIT: Duration = Duration::from_secs(1);
 /// flight (as a session lingers).
 const GOODBYE_LINGER: Duration = Duration::from_millis(500);
 
+/// What a listener's connections speak before the frames begin.
+#[derive(Clone)]
+pub enum Security {
+    /// Frames straight away (`listen`).
+    Plain,
+    /// A TLS handshake first (`tls_listen`).
+    Tls(TlsAcceptor),
+}
+
 /// Accepts until the gateway's shutdown token is cancelled, then says
-/// goodbye to the connections left in the backlog.
-pub async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>) {
+/// goodbye to the connections left in a plain listener's backlog (a TLS
+/// listener's are closed: a goodbye there costs a handshake each).
+pub async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, security: Security) {
     let mut backoff: Option<Duration> = None;
     loop {
         let accepted = tokio::select! {
@@ -53,24 +66,38 @@ pub async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>) {
                 if backoff.take().is_some() {
                     info!("accepting again");
                 }
+                let accepted = tokio::time::Instant::now();
                 // Frames are batched by the writer; do not add Nagle's delay.
                 let _ = stream.set_nodelay(true);
                 let place = match gateway.limits.admit(peer_addr.ip()) {
                     Ok(place) => place,
                     Err(why) => {
                         debug!(peer = %peer_addr, reason = why.reason(), "connection refused by the caps");
-                        refuse(stream, why);
+                        match &security {
+                            Security::Plain => refuse(stream, why),
+                            Security::Tls(acceptor) => tls::refuse(&gateway, acceptor, stream, why),
+                        }
                         continue;
                     }
                 };
-                let (reader, writer) = stream.into_split();
                 let span = info_span!("conn", peer = %peer_addr, conn_id = tracing::field::Empty, user = tracing::field::Empty);
-                let session = run_session(gateway.clone(), ByteStream::new(reader, writer));
+                let gw = gateway.clone();
+                let security = security.clone();
                 gateway.tracker.spawn(
                     async move {
                         // The place under the caps lasts as long as the session.
                         let _place = place;
-                        session.await;
+                        match security {
+                            Security::Plain => {
+                                metrics().accepted(Transport::Tcp);
+                                let (reader, writer) = stream.into_split();
+                                let transport = ByteStream::new(reader, writer);
+                                run_session_since(gw, transport, accepted).await;
+                            }
+                            Security::Tls(acceptor) => {
+                                tls::serve(gw, &acceptor, stream, accepted).await;
+                            }
+                        }
                     }
                     .instrument(span),
                 );
@@ -92,7 +119,9 @@ pub async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>) {
             }
         }
     }
-    drain_backlog(listener, &gateway);
+    if matches!(security, Security::Plain) {
+        drain_backlog(listener, &gateway);
+    }
 }
 
 /// Takes every connection still waiting in the kernel's backlog (without

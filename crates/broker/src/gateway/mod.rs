@@ -2,13 +2,16 @@
 //!
 //! [`session`] holds everything a connection does and takes any
 //! [`transport::Transport`]: the TCP [`listener`] adapts its sockets with
-//! [`transport::ByteStream`]; a message-framed transport (WebSocket) uses
-//! [`transport::MessageDuplex`]. [`limits`] caps connections in total and
+//! [`transport::ByteStream`], after a handshake for [`tls`]; [`quic`]
+//! adapts its one stream the same way; a message-framed transport
+//! (WebSocket) uses [`transport::MessageDuplex`]. [`limits`] caps connections in total and
 //! per address, and meters each address's new connections.
 
 pub mod limits;
 pub mod listener;
+pub mod quic;
 pub mod session;
+pub mod tls;
 pub mod transport;
 
 use std::sync::Arc;
@@ -45,7 +48,13 @@ pub struct Gateway {
     pub limits: limits::Limits,
     /// The writer shards every connection's frames go out through.
     pub shards: Arc<Shards>,
+    /// Refusals that get a handshake (TLS, QUIC) so they can be told
+    /// `bye{server_full}`; past these, a flood is closed bare.
+    pub refusals: Arc<tokio::sync::Semaphore>,
 }
+
+/// Refusals handshaking at once (see [`Gateway::refusals`]).
+const REFUSALS_IN_FLIGHT: usize = 64;
 
 impl Gateway {
     /// Builds the shared state from a validated configuration; `shards` are
@@ -78,6 +87,7 @@ impl Gateway {
             tracker: TaskTracker::new(),
             quota,
             shards,
+            refusals: Arc::new(tokio::sync::Semaphore::new(REFUSALS_IN_FLIGHT)),
         }
     }
 }

@@ -104,10 +104,10 @@ impl End {
 
 /// Keeps `anteroom_connections{state="handshake"}` exact: counts the
 /// connection until it has arrived (valid hello) or ended.
-struct HandshakeGauge(bool);
+pub(crate) struct HandshakeGauge(bool);
 
 impl HandshakeGauge {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         metrics().conn_handshake.increment(1.0);
         Self(true)
     }
@@ -144,6 +144,17 @@ struct Session {
 
 /// Runs a connection until it ends: the one entry point for every transport.
 pub async fn run_session<T: Transport>(gateway: Arc<Gateway>, transport: T) {
+    run_session_since(gateway, transport, Instant::now()).await;
+}
+
+/// [`run_session`] for a connection accepted at `accepted`: a transport with
+/// its own handshake (TLS, QUIC) has spent part of `handshake_timeout`
+/// before the session starts.
+pub async fn run_session_since<T: Transport>(
+    gateway: Arc<Gateway>,
+    transport: T,
+    accepted: Instant,
+) {
     let config = &gateway.config;
     let peer = Arc::new(Peer::with_limits(
         config.outbox_limit,
@@ -195,7 +206,13 @@ pub async fn run_session<T: Transport>(gateway: Arc<Gateway>, transport: T) {
     // What the session holds (its name claim, the handshake gauge, the
     // transport's inbound half) is released as a panic unwinds it; the rest
     // is done by `recover`, from the peer and the writer, which survive it.
-    let session = drive(gateway.clone(), peer.clone(), frames, &mut writer_task);
+    let session = drive(
+        gateway.clone(),
+        peer.clone(),
+        frames,
+        accepted,
+        &mut writer_task,
+    );
     if let Err(panic) = AssertUnwindSafe(session).catch_unwind().await {
         metrics().panicked("session");
         error!(
@@ -211,6 +228,7 @@ async fn drive<I>(
     gateway: Arc<Gateway>,
     peer: Arc<Peer>,
     mut frames: I,
+    accepted: Instant,
     writer_task: &mut JoinHandle<()>,
 ) where
     I: Stream<Item = Result<bytes::BytesMut, FrameError>> + Unpin,
@@ -224,7 +242,7 @@ async fn drive<I>(
         claim: None,
         limiter: None,
         handshake: HandshakeGauge::new(),
-        connected_at: now,
+        connected_at: accepted,
         last_heard: now,
         next_ping: now + config.heartbeat_interval,
         ping_id: 0,

@@ -38,6 +38,31 @@ pub const REJECT_REASONS: &[&str] = &[
     "request_flood",
 ];
 
+/// Transports a connection can arrive on, each a label value of
+/// `anteroom_connections_accepted_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Tls,
+    Quic,
+    WebSocket,
+}
+
+impl Transport {
+    /// Every transport, in label order.
+    pub const ALL: [Transport; 4] = [Self::Tcp, Self::Tls, Self::Quic, Self::WebSocket];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Quic => "quic",
+            Self::WebSocket => "ws",
+        }
+    }
+}
+
 /// Tasks whose panics are contained and counted, each a label value of
 /// `anteroom_panics_total`: the per-connection tasks, and the supervised
 /// components whose panic stops the server.
@@ -82,6 +107,8 @@ pub struct Metrics {
     pub log_lines_dropped: Counter,
     pub joins_paced: Counter,
     rejected: Vec<(&'static str, Counter)>,
+    /// Indexed like [`Transport::ALL`].
+    accepted: [Counter; 4],
     panics: Vec<(&'static str, Counter)>,
 }
 
@@ -130,6 +157,10 @@ impl Metrics {
             "Entries into the room that waited for join_rate."
         );
         describe_counter!("anteroom_rejected_total", "Requests refused, by reason.");
+        describe_counter!(
+            "anteroom_connections_accepted_total",
+            "Connections accepted, by transport; a TLS or QUIC connection counts once its handshake completes."
+        );
         describe_counter!(
             "anteroom_panics_total",
             "Tasks that panicked, by task: a session or writer panic closes its connection, a component panic stops the server."
@@ -181,6 +212,8 @@ impl Metrics {
                 .iter()
                 .map(|r| (*r, counter!("anteroom_rejected_total", "reason" => *r)))
                 .collect(),
+            accepted: Transport::ALL
+                .map(|t| counter!("anteroom_connections_accepted_total", "transport" => t.label())),
             panics: PANIC_TASKS
                 .iter()
                 .map(|t| (*t, counter!("anteroom_panics_total", "task" => *t)))
@@ -221,6 +254,9 @@ impl Metrics {
         for (_, c) in m.rejected.iter().chain(&m.panics) {
             c.increment(0);
         }
+        for c in &m.accepted {
+            c.increment(0);
+        }
         m
     }
 
@@ -229,6 +265,12 @@ impl Metrics {
         if let Some((_, c)) = self.panics.iter().find(|(t, _)| *t == task) {
             c.increment(1);
         }
+    }
+
+    /// Counts one connection accepted on `transport` (for TLS and QUIC,
+    /// once its handshake is complete).
+    pub fn accepted(&self, transport: Transport) {
+        self.accepted[transport as usize].increment(1);
     }
 
     /// Counts one refusal. `reason` is one of [`REJECT_REASONS`].

@@ -58,8 +58,13 @@ fn print(line: &str) {
 
 /// Runs until standard input ends (then leaves) or the server refuses.
 /// Returns an error message when the client could not join.
-pub async fn run(server: String, name: String) -> Result<(), String> {
-    let (out, mut events) = net::spawn(server, name.clone(), Retry { when_full: false });
+pub async fn run(dial: super::Dial, name: String) -> Result<(), String> {
+    if matches!(dial.trust, crate::Trust::Insecure) {
+        eprintln!(
+            "warning: --insecure: the server's certificate is not checked; anyone in the middle can read and change this chat"
+        );
+    }
+    let (out, mut events) = net::spawn(dial, name.clone(), Retry { when_full: false });
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut input_open = true;
     let mut in_room = false;

@@ -13,11 +13,31 @@ pub mod ui;
 
 use std::io::IsTerminal;
 
+use crate::Trust;
+
+/// Where the client connects, and whom it trusts there.
+#[derive(Debug, Clone)]
+pub struct Dial {
+    /// `tcp://host:port` (or `host:port`), `tls://…` or `quic://…`.
+    pub server: String,
+    pub trust: Trust,
+}
+
+impl Dial {
+    /// The server as the screen names it; `--insecure` says so there.
+    pub fn shown(&self) -> String {
+        match self.trust {
+            Trust::Insecure => format!("{} (INSECURE: certificate not checked)", self.server),
+            _ => self.server.clone(),
+        }
+    }
+}
+
 /// Runs the client. The error is a message for the user.
-pub async fn run(server: String, name: String) -> Result<(), String> {
+pub async fn run(dial: Dial, name: String) -> Result<(), String> {
     if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
-        tui::run(server, name).await
+        tui::run(dial, name).await
     } else {
-        line::run(server, name).await
+        line::run(dial, name).await
     }
 }

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use std::borrow::Cow;
 
-use super::escape;
+use super::{Dial, escape};
 use crate::protocol::{ByeReason, ClientMessage, ErrorCode};
 use crate::{Admission, ClientError, Connection, Event};
 
@@ -53,7 +53,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Starts the connection task.
 pub fn spawn(
-    server: String,
+    server: Dial,
     name: String,
     retry: Retry,
 ) -> (mpsc::Sender<Outgoing>, mpsc::Receiver<Net>) {
@@ -70,7 +70,7 @@ enum Ended {
 }
 
 async fn run(
-    server: String,
+    server: Dial,
     name: String,
     retry: Retry,
     mut out: mpsc::Receiver<Outgoing>,
@@ -141,7 +141,7 @@ async fn run(
 }
 
 async fn session(
-    server: &str,
+    server: &Dial,
     name: &str,
     retry: Retry,
     joined_before: &mut bool,
@@ -149,8 +149,23 @@ async fn session(
     net: &mpsc::Sender<Net>,
     backoff: &mut Duration,
 ) -> Ended {
-    let mut connection = match Connection::connect(server).await {
+    let dialled = Connection::builder()
+        .trust(server.trust.clone())
+        .dial(&server.server)
+        .await;
+    let mut connection = match dialled {
         Ok(c) => c,
+        // A refused certificate or a bad address does not mend by retrying.
+        Err(error @ ClientError::Tls { .. })
+            if matches!(server.trust, crate::Trust::PublicRoots) =>
+        {
+            return Ended::Fatal(format!(
+                "{error} (a self-signed or private certificate needs --ca FILE)"
+            ));
+        }
+        Err(
+            error @ (ClientError::Tls { .. } | ClientError::Trust { .. } | ClientError::Address(_)),
+        ) => return Ended::Fatal(error.to_string()),
         Err(error) => return Ended::Lost(error.to_string()),
     };
     match connection.join(name).await {

@@ -12,13 +12,14 @@ use super::ui;
 use crate::Event;
 
 /// Runs the interface until the user quits or the name is refused.
-pub async fn run(server: String, name: String) -> Result<(), String> {
+pub async fn run(dial: super::Dial, name: String) -> Result<(), String> {
+    let server = dial.shown();
     let mut state = ChatState::new(&name, &server);
     state.notice(format!(
         "connecting to {server} as {name}; {}",
         super::state::HELP
     ));
-    let (out, mut events) = net::spawn(server, name, Retry { when_full: true });
+    let (out, mut events) = net::spawn(dial, name, Retry { when_full: true });
     // Raw mode and the alternate screen; restored on return and on panic.
     let mut terminal = ratatui::init();
     let mut keys = EventStream::new();

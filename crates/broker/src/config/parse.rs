@@ -1,0 +1,111 @@
+//! The parsers of the key declarations: one per kind of value, each saying
+//! what it expected when a value does not fit.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+
+pub(super) fn text_of(raw: Raw<'_>) -> Option<&str> {
+    match raw {
+        Raw::Text(s) => Some(s.trim()),
+        Raw::Toml(v) => v.as_str(),
+    }
+}
+
+pub(super) fn addr(raw: Raw<'_>) -> Result<SocketAddr, String> {
+    text_of(raw)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| "expected an address like 127.0.0.1:7878".to_string())
+}
+
+pub(super) fn count(min: usize, max: usize) -> impl Fn(Raw<'_>) -> Result<usize, String> {
+    move |raw| {
+        let n = match raw {
+            Raw::Text(s) => s.trim().parse::<usize>().ok(),
+            Raw::Toml(v) => v.as_integer().and_then(|i| usize::try_from(i).ok()),
+        };
+        n.filter(|n| (min..=max).contains(n)).ok_or_else(|| {
+            if max == usize::MAX {
+                format!("expected an integer >= {min}")
+            } else {
+                format!("expected an integer from {min} to {max}")
+            }
+        })
+    }
+}
+
+pub(super) fn duration(raw: Raw<'_>) -> Result<Duration, String> {
+    text_of(raw)
+        .and_then(|s| humantime::parse_duration(s).ok())
+        .filter(|d| (MIN_DURATION..=MAX_DURATION).contains(d))
+        .ok_or_else(|| {
+            format!(
+                "expected a duration like \"10s\" or \"250ms\", from {} to {}",
+                humantime::format_duration(MIN_DURATION),
+                humantime::format_duration(MAX_DURATION)
+            )
+        })
+}
+
+pub(super) fn policy(raw: Raw<'_>) -> Result<SlowConsumerPolicy, String> {
+    match text_of(raw) {
+        Some("disconnect") => Ok(SlowConsumerPolicy::Disconnect),
+        Some("skip") => Ok(SlowConsumerPolicy::Skip),
+        _ => Err("expected \"disconnect\" or \"skip\"".to_string()),
+    }
+}
+
+pub(super) fn rate(raw: Raw<'_>) -> Result<f64, String> {
+    let r = match raw {
+        Raw::Text(s) => s.trim().parse().ok(),
+        Raw::Toml(toml::Value::Float(f)) => Some(*f),
+        Raw::Toml(toml::Value::Integer(i)) => Some(*i as f64),
+        Raw::Toml(_) => None,
+    };
+    r.filter(|r: &f64| RATE_LIMIT_RANGE.contains(r))
+        .ok_or_else(|| {
+            format!(
+                "expected a number of messages per second from {} to {}",
+                RATE_LIMIT_RANGE.start(),
+                RATE_LIMIT_RANGE.end()
+            )
+        })
+}
+
+/// A rate where 0 turns the limit off; otherwise at least one event per
+/// 1000 seconds, so that an event's cost stays a sane duration.
+pub(super) fn rate_or_off(raw: Raw<'_>) -> Result<f64, String> {
+    let r = match raw {
+        Raw::Text(s) => s.trim().parse().ok(),
+        Raw::Toml(toml::Value::Float(f)) => Some(*f),
+        Raw::Toml(toml::Value::Integer(i)) => Some(*i as f64),
+        Raw::Toml(_) => None,
+    };
+    r.filter(|r: &f64| r.is_finite() && (*r == 0.0 || *r >= 0.001))
+        .ok_or_else(|| "expected a number per second: 0 (no limit) or at least 0.001".to_string())
+}
+
+pub(super) fn burst(raw: Raw<'_>) -> Result<u32, String> {
+    count(1, MAX_RATE_BURST as usize)(raw).map(|n| n as u32)
+}
+
+/// An address, or `""` for a listener that is off.
+pub(super) fn optional_addr(raw: Raw<'_>) -> Result<Option<SocketAddr>, String> {
+    match text_of(raw) {
+        Some("") => Ok(None),
+        _ => addr(raw)
+            .map(Some)
+            .map_err(|e| format!("{e}, or \"\" for off")),
+    }
+}
+
+/// A file path, or `""` for none.
+pub(super) fn optional_path(raw: Raw<'_>) -> Result<Option<PathBuf>, String> {
+    match text_of(raw) {
+        Some("") => Ok(None),
+        Some(path) => Ok(Some(PathBuf::from(path))),
+        None => Err("expected a file path as a string".to_string()),
+    }
+}
