@@ -38,6 +38,11 @@ const IDLE_MARGIN: Duration = Duration::from_secs(5);
 /// before the server closes the connection.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
+/// Bytes QUIC buffers for sending on one connection, as a socket buffer
+/// does for TCP. quinn's default (10 MB) would hide a slow consumer from
+/// its outbox, and the outbox's limits from the operator.
+const SEND_WINDOW: u64 = 256 * 1024;
+
 /// Longest a refused client's handshake and `bye` may take.
 const REFUSAL_LIMIT: Duration = Duration::from_secs(2);
 
@@ -51,8 +56,15 @@ pub fn bind(
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let idle = quinn::IdleTimeout::try_from(config.idle_timeout + IDLE_MARGIN)
         .map_err(std::io::Error::other)?;
+    // What a client may send before the session reads it: two largest
+    // frames, not quinn's default of a megabyte or more per connection.
+    let receive =
+        VarInt::from_u32(u32::try_from((config.max_frame_bytes + 4) * 2).unwrap_or(u32::MAX));
     let mut transport = quinn::TransportConfig::default();
     transport
+        .stream_receive_window(receive)
+        .receive_window(receive)
+        .send_window(SEND_WINDOW)
         .max_concurrent_bidi_streams(VarInt::from_u32(1))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .max_idle_timeout(Some(idle))
