@@ -104,6 +104,22 @@ impl<T: Clone> Topic<T> {
         Ok(())
     }
 
+    /// Publishes `event` if the topic has room now; otherwise hands it back
+    /// (`Err(Some(event))`) for [`Topic::publish`], or `Err(None)` when
+    /// the bus is closed. Lets a caller keep the waiting path off its own
+    /// future's state.
+    pub fn try_publish(&self, event: T) -> Result<(), Option<T>> {
+        use async_broadcast::TrySendError;
+        match self.tx.try_broadcast(event) {
+            Ok(_) => {
+                self.published.increment(1);
+                Ok(())
+            }
+            Err(TrySendError::Full(event) | TrySendError::Inactive(event)) => Err(Some(event)),
+            Err(TrySendError::Closed(_)) => Err(None),
+        }
+    }
+
     /// Closes the topic: subscribers drain what is left, then stop.
     pub fn close(&self) {
         self.tx.close();

@@ -252,3 +252,18 @@ async fn a_writer_that_panics_gives_the_seat_back() {
     broker.join("brittle").await;
     assert!(panics("writer") >= 1.0);
 }
+
+#[tokio::test]
+async fn a_session_task_stays_small() {
+    // Every connection holds its session future for its whole life, queued
+    // clients included: rare paths live on the heap, not in it.
+    let broker = Broker::start(|_| {});
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (read, write) = stream.into_split();
+    let session = run_session(broker.gateway.clone(), ByteStream::new(read, write));
+    let size = std::mem::size_of_val(&session);
+    assert!(size < 1100, "the session's future is {size} bytes");
+}

@@ -93,6 +93,14 @@ pub struct Outbox {
     discarded: AtomicBool,
 }
 
+/// Entries a member's two buffers keep between batches: room delivery adds
+/// one run per pass, so in steady traffic they never reallocate.
+const KEPT_ENTRIES: usize = 4;
+
+/// Capacity past which a buffer a burst (a join storm) grew is given back,
+/// down to [`KEPT_ENTRIES`]: idle members then hold well under a kilobyte.
+const SHRINK_ABOVE: usize = 16;
+
 /// What the writer took in one go.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -321,8 +329,8 @@ impl Outbox {
         if batch.member {
             batch.entries.clear();
             // Give back memory a burst made the batch grow to.
-            if batch.entries.capacity() > 64 {
-                batch.entries.shrink_to(16);
+            if batch.entries.capacity() > SHRINK_ABOVE {
+                batch.entries.shrink_to(KEPT_ENTRIES);
             }
         } else {
             // A queued client gets a position update now and then: it holds
@@ -353,8 +361,8 @@ impl Outbox {
         // a queued client.
         if !state.member {
             state.frames = Vec::new();
-        } else if state.frames.capacity() > 64 {
-            state.frames.shrink_to(16);
+        } else if state.frames.capacity() > SHRINK_ABOVE {
+            state.frames.shrink_to(KEPT_ENTRIES);
         }
         batch.closing = state.closing;
         batch.member = state.member;

@@ -94,8 +94,10 @@ pub async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>, security:
                                 let transport = ByteStream::new(reader, writer);
                                 run_session_since(gw, transport, accepted).await;
                             }
+                            // On the heap: a TLS handshake's state would
+                            // otherwise grow every plain connection's task.
                             Security::Tls(acceptor) => {
-                                tls::serve(gw, &acceptor, stream, accepted).await;
+                                Box::pin(tls::serve(gw, &acceptor, stream, accepted)).await;
                             }
                         }
                     }

@@ -130,7 +130,9 @@ struct Session {
     peer: Arc<Peer>,
     name: Option<Arc<str>>,
     claim: Option<NameClaim>,
-    limiter: Option<DefaultDirectRateLimiter>,
+    /// Boxed: only members who chat need one, and inline it would grow
+    /// every connection's task by 64 bytes.
+    limiter: Option<Box<DefaultDirectRateLimiter>>,
     handshake: HandshakeGauge,
     connected_at: Instant,
     last_heard: Instant,
@@ -437,20 +439,35 @@ async fn publish_unless_shutdown<T: Clone>(
     topic: &Topic<T>,
     event: T,
 ) -> bool {
-    tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => false,
-        published = topic.publish(event) => published.is_ok(),
-    }
+    // Usually the topic has room: nothing to wait for, and the waiting
+    // path's state stays off every connection's task.
+    let event = match topic.try_publish(event) {
+        Ok(()) => return true,
+        Err(None) => return false,
+        Err(Some(event)) => event,
+    };
+    Box::pin(async {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => false,
+            published = topic.publish(event) => published.is_ok(),
+        }
+    })
+    .await
 }
 
 /// Resolves once something other than the session closed the connection.
+/// (`changed` rather than `wait_for`: this future is part of every idle
+/// connection's task, and `wait_for`'s state is twice the size.)
 async fn closed_by_others(state: &mut tokio::sync::watch::Receiver<ConnState>) -> LeftReason {
-    let closed = state
-        .wait_for(|s| s.closed.is_some())
-        .await
-        .map(|s| s.closed);
-    closed.ok().flatten().unwrap_or(LeftReason::Disconnected)
+    loop {
+        if let Some(reason) = state.borrow_and_update().closed {
+            return reason;
+        }
+        if state.changed().await.is_err() {
+            return LeftReason::Disconnected;
+        }
+    }
 }
 
 /// Waits for admission's decision on a `hello` (or for the connection to be

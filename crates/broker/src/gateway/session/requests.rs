@@ -33,7 +33,8 @@ impl Session {
             ClientMessage::Say { text } => self.say(text, read_at).await,
             ClientMessage::Who => {
                 if self.admitted("who") && self.who_allowed() {
-                    let users = self.gateway.roster.users_frame_for(self.peer.id).await;
+                    // Boxed: rare, and it may wait for the roster.
+                    let users = Box::pin(self.gateway.roster.users_frame_for(self.peer.id)).await;
                     self.reply(users);
                 }
                 None
@@ -180,7 +181,7 @@ impl Session {
         }
         let limiter = self
             .limiter
-            .get_or_insert_with(|| DefaultDirectRateLimiter::direct(self.gateway.quota));
+            .get_or_insert_with(|| Box::new(DefaultDirectRateLimiter::direct(self.gateway.quota)));
         if limiter.check().is_err() {
             self.refuse(ErrorCode::RateLimited, "too many messages; slow down");
             return None;
