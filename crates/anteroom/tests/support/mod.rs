@@ -39,6 +39,7 @@ impl TestServer {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             metrics_listen: "127.0.0.1:0".parse().unwrap(),
+            web_listen: None,
             // Every test client comes from 127.0.0.1: the per-address
             // limits are off unless a test sets them.
             max_connections_per_ip: 0,

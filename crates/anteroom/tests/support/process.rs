@@ -159,7 +159,14 @@ fn lines_of(
 
 /// Starts the server on free ports and waits for its two address lines.
 pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut all = vec!["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+    let mut all = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--web-listen",
+        "",
+    ];
     all.extend_from_slice(args);
     let mut child = command(&all, env)
         .stdout(Stdio::piped())
