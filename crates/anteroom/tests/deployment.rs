@@ -35,7 +35,10 @@ fn only_the_chat_and_web_ports_are_published_beyond_loopback() {
     let ports = published_ports(&compose());
     let public = ["7878:7878", "7880:7880"];
     for port in public {
-        assert!(ports.iter().any(|p| p == port), "{port} missing from {ports:?}");
+        assert!(
+            ports.iter().any(|p| p == port),
+            "{port} missing from {ports:?}"
+        );
     }
     for port in ports.iter().filter(|p| !public.contains(&p.as_str())) {
         assert!(
