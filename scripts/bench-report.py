@@ -10,6 +10,11 @@ one CPU and the load generator on another). Each row carries the CPU both
 processes spent per delivery. The load generator's figure should be about
 the same for every broker: a row where it differs from anteroom's by more
 than 20% is marked, since there the clients, not only the brokers, differ.
+
+Runs over TLS and QUIC (anteroom only) have tables of their own, beside
+anteroom over TCP with the same settings: fan-out sweeps, fixed-rate runs and
+handshake rates, each with its ratio to TCP. The broker tables hold TCP runs
+only.
 """
 
 import json
@@ -29,9 +34,23 @@ MODES = [
 ]
 
 
+TRANSPORTS = ["tcp", "tls", "quic"]
+
+
 def load(path):
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.startswith("{")]
+
+
+def transport(r):
+    """A run's transport; results from before the field existed are TCP."""
+    return r.get("transport", "tcp")
+
+
+def is_burst(r):
+    """A connections run opening every connection at once: a handshake-rate
+    run, reported in its own table rather than among the idle connections."""
+    return r.get("concurrency", 0) >= r["connections"]
 
 
 def spread(values, fmt):
@@ -173,7 +192,7 @@ def mode_label(r):
 def connections_table(runs):
     rows = defaultdict(list)
     for r in runs:
-        if r["workload"] == "connections":
+        if r["workload"] == "connections" and not is_burst(r):
             rows[(r["connections"], r.get("pinned", False), r["broker"])].append(r)
     out = [
         "| connections | broker | in room / queued | connects/s | server RSS after (MB) | bytes per connection | anteroom / this |",
@@ -223,8 +242,143 @@ def churn_table(runs):
     return "\n".join(out)
 
 
+def transport_groups(runs, workload, key, pinned=None):
+    """Anteroom runs of `workload` by `key(run)` and transport, for the keys
+    where some run is over a transport other than TCP."""
+    groups = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        if r["workload"] != workload or r["broker"] != "anteroom":
+            continue
+        if pinned is not None and r.get("pinned", False) != pinned:
+            continue
+        k = key(r)
+        if k is not None:
+            groups[k][transport(r)].append(r)
+    return {k: g for k, g in groups.items() if any(t != "tcp" for t in g)}
+
+
+def to_tcp(by_transport, t, key, held=lambda r: True):
+    """`t`'s median of `key` over TCP's, as `0.50x`; – for TCP itself or
+    without both."""
+    if t == "tcp":
+        return "–"
+    ours = median_of([r for r in by_transport.get(t, []) if held(r)], key)
+    tcp = median_of([r for r in by_transport.get("tcp", []) if held(r)], key)
+    return ratio(ours, tcp)
+
+
+def transports_table(runs, pinned):
+    groups = transport_groups(
+        runs, "fanout-sweep", lambda r: (r["members"], r["publishers"]), pinned
+    )
+    if not groups:
+        return None
+    out = [
+        "| S | P | transport | sustainable msg/s | msg/s within capacity | p99 at the sustainable rate (ms) "
+        "| server CPU per delivery (µs) | load generator CPU per delivery (µs) "
+        "| this / TCP: sustainable | capacity | server CPU per delivery | load generator CPU per delivery |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rate = lambda v: f"{v:,.0f}"
+    for (m, p) in sorted(groups):
+        by_transport = groups[(m, p)]
+        for t in TRANSPORTS + sorted(set(by_transport) - set(TRANSPORTS)):
+            rs = by_transport.get(t, [])
+            if not rs:
+                continue
+            strict = [r for r in rs if r.get("sustainable_rate")]
+            capacity = [r for r in rs if r.get("capacity_rate")]
+            if strict:
+                note = "" if len(strict) == len(rs) else f" in {len(strict)} of {len(rs)} runs"
+                strict_text = spread([r["sustainable_rate"] for r in strict], rate) + note
+            else:
+                strict_text = f"none at >= {min(r['start_rate'] for r in rs):,.0f}"
+            held = lambda r: bool(r.get("sustainable_rate"))
+            out.append(
+                f"| {m:,} | {p} | {t} | {strict_text} "
+                f"| {spread([r['capacity_rate'] for r in capacity], rate) if capacity else '–'} "
+                f"| {spread([r['p99_ms'] for r in strict], lambda v: f'{v:.1f}')} "
+                f"| {spread([r.get('server_cpu_us_per_delivery') for r in strict], us)} "
+                f"| {spread([r.get('loadgen_cpu_us_per_delivery') for r in strict], us)} "
+                f"| {to_tcp(by_transport, t, 'sustainable_rate', held)} "
+                f"| {to_tcp(by_transport, t, 'capacity_rate', lambda r: bool(r.get('capacity_rate')))} "
+                f"| {to_tcp(by_transport, t, 'server_cpu_us_per_delivery', held)} "
+                f"| {to_tcp(by_transport, t, 'loadgen_cpu_us_per_delivery', held)} |"
+            )
+    return "\n".join(out)
+
+
+def transports_fixed_table(runs, pinned):
+    groups = transport_groups(
+        runs,
+        "fanout",
+        lambda r: None if r.get("sweep", True) else (r["members"], r["publishers"], r["offered_rate"]),
+        pinned,
+    )
+    if not groups:
+        return None
+    out = [
+        "| S | P | offered msg/s | transport | delivered | p99 (ms) | server CPU per delivery (µs) "
+        "| load generator CPU per delivery (µs) | this / TCP: server CPU | load generator CPU |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (m, p, rate) in sorted(groups):
+        by_transport = groups[(m, p, rate)]
+        for t in TRANSPORTS + sorted(set(by_transport) - set(TRANSPORTS)):
+            rs = by_transport.get(t, [])
+            if not rs:
+                continue
+            out.append(
+                f"| {m:,} | {p} | {rate:,.0f} | {t} "
+                f"| {spread([r['delivered_ratio'] for r in rs], lambda v: f'{v * 100:.2f}%')} "
+                f"| {spread([r['p99_ms'] for r in rs], lambda v: f'{v:.1f}')} "
+                f"| {spread([r.get('server_cpu_us_per_delivery') for r in rs], us)} "
+                f"| {spread([r.get('loadgen_cpu_us_per_delivery') for r in rs], us)} "
+                f"| {to_tcp(by_transport, t, 'server_cpu_us_per_delivery')} "
+                f"| {to_tcp(by_transport, t, 'loadgen_cpu_us_per_delivery')} |"
+            )
+    return "\n".join(out)
+
+
+def handshakes_table(runs):
+    groups = transport_groups(
+        runs,
+        "connections",
+        lambda r: (r["connections"], r.get("concurrency"), r.get("pinned", False)) if "concurrency" in r else None,
+    )
+    if not groups:
+        return None
+    out = [
+        "| connections | at once | transport | ready/s (to `welcome` or `queued`) | each, p50 / p99 (ms) "
+        "| failed | server CPU per connection (µs) | load generator CPU per connection (µs) "
+        "| UDP datagrams dropped | this / TCP (ready/s) |",
+        "|---:|---:|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for (c, at_once, pinned) in sorted(groups):
+        by_transport = groups[(c, at_once, pinned)]
+        for t in TRANSPORTS + sorted(set(by_transport) - set(TRANSPORTS)):
+            rs = by_transport.get(t, [])
+            if not rs:
+                continue
+            label = f"{t} (pinned)" if pinned else t
+            out.append(
+                f"| {c:,} | {at_once:,} | {label} "
+                f"| {spread([r['connect_per_s'] for r in rs], lambda v: f'{v:,.0f}')} "
+                f"| {spread([r.get('connect_p50_ms') for r in rs], lambda v: f'{v:.1f}')} / "
+                f"{spread([r.get('connect_p99_ms') for r in rs], lambda v: f'{v:.1f}')} "
+                f"| {spread([r.get('failed', 0) for r in rs], lambda v: f'{v:,.0f}')} "
+                f"| {spread([r.get('server_cpu_us_per_connection') for r in rs], lambda v: f'{v:,.0f}')} "
+                f"| {spread([r.get('loadgen_cpu_us_per_connection') for r in rs], lambda v: f'{v:,.0f}')} "
+                f"| {spread([r.get('udp_receive_buffer_errors') for r in rs], lambda v: f'{v:,.0f}')} "
+                f"| {to_tcp(by_transport, t, 'connect_per_s')} |"
+            )
+    return "\n".join(out)
+
+
 def main():
-    runs = load(sys.argv[1] if len(sys.argv) > 1 else "bench-results.jsonl")
+    all_runs = load(sys.argv[1] if len(sys.argv) > 1 else "bench-results.jsonl")
+    # The broker tables compare brokers over TCP, the one transport all three have.
+    runs = [r for r in all_runs if transport(r) == "tcp"]
     for pinned, mode in MODES:
         for criterion, limit in (("strict", "sustainable rate (>= 99.9% delivered, p99 <= 50 ms)"),
                                  ("capacity", "rate within capacity (>= 99.9% delivered, p99 <= 250 ms)")):
@@ -243,6 +397,20 @@ def main():
     print(connections_table(runs))
     print("\n### Queue churn (anteroom)\n")
     print(churn_table(runs))
+    for pinned, mode in MODES:
+        table = transports_table(all_runs, pinned)
+        if table:
+            print(f"\n### Transports, {mode}: anteroom's fan-out sweeps over TCP, TLS and QUIC\n")
+            print(table)
+    for pinned, mode in MODES:
+        table = transports_fixed_table(all_runs, pinned)
+        if table:
+            print(f"\n### Transports at a fixed rate, {mode}: CPU per delivery\n")
+            print(table)
+    table = handshakes_table(all_runs)
+    if table:
+        print("\n### Handshakes: connections opened at once, to `welcome` or `queued` (anteroom)\n")
+        print(table)
 
 
 if __name__ == "__main__":

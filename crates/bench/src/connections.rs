@@ -1,14 +1,26 @@
 //! Connections: C idle connections held open, most of them queued when
-//! `--max-active` is far below C. Reports the connect rate and the server's
-//! memory per connection (resident set growth divided by C).
+//! `--max-active` is far below C. Reports the connect rate (connections
+//! ready, i.e. answered `welcome` or `queued`, per second from the first
+//! connect to the last answer), the time each connection took to be ready,
+//! the CPU both processes spent per connection, and the server's memory per
+//! connection (resident set growth divided by C).
+//!
+//! Over TLS and QUIC the connect rate is a handshake rate: with
+//! `--concurrency` at C every connect starts at once, and each is a full
+//! handshake (no session resumption), then `hello` and its answer.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::cpu::{PinArgs, Pinning};
+use hdrhistogram::Histogram;
+
+use super::cpu::{PinArgs, Pinning, own_cpu_seconds};
 use super::server::{Broker, ServerUnderTest};
-use super::{connect_spread, progress};
-use anteroom_client::{Admission, Connection};
+use super::transport::{
+    Dialer, HANDSHAKE_TIMEOUT, Stream, TestCertificate, Transport, plan, udp_receive_buffer_errors,
+};
+use super::{ms, progress};
+use anteroom_client::transport::{BoxRead, BoxWrite};
+use anteroom_client::{Admission, AnyConnection, Connection};
 
 /// Connections workload settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -22,12 +34,19 @@ pub struct Args {
     /// How long to hold them once all are connected.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub hold: Duration,
+    /// Connects in flight at once.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
     /// Use a running anteroom instead of starting one.
     #[arg(long)]
-    pub server: Option<SocketAddr>,
+    pub server: Option<std::net::SocketAddr>,
     /// Which broker to measure (`all`: anteroom, Redis and NATS in turn).
     #[arg(long, default_value = "anteroom")]
     pub broker: super::fanout::BrokerChoice,
+    /// How the clients reach anteroom: tcp, tls or quic, or several
+    /// separated by commas, run in turn (Redis and NATS: tcp only).
+    #[arg(long, value_delimiter = ',', default_value = "tcp")]
+    pub transport: Vec<Transport>,
     #[command(flatten)]
     pub cpu: PinArgs,
 }
@@ -37,10 +56,31 @@ pub struct Args {
 pub struct Report {
     pub workload: &'static str,
     pub broker: &'static str,
+    /// How the clients reached the broker: `tcp`, `tls` or `quic`.
+    pub transport: &'static str,
     pub connections: usize,
+    /// Connects in flight at once.
+    pub concurrency: usize,
     pub in_room: usize,
     pub queued: usize,
+    /// Connections that failed (an error, or no answer within the
+    /// handshake timeout); the other figures are of those held.
+    pub failed: usize,
+    /// Connections ready (anteroom: `welcome` or `queued` received) per
+    /// second, from the first connect to the last answer.
     pub connect_per_s: f64,
+    /// Time one connection took from its connect to ready, median and
+    /// 99th percentile.
+    pub connect_p50_ms: f64,
+    pub connect_p99_ms: f64,
+    /// CPU per connection held, over the connect phase (failed attempts
+    /// included): the bench's own (its handshakes) and the server's; the
+    /// latter null when the bench did not start it.
+    pub loadgen_cpu_us_per_connection: Option<f64>,
+    pub server_cpu_us_per_connection: Option<f64>,
+    /// UDP datagrams dropped for a full socket receive buffer during the
+    /// connect phase, machine-wide (QUIC's lost packets).
+    pub udp_receive_buffer_errors: Option<u64>,
     pub server_rss_before_mb: f64,
     pub server_rss_after_mb: f64,
     pub bytes_per_connection: f64,
@@ -48,11 +88,12 @@ pub struct Report {
     pub pinned: bool,
 }
 
-/// Runs the connections workload on each chosen broker.
+/// Runs the connections workload on each chosen broker and transport.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let runs = plan(args.broker, &args.transport, args.server.is_some())?;
     let pinning = args.cpu.apply()?;
-    for broker in args.broker.brokers() {
-        run_broker(&args, broker, pinning).await?;
+    for (broker, transport) in runs {
+        run_broker(&args, broker, transport, pinning).await?;
     }
     Ok(())
 }
@@ -60,25 +101,50 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// An established idle connection to any of the brokers.
 enum Held {
     Anteroom(#[allow(dead_code)] Connection),
+    /// Anteroom over TLS or QUIC.
+    Encrypted(#[allow(dead_code)] AnyConnection),
     Raw(#[allow(dead_code)] tokio::net::TcpStream),
 }
 
 /// Opens one connection and completes the broker's handshake, so that the
-/// server holds a real client: `hello` for anteroom, `PING` for Redis,
-/// `CONNECT` and `PING` for NATS (answered by `PONG`).
-async fn open(broker: Broker, addr: SocketAddr, i: usize) -> anyhow::Result<(Held, bool)> {
+/// server holds a real client: the transport's handshake and `hello` for
+/// anteroom, `PING` for Redis, `CONNECT` and `PING` for NATS (answered by
+/// `PONG`). Returns the connection, whether it entered the room, how long
+/// it took, and when it was ready.
+async fn open(
+    broker: Broker,
+    dialer: &Dialer,
+    i: usize,
+) -> anyhow::Result<(Held, bool, Duration, Instant)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = connect_spread(addr, i).await?;
+    let started = Instant::now();
+    let stream = dialer.connect(i).await?;
     match broker {
         Broker::Anteroom => {
-            let mut connection = Connection::from_stream(stream);
-            let admission = connection.join(&format!("c{i:06}")).await?;
-            Ok((
-                Held::Anteroom(connection),
-                matches!(admission, Admission::Welcome { .. }),
-            ))
+            let name = format!("c{i:06}");
+            let (held, admission) = match stream {
+                Stream::Tcp(stream) => {
+                    let mut connection = Connection::builder()
+                        .join_timeout(HANDSHAKE_TIMEOUT)
+                        .from_stream(stream);
+                    let admission = connection.join(&name).await?;
+                    (Held::Anteroom(connection), admission)
+                }
+                Stream::Tls(tls) => {
+                    let (read, write) = tokio::io::split(*tls);
+                    encrypted(Box::new(read), Box::new(write), &name).await?
+                }
+                Stream::Quic(send, recv) => {
+                    encrypted(Box::new(recv), Box::new(send), &name).await?
+                }
+            };
+            let welcomed = matches!(admission, Admission::Welcome { .. });
+            Ok((held, welcomed, started.elapsed(), Instant::now()))
         }
         Broker::Redis | Broker::Nats => {
+            let Stream::Tcp(mut stream) = stream else {
+                anyhow::bail!("Redis and NATS are reached over plain TCP only");
+            };
             let probe: &[u8] = if broker == Broker::Redis {
                 b"PING\r\n"
             } else {
@@ -92,43 +158,84 @@ async fn open(broker: Broker, addr: SocketAddr, i: usize) -> anyhow::Result<(Hel
                 anyhow::ensure!(n > 0, "{} closed connection {i}", broker.name());
                 seen.extend_from_slice(&buf[..n]);
             }
-            Ok((Held::Raw(stream), true))
+            Ok((Held::Raw(stream), true, started.elapsed(), Instant::now()))
         }
     }
 }
 
-async fn run_broker(args: &Args, broker: Broker, pinning: Option<Pinning>) -> anyhow::Result<()> {
+/// Joins anteroom over an encrypted stream's halves.
+async fn encrypted(
+    read: BoxRead,
+    write: BoxWrite,
+    name: &str,
+) -> anyhow::Result<(Held, Admission)> {
+    let mut connection = Connection::builder()
+        .join_timeout(HANDSHAKE_TIMEOUT)
+        .from_halves(read, write);
+    let admission = connection.join(name).await?;
+    Ok((Held::Encrypted(connection), admission))
+}
+
+async fn run_broker(
+    args: &Args,
+    broker: Broker,
+    transport: Transport,
+    pinning: Option<Pinning>,
+) -> anyhow::Result<()> {
     let limit = super::raise_fd_limit() as usize;
+    // A QUIC connection is no descriptor of its own: its endpoint's socket
+    // carries it.
     anyhow::ensure!(
-        args.connections + 64 <= limit,
+        transport == Transport::Quic || args.connections + 64 <= limit,
         "{} connections need more descriptors than this process may hold ({limit})",
         args.connections
     );
+    // Declared before the server, so that it goes after it.
+    let certificate = transport
+        .encrypted()
+        .then(TestCertificate::new)
+        .transpose()?;
     let server = match broker {
-        Broker::Anteroom => ServerUnderTest::start(
-            args.server,
-            &[
+        Broker::Anteroom => {
+            let mut settings = vec![
                 ("ANTEROOM_MAX_ACTIVE", args.max_active.to_string()),
                 ("ANTEROOM_MAX_WAITING", args.connections.to_string()),
                 ("ANTEROOM_HEARTBEAT_INTERVAL", "1h".into()),
                 ("ANTEROOM_IDLE_TIMEOUT", "2h".into()),
-            ],
-            pinning,
-        )?,
+                (
+                    "ANTEROOM_HANDSHAKE_TIMEOUT",
+                    format!("{}s", HANDSHAKE_TIMEOUT.as_secs()),
+                ),
+            ];
+            if let Some(certificate) = &certificate {
+                settings.extend(certificate.server_settings(transport));
+            }
+            ServerUnderTest::start(args.server, &settings, pinning)?
+        }
         other => ServerUnderTest::start_external(other, pinning)?,
     };
+    let dialer = std::sync::Arc::new(Dialer::new(
+        transport,
+        server.addr_of(transport)?,
+        certificate.as_ref(),
+        args.connections,
+    )?);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = server.usage();
+    let cpu_before = server.cpu();
+    let own_before = own_cpu_seconds();
+    let udp_before = udp_receive_buffer_errors();
     let bar = progress(args.connections as u64, "connecting");
+    let concurrency = args.concurrency as usize;
     let started = Instant::now();
-    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(512));
+    let semaphore = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = Vec::with_capacity(args.connections);
-    let addr = server.addr;
     for i in 0..args.connections {
         let permit = semaphore.clone().acquire_owned().await?;
         let bar = bar.clone();
+        let dialer = dialer.clone();
         tasks.push(tokio::spawn(async move {
-            let held = open(broker, addr, i).await;
+            let held = open(broker, &dialer, i).await;
             drop(permit);
             bar.inc(1);
             held
@@ -136,36 +243,92 @@ async fn run_broker(args: &Args, broker: Broker, pinning: Option<Pinning>) -> an
     }
     let mut held = Vec::with_capacity(args.connections);
     let mut in_room = 0;
-    for task in tasks {
-        let (connection, welcomed) = task.await??;
-        in_room += usize::from(welcomed);
-        held.push(connection);
+    let mut took = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let (mut failed, mut first_failure) = (0, None);
+    let mut last_ready = Duration::ZERO;
+    for (i, task) in tasks.into_iter().enumerate() {
+        match task.await? {
+            Ok((connection, welcomed, time, ready)) => {
+                in_room += usize::from(welcomed);
+                let _ = took.record((time.as_micros() as u64).max(1));
+                last_ready = last_ready.max(ready.saturating_duration_since(started));
+                held.push(connection);
+            }
+            // A burst may lose some: counted, and the first reason told.
+            Err(error) => {
+                failed += 1;
+                first_failure.get_or_insert_with(|| format!("connection {i}: {error:#}"));
+            }
+        }
     }
-    let connect_time = started.elapsed();
     bar.finish_and_clear();
+    if let Some(reason) = first_failure {
+        eprintln!(
+            "{} over {}: {failed} of {} connections failed; the first: {reason}",
+            broker.name(),
+            transport.name(),
+            args.connections
+        );
+        anyhow::ensure!(
+            !held.is_empty(),
+            "no connection to {} over {} succeeded",
+            broker.name(),
+            transport.name()
+        );
+    }
+    let connected = held.len();
+    let own_cpu = own_cpu_seconds() - own_before;
+    let server_cpu = match (cpu_before, server.cpu()) {
+        (Some(before), Some(after)) => Some(after.since(&before)),
+        _ => None,
+    };
+    let udp_drops = match (udp_before, udp_receive_buffer_errors()) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
     tokio::time::sleep(args.hold).await;
     let after = server.usage();
+    let per_connection =
+        |cpu_s: f64| (connected > 0 && cpu_s > 0.0).then(|| cpu_s * 1e6 / connected as f64);
     let report = Report {
         workload: "connections",
         broker: broker.name(),
+        transport: transport.name(),
         connections: args.connections,
+        concurrency,
         in_room,
-        queued: args.connections - in_room,
-        connect_per_s: args.connections as f64 / connect_time.as_secs_f64(),
+        queued: connected - in_room,
+        failed,
+        connect_per_s: connected as f64 / last_ready.as_secs_f64().max(1e-6),
+        connect_p50_ms: took.value_at_quantile(0.5) as f64 / 1000.0,
+        connect_p99_ms: took.value_at_quantile(0.99) as f64 / 1000.0,
+        loadgen_cpu_us_per_connection: per_connection(own_cpu),
+        server_cpu_us_per_connection: server_cpu.and_then(per_connection),
+        udp_receive_buffer_errors: udp_drops,
         server_rss_before_mb: before.rss_bytes as f64 / 1e6,
         server_rss_after_mb: after.rss_bytes as f64 / 1e6,
         bytes_per_connection: after.rss_bytes.saturating_sub(before.rss_bytes) as f64
-            / args.connections as f64,
+            / connected as f64,
         pinned: server.pinned,
     };
     println!(
-        "connections on {} ({}): {} held ({} in the room, {} queued), {:.0} connects/s, server RSS {:.1} MB -> {:.1} MB, {:.0} bytes per connection{}",
+        "connections on {} over {}{} ({}): {} held ({} in the room, {} queued, {} failed), {:.0} ready/s with {} in flight (each p50 {} ms, p99 {} ms; CPU per connection: server {} µs, load generator {} µs), server RSS {:.1} MB -> {:.1} MB, {:.0} bytes per connection{}",
         report.broker,
+        report.transport,
+        dialer
+            .protection()
+            .map_or_else(String::new, |p| format!(" ({p})")),
         Pinning::describe(pinning),
-        report.connections,
+        connected,
         report.in_room,
         report.queued,
+        report.failed,
         report.connect_per_s,
+        report.concurrency,
+        ms((report.connect_p50_ms * 1000.0) as u64),
+        ms((report.connect_p99_ms * 1000.0) as u64),
+        per_connection_text(report.server_cpu_us_per_connection),
+        per_connection_text(report.loadgen_cpu_us_per_connection),
         report.server_rss_before_mb,
         report.server_rss_after_mb,
         report.bytes_per_connection,
@@ -178,4 +341,8 @@ async fn run_broker(args: &Args, broker: Broker, pinning: Option<Pinning>) -> an
     println!("{}", serde_json::to_string(&report)?);
     drop(held);
     server.stop()
+}
+
+fn per_connection_text(us: Option<f64>) -> String {
+    us.map_or_else(|| "-".into(), |us| format!("{us:.0}"))
 }

@@ -14,6 +14,9 @@
 //! Unless `--server` names a running broker, the bench starts its own
 //! (`anteroom serve` from this executable) so it can report the server's
 //! CPU time and peak memory.
+//!
+//! `fanout` and `connections` reach anteroom over plain TCP, TLS or QUIC
+//! (`--transport`, see [`transport`]); Redis and NATS over TCP.
 
 pub mod churn;
 pub mod connections;
@@ -22,6 +25,7 @@ pub mod fanout;
 pub mod plot;
 pub mod server;
 pub mod soak;
+pub mod transport;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -75,7 +79,7 @@ pub fn raise_fd_limit() -> u64 {
 
 /// Loopback source addresses used in turn, so that tens of thousands of
 /// connections do not run out of ephemeral ports on one address.
-const SOURCE_ADDRESSES: u8 = 16;
+pub(crate) const SOURCE_ADDRESSES: u8 = 16;
 
 /// The loopback source address 127.0.0.x, x chosen by `index`.
 pub(crate) fn spread_source(index: usize) -> Ipv4Addr {

@@ -1,7 +1,8 @@
 //! `anteroom bench plot`: draws, from the JSON lines the fan-out sweeps
 //! print, deliveries per second and p99 latency against the offered rate,
 //! one chart pair per room size, publisher count and CPU mode (unpinned, or
-//! `--pin`), one line per broker.
+//! `--pin`), one line per broker, and one per transport other than TCP
+//! (`anteroom (tls)`, `anteroom (quic)`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,6 +34,20 @@ struct Round {
     /// Absent from results written before `--pin` existed: unpinned.
     #[serde(default)]
     pinned: bool,
+    /// Absent from results written before `--transport` existed: TCP.
+    #[serde(default)]
+    transport: Option<String>,
+}
+
+impl Round {
+    /// The line a round belongs to: the broker, with the transport when it
+    /// is not plain TCP.
+    fn series(&self) -> String {
+        match self.transport.as_deref() {
+            None | Some("tcp") => self.broker.clone(),
+            Some(transport) => format!("{} ({transport})", self.broker),
+        }
+    }
 }
 
 /// Latencies above this are drawn at it (the chart's top).
@@ -41,10 +56,12 @@ const LATENCY_CEILING_MS: f64 = 200.0;
 /// Rounds of one configuration: broker -> offered rate -> rounds.
 type ByBroker = BTreeMap<String, BTreeMap<u64, Vec<Round>>>;
 
-const COLOURS: [(&str, RGBColor); 3] = [
+const COLOURS: [(&str, RGBColor); 5] = [
     ("anteroom", RGBColor(0x1f, 0x77, 0xb4)),
     ("redis", RGBColor(0xd6, 0x27, 0x28)),
     ("nats", RGBColor(0x2c, 0xa0, 0x2c)),
+    ("anteroom (tls)", RGBColor(0xff, 0x7f, 0x0e)),
+    ("anteroom (quic)", RGBColor(0x94, 0x67, 0xbd)),
 ];
 
 /// Writes `fanout-S-P-deliveries.svg` and `fanout-S-P-p99.svg` per
@@ -65,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         series
             .entry((round.members, round.publishers, round.pinned))
             .or_default()
-            .entry(round.broker.clone())
+            .entry(round.series())
             .or_default()
             .entry(round.offered_rate.round() as u64)
             .or_default()
@@ -229,4 +246,23 @@ fn colour_of(broker: &str) -> RGBColor {
         .iter()
         .find(|(name, _)| *name == broker)
         .map_or(RGBColor(0x55, 0x55, 0x55), |(_, c)| *c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transport_other_than_tcp_is_a_line_of_its_own() {
+        let round = |extra: &str| -> Round {
+            serde_json::from_str(&format!(
+                r#"{{"workload":"fanout","broker":"anteroom","members":10,"publishers":1,"offered_rate":100.0,"deliveries_per_s":1000.0,"p99_ms":1.0{extra}}}"#
+            ))
+            .unwrap()
+        };
+        assert_eq!(round("").series(), "anteroom");
+        assert_eq!(round(r#","transport":"tcp""#).series(), "anteroom");
+        assert_eq!(round(r#","transport":"quic""#).series(), "anteroom (quic)");
+        assert_ne!(colour_of("anteroom (tls)"), colour_of("anteroom"));
+    }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::lock;
 use crate::cpu::Pinning;
+use crate::transport::Transport;
 use anyhow::{Context, bail};
 
 /// Which broker is measured.
@@ -47,7 +48,12 @@ pub const LOAD_GENERATOR_SETTINGS: &[(&str, &str)] = &[
 
 /// A broker the bench talks to.
 pub struct ServerUnderTest {
+    /// The plain TCP listener.
     pub addr: SocketAddr,
+    /// The TLS listener of an anteroom started with `ANTEROOM_TLS_LISTEN`.
+    pub tls_addr: Option<SocketAddr>,
+    /// The QUIC listener of an anteroom started with `ANTEROOM_QUIC_LISTEN`.
+    pub quic_addr: Option<SocketAddr>,
     pub broker: Broker,
     /// The metrics listener of an anteroom the bench started.
     pub metrics_addr: Option<SocketAddr>,
@@ -86,6 +92,8 @@ impl ServerUnderTest {
         if let Some(addr) = addr {
             return Ok(Self {
                 addr,
+                tls_addr: None,
+                quic_addr: None,
                 broker: Broker::Anteroom,
                 metrics_addr: None,
                 log_errors: Default::default(),
@@ -160,20 +168,40 @@ impl ServerUnderTest {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(20);
-        let (mut addr, mut metrics_addr) = (None, None);
-        // Both lines come at start-up, chat first.
-        while addr.is_none() || metrics_addr.is_none() {
+        let asked = |key: &str| settings.iter().any(|(k, v)| *k == key && !v.is_empty());
+        let (want_tls, want_quic) = (asked("ANTEROOM_TLS_LISTEN"), asked("ANTEROOM_QUIC_LISTEN"));
+        let (mut addr, mut metrics_addr, mut tls_addr, mut quic_addr) = (None, None, None, None);
+        // The lines come at start-up: chat, metrics, then TLS and QUIC.
+        while addr.is_none()
+            || metrics_addr.is_none()
+            || (want_tls && tls_addr.is_none())
+            || (want_quic && quic_addr.is_none())
+        {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .context("the server did not report its addresses")?;
-            if let Some((_, rest)) = line.split_once("listening on ") {
-                addr = Some(rest.split_whitespace().next().unwrap_or_default().parse()?);
-            } else if let Some((_, rest)) = line.split_once("metrics on ") {
-                metrics_addr = Some(rest.split_whitespace().next().unwrap_or_default().parse()?);
+            let after = |marker: &str| -> anyhow::Result<Option<SocketAddr>> {
+                match line.split_once(marker) {
+                    Some((_, rest)) => Ok(Some(
+                        rest.split_whitespace().next().unwrap_or_default().parse()?,
+                    )),
+                    None => Ok(None),
+                }
+            };
+            if let Some(a) = after("listening on ")? {
+                addr = Some(a);
+            } else if let Some(a) = after("metrics on ")? {
+                metrics_addr = Some(a);
+            } else if let Some(a) = after("TLS on ")? {
+                tls_addr = Some(a);
+            } else if let Some(a) = after("QUIC on ")? {
+                quic_addr = Some(a);
             }
         }
         Ok(Self {
             addr: addr.context("chat address")?,
+            tls_addr,
+            quic_addr,
             broker: Broker::Anteroom,
             metrics_addr,
             log_errors,
@@ -242,12 +270,23 @@ impl ServerUnderTest {
         }
         Ok(Self {
             addr,
+            tls_addr: None,
+            quic_addr: None,
             broker,
             metrics_addr: None,
             log_errors: Default::default(),
             pinned: pinning.is_some(),
             child: Some(child),
         })
+    }
+
+    /// Where clients reach the server over `transport`.
+    pub fn addr_of(&self, transport: Transport) -> anyhow::Result<SocketAddr> {
+        match transport {
+            Transport::Tcp => Ok(self.addr),
+            Transport::Tls => self.tls_addr.context("the server has no TLS listener"),
+            Transport::Quic => self.quic_addr.context("the server has no QUIC listener"),
+        }
     }
 
     /// Whether the bench owns the process (and can measure it).

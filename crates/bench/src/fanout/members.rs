@@ -4,12 +4,14 @@
 //! stamp at the head of a message's payload is decoded: its round and the
 //! time it was due. The load generator then costs about the same CPU per
 //! delivery whichever broker it measures, so the brokers' figures differ by
-//! what the brokers do.
+//! what the brokers do. The reader takes any byte stream: a TCP socket's
+//! reading half, or, over TLS and QUIC, the decrypted stream, read the same
+//! way.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
 
@@ -118,13 +120,14 @@ impl Inbox {
 pub(super) type Ready = oneshot::Sender<Result<(), String>>;
 
 /// One connection's reading side, for a member or for a publisher (whose
-/// reader only drains replies and answers pings).
-pub(super) struct Reader {
+/// reader only drains replies and answers pings), over any byte stream: a
+/// TCP socket's halves unless told otherwise.
+pub(super) struct Reader<R = OwnedReadHalf, W = OwnedWriteHalf> {
     pub(super) wire: Wire,
-    pub(super) read: OwnedReadHalf,
+    pub(super) read: R,
     /// Where the replies go (NATS' `CONNECT` and `PONG`); `None` when the
     /// protocol owes none (anteroom's server pings are off in the bench).
-    pub(super) write: Option<Arc<tokio::sync::Mutex<OwnedWriteHalf>>>,
+    pub(super) write: Option<Arc<tokio::sync::Mutex<W>>>,
     /// Sent once, on the server's first greeting.
     pub(super) on_greeting: &'static [u8],
     /// Told when the subscription is in place, or why it never was.
@@ -134,7 +137,11 @@ pub(super) struct Reader {
     pub(super) epoch: Instant,
 }
 
-impl Reader {
+impl<R, W> Reader<R, W>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     /// Runs the reader in its own task until the connection ends. An error
     /// before the subscription is in place goes to `ready`; after it, the
     /// member just stops counting, which the delivered ratio shows.

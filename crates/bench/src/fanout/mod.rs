@@ -11,6 +11,7 @@ mod sweep;
 mod wire;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,6 +19,7 @@ use anyhow::Context;
 use crate::cpu::{PinArgs, Pinning};
 use crate::ms;
 use crate::server::{Broker, ServerUnderTest};
+use crate::transport::{Dialer, HANDSHAKE_TIMEOUT, TestCertificate, Transport, plan};
 use connect::connect_room;
 use sweep::{sweep, sweep_summary};
 
@@ -53,6 +55,10 @@ pub struct Args {
     /// after the other (needs the system's redis-server and nats-server).
     #[arg(long, default_value = "anteroom")]
     pub broker: BrokerChoice,
+    /// How the clients reach anteroom: tcp, tls or quic, or several
+    /// separated by commas, run in turn (Redis and NATS: tcp only).
+    #[arg(long, value_delimiter = ',', default_value = "tcp")]
+    pub transport: Vec<Transport>,
     #[command(flatten)]
     pub cpu: PinArgs,
 }
@@ -92,39 +98,68 @@ pub(crate) fn server_settings(members: usize, payload: usize) -> Vec<(&'static s
         ("ANTEROOM_RATE_BURST", "1000000000".into()),
         ("ANTEROOM_HEARTBEAT_INTERVAL", "1h".into()),
         ("ANTEROOM_IDLE_TIMEOUT", "2h".into()),
+        (
+            "ANTEROOM_HANDSHAKE_TIMEOUT",
+            format!("{}s", HANDSHAKE_TIMEOUT.as_secs()),
+        ),
     ]
 }
 
-/// Runs the fan-out workload on each chosen broker.
+/// Runs the fan-out workload on each chosen broker and transport.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let runs = plan(args.broker, &args.transport, args.server.is_some())?;
     let pinning = args.cpu.apply()?;
-    for broker in args.broker.brokers() {
-        run_broker(&args, broker, pinning).await?;
+    for (broker, transport) in runs {
+        run_broker(&args, broker, transport, pinning).await?;
     }
     Ok(())
 }
 
-async fn run_broker(args: &Args, broker: Broker, pinning: Option<Pinning>) -> anyhow::Result<()> {
+async fn run_broker(
+    args: &Args,
+    broker: Broker,
+    transport: Transport,
+    pinning: Option<Pinning>,
+) -> anyhow::Result<()> {
+    // Declared before the server, so that it goes after it.
+    let certificate = transport
+        .encrypted()
+        .then(TestCertificate::new)
+        .transpose()?;
     let server = match broker {
-        Broker::Anteroom => ServerUnderTest::start(
-            args.server,
-            &server_settings(args.members, args.payload),
-            pinning,
-        )?,
+        Broker::Anteroom => {
+            let mut settings = server_settings(args.members, args.payload);
+            if let Some(certificate) = &certificate {
+                settings.extend(certificate.server_settings(transport));
+            }
+            ServerUnderTest::start(args.server, &settings, pinning)?
+        }
         other => ServerUnderTest::start_external(other, pinning)?,
     };
-    let mut room = connect_room(args, broker, server.addr)
+    let addr = server.addr_of(transport)?;
+    let dialer = Dialer::new(
+        transport,
+        addr,
+        certificate.as_ref(),
+        args.members + args.publishers,
+    )?;
+    let dialer = Arc::new(dialer);
+    let mut room = connect_room(args, broker, transport, dialer.clone())
         .await
         .context("filling the room")?;
     let args = args.clone();
     println!(
-        "fanout on {}: {} members, {} publishing, {}-byte messages, {:?} per rate, server {}, {}{}",
+        "fanout on {} over {}{}: {} members, {} publishing, {}-byte messages, {:?} per rate, server {}, {}{}",
         broker.name(),
+        transport.name(),
+        dialer
+            .protection()
+            .map_or_else(String::new, |p| format!(" ({p})")),
         args.members,
         args.publishers,
         args.payload,
         args.duration,
-        server.addr,
+        addr,
         Pinning::describe(pinning),
         if server.measurable() {
             ""
@@ -152,7 +187,10 @@ async fn run_broker(args: &Args, broker: Broker, pinning: Option<Pinning>) -> an
                 None => println!("no rate {what} at or above {:.0} msg/s", args.rate),
             }
         }
-        println!("{}", sweep_summary(&args, broker, server.pinned, &found));
+        println!(
+            "{}",
+            sweep_summary(&args, broker, transport, server.pinned, &found)
+        );
     }
     drop(room);
     server.stop()

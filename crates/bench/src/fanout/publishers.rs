@@ -1,7 +1,8 @@
-//! The connections that publish, on each broker measured: raw sockets
-//! writing each message as one pre-encoded command, never waiting for a
-//! reply (a reader task drains the replies), so publishing costs each
-//! broker's load generator about the same.
+//! The connections that publish, on each broker measured: raw sockets (or,
+//! for anteroom over TLS and QUIC, the encrypted stream) writing each
+//! message as one pre-encoded command, never waiting for a reply (a reader
+//! task drains the replies), so publishing costs each broker's load
+//! generator about the same.
 
 use std::sync::Arc;
 
@@ -10,11 +11,12 @@ use tokio::net::tcp::OwnedWriteHalf;
 
 use super::wire::{nats_publish, resp_publish};
 use anteroom_client::protocol::ClientMessage;
+use anteroom_client::transport::BoxWrite;
 
 /// A connection that publishes.
 pub(super) enum Publisher {
-    /// A member's own connection: a `say` frame.
-    Anteroom(OwnedWriteHalf),
+    /// A member's own connection, over any transport: a `say` frame.
+    Anteroom(BoxWrite),
     /// Redis: `PUBLISH room <text>`; a task drains the integer replies.
     Redis(OwnedWriteHalf, Vec<u8>),
     /// NATS: `PUB room <len>`; the writer is shared with the task that

@@ -12,11 +12,13 @@ use super::publishers::Publisher;
 use super::sweep::RunReport;
 use crate::cpu::{own_cpu_seconds, us_per_delivery};
 use crate::server::{Broker, ServerUnderTest};
+use crate::transport::{Transport, udp_receive_buffer_errors};
 use crate::{lock, progress};
 
 /// The connected room: readers running, publishers ready.
 pub(super) struct Room {
     broker: Broker,
+    transport: Transport,
     epoch: Instant,
     readers: Vec<Arc<Mutex<ReaderStats>>>,
     publishers: Vec<Publisher>,
@@ -36,6 +38,7 @@ impl Room {
     pub(super) fn new(
         args: &Args,
         broker: Broker,
+        transport: Transport,
         epoch: Instant,
         readers: Vec<Arc<Mutex<ReaderStats>>>,
         publishers: Vec<Publisher>,
@@ -43,6 +46,7 @@ impl Room {
     ) -> Self {
         Room {
             broker,
+            transport,
             epoch,
             readers,
             publishers,
@@ -72,6 +76,7 @@ impl Room {
         }
         let before = server.cpu();
         let own_before = own_cpu_seconds();
+        let udp_before = udp_receive_buffer_errors();
         let publishers = self.publishers.len();
         let interval = Duration::from_secs_f64(publishers as f64 / rate);
         let start = Instant::now() + Duration::from_millis(50);
@@ -134,6 +139,10 @@ impl Room {
             _ => 0.0,
         };
         let peak_rss = server.usage().peak_rss_bytes;
+        let udp_drops = match (udp_before, udp_receive_buffer_errors()) {
+            (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+            _ => None,
+        };
         let mut merged = histogram();
         for stats in &self.readers {
             let mut s = lock(stats);
@@ -148,6 +157,7 @@ impl Room {
         RunReport {
             workload: "fanout",
             broker: self.broker.name(),
+            transport: self.transport.name(),
             members: self.members,
             publishers,
             payload: self.payload,
@@ -171,6 +181,7 @@ impl Room {
             loadgen_cpu_s: own_cpu,
             loadgen_cpu_us_per_delivery: us_per_delivery(own_cpu, delivered),
             server_cpu_us_per_delivery: us_per_delivery(server_cpu, delivered),
+            udp_receive_buffer_errors: udp_drops,
             pinned: server.pinned,
             sweep: self.sweep,
         }

@@ -6,12 +6,15 @@ use std::time::Duration;
 use super::Args;
 use super::room::Room;
 use crate::server::{Broker, ServerUnderTest};
+use crate::transport::Transport;
 
 /// One measured run at one rate.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct RunReport {
     pub workload: &'static str,
     pub broker: &'static str,
+    /// How the clients reached the broker: `tcp`, `tls` or `quic`.
+    pub transport: &'static str,
     pub members: usize,
     pub publishers: usize,
     pub payload: usize,
@@ -35,6 +38,10 @@ pub(crate) struct RunReport {
     pub loadgen_cpu_us_per_delivery: Option<f64>,
     /// The server's CPU per delivery; null when the bench did not start it.
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// UDP datagrams the kernel dropped for a full socket receive buffer
+    /// during the round, machine-wide: QUIC's packets lost on the way in
+    /// (to the server or to the members), which it then sends again.
+    pub udp_receive_buffer_errors: Option<u64>,
     /// Server and load generator on a CPU each (`--pin`).
     pub pinned: bool,
     /// A round of a sweep, rather than the one round at `--rate`.
@@ -93,13 +100,20 @@ fn per_delivery(us: Option<f64>) -> String {
 /// The sweep's JSON line. `sustainable_rate` (strict) and `capacity_rate`
 /// are null when even the starting rate failed them, and `capped` says
 /// `--max-rate` stopped the sweep.
-pub(super) fn sweep_summary(args: &Args, broker: Broker, pinned: bool, found: &Found) -> String {
+pub(super) fn sweep_summary(
+    args: &Args,
+    broker: Broker,
+    transport: Transport,
+    pinned: bool,
+    found: &Found,
+) -> String {
     let (best, capacity) = (found.strict.as_ref(), found.capacity.as_ref());
     let capped =
         capacity.is_some_and(|b| args.max_rate.is_some_and(|max| b.offered_rate * 2.0 > max));
     serde_json::json!({
         "workload": "fanout-sweep",
         "broker": broker.name(),
+        "transport": transport.name(),
         "members": args.members,
         "publishers": args.publishers,
         "payload": args.payload,
