@@ -8,6 +8,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
 COPY config ./config
+COPY web/dist ./web/dist
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p anteroom --no-default-features \
@@ -17,9 +18,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /usr/local/bin/anteroom /usr/local/bin/anteroom
 COPY config/anteroom.toml /etc/anteroom/anteroom.toml
-ENV ANTEROOM_LISTEN=0.0.0.0:7878 ANTEROOM_METRICS_LISTEN=0.0.0.0:9878
+ENV ANTEROOM_LISTEN=0.0.0.0:7878 ANTEROOM_METRICS_LISTEN=0.0.0.0:9878 ANTEROOM_WEB_LISTEN=0.0.0.0:7880
 USER 65532:65532
-EXPOSE 7878 9878
+EXPOSE 7878 7880 9878
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["anteroom", "healthcheck", "--addr", "127.0.0.1:9878", "--path", "/readyz"]
 ENTRYPOINT ["anteroom"]
 CMD ["serve", "--config", "/etc/anteroom/anteroom.toml"]

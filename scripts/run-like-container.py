@@ -113,7 +113,7 @@ def main():
     as_user = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
     print(f"running as {user}: {' '.join(argv)} with {env}")
 
-    for port in (7878, 9878):
+    for port in (7878, 7880, 9878):
         probe = socket.socket()
         try:
             probe.bind(("0.0.0.0", port))
@@ -127,11 +127,12 @@ def main():
     try:
         seen = []
         deadline = time.time() + 20
-        while not any("listening on 0.0.0.0:7878" in l for l in seen) or not any("metrics on 0.0.0.0:9878" in l for l in seen):
+        wanted = ("listening on 0.0.0.0:7878", "metrics on 0.0.0.0:9878", "web client on http://0.0.0.0:7880/")
+        while not all(any(w in l for l in seen) for w in wanted):
             line = proc.stdout.readline()
             if not line or time.time() > deadline:
                 print("".join(seen))
-                print("error: the server did not report both listeners on 0.0.0.0")
+                print("error: the server did not report its three listeners on 0.0.0.0")
                 return 1
             seen.append(line)
         print("".join(seen), end="")

@@ -108,7 +108,14 @@ fn refuses_before_listening(args: &[&str]) -> String {
 
 #[test]
 fn extreme_values_stop_start_up_before_listening() {
-    let at = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+    let at = [
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--web-listen",
+        "",
+    ];
     for (flag, value, key) in [
         ("--rate-limit", "1e-30", "rate_limit"),
         ("--handshake-timeout", "1ns", "handshake_timeout"),
@@ -300,6 +307,8 @@ fn json_logs_are_one_object_per_line() {
             "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
+            "--web-listen",
+            "",
             "--log-format",
             "json",
         ],

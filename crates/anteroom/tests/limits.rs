@@ -93,6 +93,7 @@ async fn by_default_one_address_connecting_faster_than_its_rate_is_told_server_f
         *c = Config {
             listen: c.listen,
             metrics_listen: c.metrics_listen,
+            web_listen: None,
             ..Config::default()
         }
     })

@@ -21,7 +21,14 @@ async fn get_in_time(addr: SocketAddr, path: &str) -> (u16, String) {
 #[tokio::test]
 async fn a_server_whose_standard_output_nobody_reads_still_admits_and_answers() {
     let mut child = command(
-        &["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--web-listen",
+            "",
+        ],
         &[("RUST_LOG", "debug"), ("ANTEROOM_SHUTDOWN_GRACE", "2s")],
     )
     .stdout(Stdio::piped())

@@ -102,6 +102,8 @@ impl ServerUnderTest {
                 "127.0.0.1:0",
                 "--metrics-listen",
                 "127.0.0.1:0",
+                "--web-listen",
+                "",
             ])
             .env("RUST_LOG", "warn,anteroom_broker::server=info")
             .env("NO_COLOR", "1")

@@ -97,7 +97,13 @@ declare_config! {
     tls_listen: Option<SocketAddr> = "\"\"", optional_addr;
     /// QUIC listener (UDP address, ALPN `anteroom/1`); `""` turns it off. Needs `tls_cert` and `tls_key`.
     quic_listen: Option<SocketAddr> = "\"\"", optional_addr;
-    /// PEM file with the certificate chain for TLS and QUIC, leaf first; reloaded on SIGHUP for new connections.
+    /// Web listener (TCP address): the browser client at `/` and WebSocket at `/ws`; `""` turns it off.
+    web_listen: Option<SocketAddr> = "\"127.0.0.1:7880\"", optional_addr;
+    /// Serve the web listener over HTTPS and WSS, with `tls_cert` and `tls_key`.
+    web_tls: bool = "false", boolean;
+    /// Origins allowed to open `/ws` besides the listener's own, like `"https://chat.example"` (as a flag or variable: comma-separated).
+    web_allowed_origins: Vec<String> = "[]", origins;
+    /// PEM file with the certificate chain for TLS, QUIC and `web_tls`, leaf first; reloaded on SIGHUP for new connections.
     tls_cert: Option<PathBuf> = "\"\"", optional_path;
     /// PEM file with the private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1); reloaded with it.
     tls_key: Option<PathBuf> = "\"\"", optional_path;
@@ -344,6 +350,7 @@ impl Config {
         for (key, on) in [
             ("tls_listen", self.tls_listen.is_some()),
             ("quic_listen", self.quic_listen.is_some()),
+            ("web_tls", self.web_tls && self.web_listen.is_some()),
         ] {
             if on && (self.tls_cert.is_none() || self.tls_key.is_none()) {
                 return Err(ConfigError::Inconsistent {

@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use crate::certs::{CertError, Certificates};
 use crate::config::Config;
 use crate::gateway::listener::Security;
-use crate::gateway::{Gateway, limits, listener, quic};
+use crate::gateway::{Gateway, limits, listener, quic, web};
 use crate::room::Room;
 use crate::supervisor::{Component, first_to_end, panic_message};
 use crate::telemetry::http;
@@ -134,6 +134,7 @@ pub struct Server {
     listener: TcpListener,
     tls: Option<(TcpListener, Arc<Certificates>)>,
     quic: Option<quinn::Endpoint>,
+    web: Option<TcpListener>,
     /// The certificate of the TLS and QUIC listeners, reloaded on SIGHUP.
     certs: Option<Arc<Certificates>>,
     metrics_listener: TcpListener,
@@ -186,6 +187,10 @@ impl Server {
             }
             _ => None,
         };
+        let web = match config.web_listen {
+            Some(addr) => Some(bind_chat(addr).map_err(bind_error("web_listen", addr))?),
+            None => None,
+        };
         let metrics_listener = TcpListener::bind(config.metrics_listen)
             .await
             .map_err(|error| StartError::Bind {
@@ -221,6 +226,7 @@ impl Server {
             listener,
             tls,
             quic,
+            web,
             certs,
             metrics_listener,
             cap_from,
@@ -248,6 +254,11 @@ impl Server {
         self.quic.as_ref().and_then(|e| e.local_addr().ok())
     }
 
+    /// The web listener's address, when it listens.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The metrics listener's address.
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_listener
@@ -264,6 +275,7 @@ impl Server {
             listener,
             tls,
             quic,
+            web,
             certs,
             metrics_listener,
             cap_from,
@@ -286,8 +298,12 @@ impl Server {
         if let Some(addr) = quic.as_ref().and_then(|e| e.local_addr().ok()) {
             info!("QUIC on {addr}");
         }
+        if let Some(addr) = web.as_ref().and_then(|l| l.local_addr().ok()) {
+            let scheme = if config.web_tls { "https" } else { "http" };
+            info!("web client on {scheme}://{addr}/");
+        }
         log_connection_cap(config.connection_cap(), cap_from);
-        let reloader = tokio::spawn(reload_on_hangup(certs));
+        let reloader = tokio::spawn(reload_on_hangup(certs.clone()));
 
         // A failing component shuts the server down as a signal would, but
         // must not cancel the caller's token.
@@ -334,10 +350,22 @@ impl Server {
                 quic::accept_loop(endpoint, gateway.clone()).await;
             }
         };
-        let accept_loops = futures_util::future::join3(
+        let web_loop = async {
+            if let Some(listener) = web {
+                let tls = match (&certs, gateway.config.web_tls) {
+                    (Some(certs), true) => {
+                        Some(tokio_rustls::TlsAcceptor::from(certs.tls_config()))
+                    }
+                    _ => None,
+                };
+                web::accept_loop(listener, gateway.clone(), tls).await;
+            }
+        };
+        let accept_loops = futures_util::future::join4(
             listener::accept_loop(listener, gateway.clone(), Security::Plain),
             tls_loop,
             quic_loop,
+            web_loop,
         );
         tokio::select! {
             _ = accept_loops => {}

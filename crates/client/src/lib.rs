@@ -339,9 +339,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
-    /// Sends one request.
+    /// Sends one request, flushed: TLS keeps what a full socket does not
+    /// take, and without a flush the end of the frame would wait there for
+    /// the next one. (A TCP socket or a QUIC stream has nothing to flush.)
     pub async fn send(&mut self, request: &ClientMessage<'_>) -> Result<(), ClientError> {
         self.io.write_all(&request.to_frame()).await?;
+        self.io.flush().await?;
         Ok(())
     }
 

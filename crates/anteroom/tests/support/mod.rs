@@ -12,7 +12,7 @@ use std::time::Duration;
 use anteroom_broker::config::Config;
 use anteroom_broker::server::{Server, ServerError};
 use rmpv::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,10 @@ pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// The TLS listener's address, when `tls_listen` is set.
+    pub tls_addr: Option<SocketAddr>,
+    /// The QUIC listener's address, when `quic_listen` is set.
+    pub quic_addr: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<Result<(), ServerError>>,
 }
@@ -39,6 +43,7 @@ impl TestServer {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             metrics_listen: "127.0.0.1:0".parse().unwrap(),
+            web_listen: None,
             // Every test client comes from 127.0.0.1: the per-address
             // limits are off unless a test sets them.
             max_connections_per_ip: 0,
@@ -50,11 +55,15 @@ impl TestServer {
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addr();
         let metrics_addr = server.metrics_addr();
+        let tls_addr = server.tls_addr();
+        let quic_addr = server.quic_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         TestServer {
             addr,
             metrics_addr,
+            tls_addr,
+            quic_addr,
             shutdown,
             task,
         }
@@ -193,9 +202,10 @@ pub fn names(list: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A raw protocol client.
-pub struct Client {
-    pub stream: TcpStream,
+/// A raw protocol client, over a TCP socket unless built on another byte
+/// stream (TLS or QUIC, in the transport tests).
+pub struct Client<S = TcpStream> {
+    pub stream: S,
 }
 
 impl Client {
@@ -237,9 +247,13 @@ impl Client {
         socket.set_linger(Some(Duration::ZERO)).unwrap();
         drop(socket);
     }
+}
 
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("send");
+        // A transport that buffers (TLS) sends only when flushed.
+        self.stream.flush().await.expect("send");
     }
 
     pub async fn send(&mut self, v: Value) {
@@ -296,6 +310,19 @@ impl Client {
                 return v;
             }
             assert_eq!(t, "ping", "expected {ty}, got {v}");
+        }
+    }
+
+    /// Reads frames until a `message`, skipping the room's comings and
+    /// goings (`joined`, `left`) and server pings.
+    pub async fn next_message(&mut self) -> Value {
+        loop {
+            let v = self.recv().await;
+            match v["type"].as_str().unwrap() {
+                "message" => return v,
+                "joined" | "left" | "ping" => {}
+                _ => panic!("expected a message, got {v}"),
+            }
         }
     }
 

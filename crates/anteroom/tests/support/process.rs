@@ -51,6 +51,19 @@ impl Running {
         }
     }
 
+    /// The address the server logged after `marker` (`"TLS on "`, say),
+    /// waiting a few seconds for the line.
+    pub async fn logged_addr(&self, marker: &str) -> SocketAddr {
+        self.wait_logged(marker, 1, Duration::from_secs(10)).await;
+        let line = self
+            .line_containing(marker)
+            .unwrap_or_else(|| panic!("the server never logged {marker:?}"));
+        let (_, rest) = line.split_once(marker).unwrap();
+        let addr = rest.split_whitespace().next().unwrap_or_default();
+        addr.parse()
+            .unwrap_or_else(|_| panic!("no address after {marker:?} in {line:?}"))
+    }
+
     /// The child process.
     pub fn child(&mut self) -> &mut Child {
         self.child.as_mut().expect("an owned server")
@@ -159,7 +172,14 @@ fn lines_of(
 
 /// Starts the server on free ports and waits for its two address lines.
 pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut all = vec!["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+    let mut all = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--web-listen",
+        "",
+    ];
     all.extend_from_slice(args);
     let mut child = command(&all, env)
         .stdout(Stdio::piped())

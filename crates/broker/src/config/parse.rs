@@ -109,3 +109,47 @@ pub(super) fn optional_path(raw: Raw<'_>) -> Result<Option<PathBuf>, String> {
         None => Err("expected a file path as a string".to_string()),
     }
 }
+
+/// `true` or `false` (flags and variables also take `1`, `0`, `yes`, `no`).
+pub(super) fn boolean(raw: Raw<'_>) -> Result<bool, String> {
+    let parsed = match raw {
+        Raw::Toml(toml::Value::Boolean(b)) => Some(*b),
+        Raw::Toml(_) => None,
+        Raw::Text(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Some(true),
+            "false" | "0" | "no" => Some(false),
+            _ => None,
+        },
+    };
+    parsed.ok_or_else(|| "expected true or false".to_string())
+}
+
+/// Web origins: a TOML array of strings, or comma-separated text. Each is
+/// `scheme://host[:port]`, compared exactly with a browser's `Origin`.
+pub(super) fn origins(raw: Raw<'_>) -> Result<Vec<String>, String> {
+    let items: Vec<String> = match raw {
+        Raw::Text(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Raw::Toml(toml::Value::Array(values)) => values
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| "expected an array of strings".to_string())?,
+        Raw::Toml(_) => return Err("expected an array of origins".to_string()),
+    };
+    for origin in &items {
+        let valid = origin.split_once("://").is_some_and(|(scheme, host)| {
+            matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains('/')
+        });
+        if !valid {
+            return Err(format!(
+                "{origin:?} is not an origin; write it like \"https://chat.example\" (scheme and host, no path)"
+            ));
+        }
+    }
+    Ok(items)
+}

@@ -3,8 +3,8 @@
 //! [`session`] holds everything a connection does and takes any
 //! [`transport::Transport`]: the TCP [`listener`] adapts its sockets with
 //! [`transport::ByteStream`], after a handshake for [`tls`]; [`quic`]
-//! adapts its one stream the same way; a message-framed transport
-//! (WebSocket) uses [`transport::MessageDuplex`]. [`limits`] caps connections in total and
+//! adapts its one stream the same way; [`web`]'s WebSocket sessions use
+//! [`transport::MessageDuplex`]. [`limits`] caps connections in total and
 //! per address, and meters each address's new connections.
 
 pub mod limits;
@@ -13,6 +13,7 @@ pub mod quic;
 pub mod session;
 pub mod tls;
 pub mod transport;
+pub mod web;
 
 use std::sync::Arc;
 
