@@ -29,7 +29,7 @@ before(async () => {
   // Short heartbeats: a page that did not answer pings would be cut off
   // during the test. A small burst makes the rate limit easy to reach.
   server = await startServer({
-    args: ["--heartbeat-interval", "1s", "--idle-timeout", "3s", "--rate-limit", "0.5", "--rate-burst", "3"],
+    args: ["--max-active", "10", "--heartbeat-interval", "1s", "--idle-timeout", "3s", "--rate-limit", "0.5", "--rate-burst", "3"],
   });
   browser = await launchBrowser();
 });
@@ -58,22 +58,22 @@ async function say(page, text) {
 }
 
 test("two browser users and a TCP user chat in one order", { skip: skip ?? false }, async () => {
-  const tess = await TcpClient.join(server.port, "tess");
+  const tom = await TcpClient.join(server.port, "tom");
 
   const ann = await browser.open(server.url);
   await joinAs(ann, "ann");
   await ann.locator("#room-screen").waitFor({ state: "visible" });
-  assert.deepEqual(await roster(ann), ["tess", "ann"]);
+  assert.deepEqual(await roster(ann), ["tom", "ann"]);
   assert.ok((await entries(ann)).includes("* Welcome to anteroom! You are now connected to the chat."));
-  assert.ok((await entries(ann)).includes("* in the room: tess, ann"));
+  assert.ok((await entries(ann)).includes("* in the room: tom, ann"));
 
-  const bob = await browser.open(server.url);
-  await joinAs(bob, "bob");
-  await bob.locator("#room-screen").waitFor({ state: "visible" });
-  assert.deepEqual(await roster(bob), ["tess", "ann", "bob"]);
-  await eventually("bob in ann's roster", async () => (await roster(ann)).join() === "tess,ann,bob");
-  assert.ok((await entries(ann)).includes("* bob joined"));
-  assert.equal(await ann.locator("#room-summary").textContent(), "3 in the room (capacity 100)");
+  const mia = await browser.open(server.url);
+  await joinAs(mia, "mia");
+  await mia.locator("#room-screen").waitFor({ state: "visible" });
+  assert.deepEqual(await roster(mia), ["tom", "ann", "mia"]);
+  await eventually("mia in ann's roster", async () => (await roster(ann)).join() === "tom,ann,mia");
+  assert.ok((await entries(ann)).includes("* mia joined"));
+  assert.equal(await ann.locator("#room-summary").textContent(), "3 in the room (capacity 10)");
 
   // Everyone talks at once; the browsers send without waiting for their echo.
   const hostile = `<img src=x onerror="document.title='owned'">`;
@@ -83,37 +83,37 @@ test("two browser users and a TCP user chat in one order", { skip: skip ?? false
       await say(ann, "ann again");
     })(),
     (async () => {
-      await say(bob, "hello from bob");
-      await say(bob, "bob again");
+      await say(mia, "hello from mia");
+      await say(mia, "mia again");
     })(),
     (async () => {
-      tess.send({ type: "say", text: "hello from tess" });
-      tess.send({ type: "say", text: hostile });
-      tess.send({ type: "say", text: "two\nlines\u202e" });
+      tom.send({ type: "say", text: "hello from tom" });
+      tom.send({ type: "say", text: hostile });
+      tom.send({ type: "say", text: "two\nlines\u202e" });
     })(),
   ]);
   const tcpSeen = [];
   while (tcpSeen.length < 7) {
-    const m = await tess.nextType("message");
+    const m = await tom.nextType("message");
     tcpSeen.push(`<${m.from}> ${shown(m.text)}`);
-    if (m.from === "tess" && m.text === "hello from tess") {
+    if (m.from === "tom" && m.text === "hello from tom") {
       // The time is the server's `ts`, as local HH:MM.
       const d = new Date(m.ts);
-      tess.clock = `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
+      tom.clock = `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
     }
   }
-  for (const page of [ann, bob]) {
+  for (const page of [ann, mia]) {
     await eventually("seven messages", async () => (await messages(page)).length === 7);
     assert.deepEqual(await messages(page), tcpSeen, "every member sees one order");
   }
   assert.equal(await ann.title(), "anteroom", "server text is never HTML");
   assert.equal(await ann.locator("#log img").count(), 0);
   assert.equal(await ann.locator("#log .esc").first().textContent(), "\\n");
-  const tessLine = ann.locator("#log li.message").filter({ hasText: "hello from tess" });
-  assert.equal(await tessLine.locator("time").textContent(), tess.clock);
+  const tomLine = ann.locator("#log li.message").filter({ hasText: "hello from tom" });
+  assert.equal(await tomLine.locator("time").textContent(), tom.clock);
 
   // Sender colours come from the fixed palette by a stable hash of the name.
-  for (const name of ["ann", "bob", "tess"]) {
+  for (const name of ["ann", "mia", "tom"]) {
     const classes = await ann.locator("#log li.message .name", { hasText: name }).first().getAttribute("class");
     assert.ok(classes.split(" ").includes(`sender-${colourIndex(name)}`), `${name}: ${classes}`);
   }
@@ -133,17 +133,17 @@ test("two browser users and a TCP user chat in one order", { skip: skip ?? false
 
   // `/users` asks with `who`; the answer is a notice and refreshes the roster.
   await say(ann, "/users");
-  await eventually("the users notice", async () => (await entries(ann)).includes("* in the room (3): tess, ann, bob"));
+  await eventually("the users notice", async () => (await entries(ann)).includes("* in the room (3): tom, ann, mia"));
 
   // The roster follows leaves and joins, with the reasons as the terminal client words them.
-  await tess.leave();
-  await eventually("tess gone", async () => (await roster(ann)).join() === "ann,bob");
-  assert.ok((await entries(ann)).includes("* tess left (bye)"));
+  await tom.leave();
+  await eventually("tom gone", async () => (await roster(ann)).join() === "ann,mia");
+  assert.ok((await entries(ann)).includes("* tom left (bye)"));
   const uma = await TcpClient.join(server.port, "uma");
-  await eventually("uma in", async () => (await roster(bob)).join() === "ann,bob,uma");
+  await eventually("uma in", async () => (await roster(mia)).join() === "ann,mia,uma");
   uma.close();
-  await eventually("uma gone", async () => (await roster(bob)).join() === "ann,bob");
-  assert.ok((await entries(bob)).includes("* uma left (disconnected)"));
+  await eventually("uma gone", async () => (await roster(mia)).join() === "ann,mia");
+  assert.ok((await entries(mia)).includes("* uma left (disconnected)"));
   assert.equal(await ann.locator("#roster-toggle").textContent(), "Users (2)");
 
   // On a phone the roster opens from its button.
@@ -153,13 +153,13 @@ test("two browser users and a TCP user chat in one order", { skip: skip ?? false
   await ann.keyboard.press("Escape");
   assert.ok(!(await ann.locator("#roster").isVisible()));
 
-  // Bob leaves with the button.
-  await bob.getByRole("button", { name: "Leave" }).click();
-  await bob.locator("#left-screen").waitFor({ state: "visible" });
-  assert.equal(await bob.locator("#left-title").textContent(), "You left the room");
-  assert.equal(await bob.evaluate(() => document.activeElement?.id), "left-title");
-  await eventually("bob gone", async () => (await roster(ann)).join() === "ann");
-  assert.ok((await entries(ann)).includes("* bob left (bye)"));
+  // Mia leaves with the button.
+  await mia.getByRole("button", { name: "Leave" }).click();
+  await mia.locator("#left-screen").waitFor({ state: "visible" });
+  assert.equal(await mia.locator("#left-title").textContent(), "You left the room");
+  assert.equal(await mia.evaluate(() => document.activeElement?.id), "left-title");
+  await eventually("mia gone", async () => (await roster(ann)).join() === "ann");
+  assert.ok((await entries(ann)).includes("* mia left (bye)"));
   assert.deepEqual(browser.problems, []);
 });
 
