@@ -1,5 +1,5 @@
 //! The deployment files keep the operator safe by default: only the chat
-//! port is published beyond loopback, Grafana has no default password, every
+//! and web client ports are published beyond loopback, Grafana has no default password, every
 //! container has a memory limit and rotated logs.
 
 use std::path::{Path, PathBuf};
@@ -31,10 +31,16 @@ fn published_ports(text: &str) -> Vec<String> {
 }
 
 #[test]
-fn only_the_chat_port_is_published_beyond_loopback() {
+fn only_the_chat_and_web_ports_are_published_beyond_loopback() {
     let ports = published_ports(&compose());
-    assert!(ports.iter().any(|p| p == "7878:7878"), "{ports:?}");
-    for port in ports.iter().filter(|p| *p != "7878:7878") {
+    let public = ["7878:7878", "7880:7880"];
+    for port in public {
+        assert!(
+            ports.iter().any(|p| p == port),
+            "{port} missing from {ports:?}"
+        );
+    }
+    for port in ports.iter().filter(|p| !public.contains(&p.as_str())) {
         assert!(
             port.starts_with("127.0.0.1:"),
             "{port} is published on every interface"

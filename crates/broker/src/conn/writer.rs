@@ -147,12 +147,17 @@ where
         write_timeout: Option<Duration>,
         discarded: Discarded<'_>,
     ) -> Result<usize, WriteError> {
-        // Never partway into an entry: this sink takes no `try_write`.
-        debug_assert_eq!(from.offset, 0);
         let mut window = Window::new(write_timeout);
         let mut written = from.index;
+        // A shard's `try_write` may have sent the first frames of an entry:
+        // `from.offset` is where the next one starts.
+        let mut skip = from.offset;
         'entries: for entry in &entries[from.index..] {
             for frame in entry.each_frame() {
+                if skip > 0 {
+                    skip = skip.saturating_sub(frame.len());
+                    continue;
+                }
                 if discarded.now() {
                     break 'entries;
                 }
@@ -168,6 +173,46 @@ where
         }
         window.wait(self.0.flush()).await?.map_err(Into::into)?;
         Ok(written)
+    }
+
+    fn try_write(
+        &mut self,
+        entries: &[Entry],
+        at: &mut Position,
+        discarded: Discarded<'_>,
+    ) -> Result<bool, WriteError> {
+        // As for a byte stream, polled once with a waker that does nothing;
+        // `at.offset` counts the bytes of the entry's frames already sent,
+        // which always end on a frame.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        while at.index < entries.len() {
+            let mut start = 0;
+            for frame in entries[at.index].each_frame() {
+                let len = frame.len();
+                if start < at.offset {
+                    start += len;
+                    continue;
+                }
+                if discarded.now() {
+                    return Ok(false);
+                }
+                match Pin::new(&mut self.0).poll_ready(&mut cx) {
+                    Poll::Ready(ready) => ready.map_err(|e| WriteError::Io(e.into()))?,
+                    Poll::Pending => return Ok(false),
+                }
+                Pin::new(&mut self.0)
+                    .start_send(frame.slice(4..))
+                    .map_err(|e| WriteError::Io(e.into()))?;
+                start += len;
+                at.offset = start;
+            }
+            at.index += 1;
+            at.offset = 0;
+        }
+        match Pin::new(&mut self.0).poll_flush(&mut cx) {
+            Poll::Ready(flushed) => flushed.map(|()| true).map_err(|e| WriteError::Io(e.into())),
+            Poll::Pending => Ok(false),
+        }
     }
 
     async fn finish(&mut self) {

@@ -160,3 +160,55 @@ async fn a_slow_but_steady_reader_is_not_cut_off() {
         .unwrap();
     assert_eq!(reader.await.unwrap(), 64 * 4096);
 }
+
+#[test]
+fn a_message_sink_sweeps_what_it_can_and_resumes_at_the_next_frame() {
+    let prefixed = |payload: &[u8]| {
+        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(payload);
+        frame
+    };
+    let mut run = Vec::new();
+    for payload in [&b"one"[..], b"two", b"three"] {
+        run.extend(prefixed(payload));
+    }
+    let entries = [
+        Entry::run(super::super::entry::EventRun::new(
+            Bytes::from(run),
+            3,
+            Vec::new(),
+        )),
+        Entry::reply(Bytes::from(prefixed(b"four"))),
+    ];
+    // A channel that holds two messages: each sweep stops when it is full.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    let tx = tokio_util::sync::PollSender::new(tx);
+    let mut sink = MessageSink(tx.sink_map_err(std::io::Error::other));
+    let outbox = Outbox::new(16);
+    let batch = Batch::default();
+    let mut at = Position::default();
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        let done = sink
+            .try_write(&entries, &mut at, outbox.discarded(&batch))
+            .unwrap();
+        while let Ok(message) = rx.try_recv() {
+            got.push(message);
+        }
+        if done {
+            break;
+        }
+    }
+    assert_eq!(
+        got,
+        [&b"one"[..], b"two", b"three", b"four"].map(Bytes::from_static),
+        "every frame once, in order"
+    );
+    assert_eq!(
+        at,
+        Position {
+            index: 2,
+            offset: 0
+        }
+    );
+}
