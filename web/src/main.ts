@@ -53,6 +53,7 @@ const ui = {
   name: byId<HTMLInputElement>("name"),
   nameError: byId<HTMLParagraphElement>("name-error"),
   join: byId<HTMLButtonElement>("join"),
+  cancelJoin: byId<HTMLButtonElement>("cancel-join"),
   queueTitle: byId<HTMLHeadingElement>("queue-title"),
   queueText: byId<HTMLParagraphElement>("queue-text"),
   queuePosition: byId<HTMLElement>("queue-position"),
@@ -517,10 +518,15 @@ function clearNameProblem(): void {
   ui.name.removeAttribute("aria-invalid");
 }
 
-/** While a join is under way the button cancels it. */
+/** While a join is under way, Join waits and Cancel gives up. */
 function setJoining(joining: boolean): void {
-  ui.join.textContent = joining ? "Cancel" : "Join";
-  ui.join.dataset.joining = joining ? "true" : "false";
+  ui.join.textContent = joining ? "Joining…" : "Join";
+  if (joining) {
+    ui.join.setAttribute("aria-disabled", "true");
+  } else {
+    ui.join.removeAttribute("aria-disabled");
+  }
+  ui.cancelJoin.hidden = !joining;
   ui.name.readOnly = joining;
 }
 
@@ -554,8 +560,7 @@ function join(name: string): void {
 ui.joinForm.addEventListener("submit", (event) => {
   event.preventDefault();
   if (state.session !== null) {
-    // "Cancel": give up joining.
-    state.session.leave();
+    // Already joining (a second Enter): Cancel is the way out.
     return;
   }
   const checked = checkName(ui.name.value);
@@ -577,6 +582,10 @@ ui.name.addEventListener("input", () => {
   }
 });
 
+ui.cancelJoin.addEventListener("click", () => {
+  state.session?.leave();
+  ui.name.focus();
+});
 ui.queueLeave.addEventListener("click", () => state.session?.leave());
 ui.leave.addEventListener("click", () => state.session?.leave());
 

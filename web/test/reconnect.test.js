@@ -7,6 +7,7 @@ import { after, before, test } from "node:test";
 import {
   TcpClient,
   entries,
+  seeEntry,
   eventually,
   freePort,
   joinAs,
@@ -52,15 +53,11 @@ test("the page reconnects and rejoins after the server restarts", { skip: skip ?
     (await entries(page)).includes("* bye (shutdown): The server is shutting down."),
   );
   await eventually("the retry state", async () => (await status.getAttribute("data-state")) === "retrying");
-  assert.ok(
-    (await entries(page)).includes(
-      "* disconnected (server closed the connection: shutdown); reconnecting in 0.5 s",
-    ),
-  );
+  await seeEntry(page, "* disconnected (server closed the connection: shutdown); reconnecting in 0.5 s");
   // Attempts keep failing while the server is down, each after a longer wait.
   await eventually("a later attempt", async () => / \(attempt [3-9]\)$/.test(await status.textContent()), 15_000);
   assert.match(await status.textContent(), /^disconnected \(could not connect\); reconnecting in \d+ s \(attempt \d\)$/);
-  assert.ok((await entries(page)).includes("* disconnected (could not connect); reconnecting in 2 s"));
+  await seeEntry(page, "* disconnected (could not connect); reconnecting in 2 s");
 
   // Back on the same ports. Someone else takes the name first: the page
   // keeps trying, since the name may be held by its own old connection.
@@ -86,8 +83,8 @@ test("the page reconnects and rejoins after the server restarts", { skip: skip ?
   await eventually("rejoined", async () => (await status.textContent()) === "connected as ann", 20_000);
   assert.equal(await status.getAttribute("data-state"), "connected");
   assert.deepEqual(await roster(page), ["ann"]);
-  const welcomes = (await entries(page)).filter((e) => e === "* Welcome to anteroom! You are now connected to the chat.");
-  assert.equal(welcomes.length, 2);
+  const welcome = "* Welcome to anteroom! You are now connected to the chat.";
+  await eventually("a second welcome", async () => (await entries(page)).filter((e) => e === welcome).length === 2);
 
   // The rejoined page is a member like any other.
   const tess = await TcpClient.join(second.port, "tess");
@@ -104,4 +101,28 @@ test("the page reconnects and rejoins after the server restarts", { skip: skip ?
     [],
     "no page errors other than the refused connections",
   );
+});
+
+test("a join the server does not answer can be cancelled", { skip: skip ?? false }, async () => {
+  const server = await startServer();
+  servers.push(server);
+  const page = await browser.open(server.url);
+  await server.stop();
+
+  await joinAs(page, "zed");
+  const status = page.locator("#status");
+  await eventually("the retry state", async () => (await status.getAttribute("data-state")) === "retrying");
+  assert.match(await status.textContent(), /^disconnected \(could not connect\); reconnecting in /);
+  const join = page.locator("#join");
+  assert.equal(await join.textContent(), "Joining…");
+  assert.equal(await join.getAttribute("aria-disabled"), "true");
+  // Another Enter does not cancel; the Cancel button does.
+  await page.getByLabel("Your name").press("Enter");
+  assert.equal(await page.locator("#cancel-join").isVisible(), true);
+  await page.getByRole("button", { name: "Cancel" }).click();
+  await eventually("not connected", async () => (await status.textContent()) === "not connected");
+  assert.equal(await page.locator("#join-screen").isVisible(), true);
+  assert.equal(await join.textContent(), "Join");
+  assert.equal(await page.locator("#cancel-join").isVisible(), false);
+  assert.equal(await page.evaluate(() => document.activeElement?.id), "name");
 });

@@ -31,7 +31,7 @@ export const DESKTOP = { width: 1280, height: 800 };
 export function skipReason({ browser = true } = {}) {
   let why = null;
   if (!BIN) {
-    why = "ANTEROOM_BIN is not set (cargo test sets it; or ANTEROOM_BIN=target/debug/anteroom npm run test:browser)";
+    why = "ANTEROOM_BIN is not set (cargo test sets it; or ANTEROOM_BIN=../target/debug/anteroom npm run test:browser)";
   } else if (!existsSync(BIN)) {
     why = `ANTEROOM_BIN=${BIN} does not exist`;
   } else if (browser && !existsSync(CHROMIUM)) {
@@ -339,6 +339,11 @@ export function entries(page) {
       return name ? `<${name.textContent}> ${body?.textContent ?? ""}` : `* ${body?.textContent ?? ""}`;
     }),
   );
+}
+
+/** Waits until the conversation holds an entry equal to `text`. */
+export function seeEntry(page, text) {
+  return eventually(JSON.stringify(text), async () => (await entries(page)).includes(text));
 }
 
 /** The message entries only, as `<from> text`. */
