@@ -64,7 +64,8 @@ const ui = {
   roomSummary: byId<HTMLParagraphElement>("room-summary"),
   rosterToggle: byId<HTMLButtonElement>("roster-toggle"),
   leave: byId<HTMLButtonElement>("leave"),
-  log: byId<HTMLOListElement>("log"),
+  log: byId<HTMLDivElement>("log"),
+  entries: byId<HTMLOListElement>("entries"),
   roster: byId<HTMLUListElement>("roster"),
   rosterCount: byId<HTMLSpanElement>("roster-count"),
   sayForm: byId<HTMLFormElement>("say-form"),
@@ -275,13 +276,14 @@ function flushEntries(): void {
   }
   const log = ui.log;
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 48;
+  const list = ui.entries;
   const fragment = document.createDocumentFragment();
   fragment.append(...pending);
   pending.length = 0;
-  log.append(fragment);
-  let excess = log.childElementCount - MAX_ENTRIES;
-  while (excess > 0 && log.firstElementChild) {
-    log.firstElementChild.remove();
+  list.append(fragment);
+  let excess = list.childElementCount - MAX_ENTRIES;
+  while (excess > 0 && list.firstElementChild) {
+    list.firstElementChild.remove();
     excess -= 1;
   }
   if (atBottom || pendingScroll) {
@@ -293,7 +295,7 @@ function flushEntries(): void {
 /** Empties the conversation (a new stay). */
 function clearEntries(): void {
   pending.length = 0;
-  ui.log.replaceChildren();
+  ui.entries.replaceChildren();
 }
 
 type NoticeKind = "info" | "problem" | "connection";

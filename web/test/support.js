@@ -290,7 +290,7 @@ export const CHROMIUM_ARGS = [
  * `open` fails the test if the page logs an error (a Content-Security-Policy
  * refusal included) or throws.
  */
-export async function launchBrowser() {
+export async function launchBrowser({ colorScheme = "light", bypassCSP = false } = {}) {
   const { chromium } = await import("playwright-core");
   const profile = await mkdtemp(join(tmpdir(), "anteroom-chromium-"));
   const context = await chromium.launchPersistentContext(profile, {
@@ -298,7 +298,9 @@ export async function launchBrowser() {
     headless: true,
     args: CHROMIUM_ARGS,
     viewport: DESKTOP,
-    reducedMotion: "reduce",
+    colorScheme,
+    // Only the accessibility check, which injects axe-core, sets this.
+    bypassCSP,
   });
   const problems = [];
   return {
@@ -332,7 +334,7 @@ export async function joinAs(page, name) {
 
 /** The texts of the conversation's entries (message bodies and notices). */
 export function entries(page) {
-  return page.locator("#log > li").evaluateAll((items) =>
+  return page.locator("#log li").evaluateAll((items) =>
     items.map((li) => {
       const name = li.querySelector(".name");
       const body = li.querySelector(".body");
