@@ -1,0 +1,79 @@
+// An automated accessibility audit (axe-core, WCAG 2.1 A and AA rules) of
+// every screen, in the light and the dark scheme, at desktop and phone
+// width. It complements, and does not replace, the keyboard and focus
+// checks of the other tests. axe-core is injected into the page, so this
+// browser alone runs with the Content-Security-Policy bypassed.
+
+import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+import { after, before, test } from "node:test";
+import { PHONE, TcpClient, eventually, joinAs, launchBrowser, skipReason, startServer } from "./support.js";
+
+const skip = skipReason();
+const AXE = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
+
+let server;
+const browsers = [];
+
+before(async () => {
+  if (skip) return;
+  server = await startServer({ args: ["--max-active", "1"] });
+});
+
+after(async () => {
+  for (const b of browsers) await b.close();
+  await server?.stop();
+});
+
+/** Runs axe on the page as it is; returns the violations, one line each. */
+async function audit(page, where) {
+  await page.addScriptTag({ path: AXE });
+  const results = await page.evaluate(() =>
+    // eslint-disable-next-line no-undef
+    axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } }),
+  );
+  return results.violations.map(
+    (v) => `${where}: ${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`,
+  );
+}
+
+for (const colorScheme of ["light", "dark"]) {
+  test(`every screen passes axe in the ${colorScheme} scheme`, { skip: skip ?? false }, async () => {
+    const browser = await launchBrowser({ colorScheme, bypassCSP: true });
+    browsers.push(browser);
+    const found = [];
+    const who = colorScheme === "light" ? "l" : "d";
+    const member = await TcpClient.join(server.port, `member-${who}`);
+    member.send({ type: "say", text: "hello, auditors" });
+
+    // The name prompt, with a problem shown.
+    const queued = await browser.open(server.url);
+    found.push(...(await audit(queued, "name")));
+    await joinAs(queued, " ");
+    found.push(...(await audit(queued, "name with a problem")));
+
+    // The queue, behind the member.
+    await joinAs(queued, `waiting-${who}`);
+    await queued.locator("#queue-text").waitFor({ state: "visible" });
+    found.push(...(await audit(queued, "queue")));
+    await queued.setViewportSize(PHONE);
+    found.push(...(await audit(queued, "queue (phone)")));
+
+    // The room, once the member leaves.
+    await member.leave();
+    await queued.locator("#room-screen").waitFor({ state: "visible" });
+    await queued.getByLabel("Message").fill("x".repeat(5000));
+    await eventually("the welcome", async () => (await queued.locator("#log li").count()) >= 2);
+    found.push(...(await audit(queued, "room (phone, a line too long)")));
+    await queued.getByRole("button", { name: /^Users/ }).click();
+    found.push(...(await audit(queued, "room (phone, users open)")));
+    await queued.setViewportSize({ width: 1280, height: 800 });
+    found.push(...(await audit(queued, "room")));
+
+    // The goodbye.
+    await queued.getByRole("button", { name: "Leave" }).click();
+    await queued.locator("#left-screen").waitFor({ state: "visible" });
+    found.push(...(await audit(queued, "left")));
+    assert.deepEqual(found, []);
+  });
+}
