@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::kit::{self, Ws, http, upgrade};
+use crate::kit::{self, SUBPROTOCOL, Ws, http, read_reply, upgrade};
 
 /// The Content-Security-Policy every response of the web listener carries.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -81,6 +81,31 @@ async fn upgrades_that_are_not_websocket_13_are_refused() {
     assert_eq!(old.header("sec-websocket-version"), Some("13"));
     let keyless = upgrade("x", "").replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
     assert_eq!(http(web, &keyless).await.status, 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_upgrades_and_the_subprotocol_is_picked_from_a_list() {
+    let server = kit::start(|_| {}).await;
+    let web = kit::web(&server);
+    let host = web.to_string();
+    // As browsers send it: another request first, `keep-alive, Upgrade`.
+    let mut stream = TcpStream::connect(web).await.unwrap();
+    let first = "GET /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\n";
+    stream.write_all(first.as_bytes()).await.unwrap();
+    assert_eq!(read_reply(&mut stream, first).await.status, 404);
+    let offer = format!("Sec-WebSocket-Protocol: chat, {SUBPROTOCOL}\r\n");
+    let request =
+        upgrade(&host, &offer).replace("Connection: Upgrade", "Connection: keep-alive, Upgrade");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let reply = read_reply(&mut stream, &request).await;
+    assert_eq!(reply.status, 101);
+    assert_eq!(reply.header("sec-websocket-protocol"), Some(SUBPROTOCOL));
+
+    // Offering only others: upgraded, nothing selected.
+    let others = http(web, &upgrade(&host, "Sec-WebSocket-Protocol: chat\r\n")).await;
+    assert_eq!(others.status, 101);
+    assert_eq!(others.header("sec-websocket-protocol"), None);
     server.stop().await;
 }
 
@@ -199,4 +224,23 @@ async fn a_second_web_connection_from_one_address_is_refused_while_the_first_hol
     let mut cy = cy.expect("a place again once the first session ended");
     cy.enter("cy").await;
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_web_listen_address_in_use_stops_start_up_naming_the_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config = anteroom_broker::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        web_listen: Some(addr),
+        ..anteroom_broker::config::Config::default()
+    };
+    match anteroom_broker::server::Server::bind(config).await {
+        Ok(_) => panic!("bound {addr} twice"),
+        Err(error) => {
+            let error = error.to_string();
+            assert!(error.contains(&format!("web_listen={addr}")), "{error}");
+        }
+    }
 }

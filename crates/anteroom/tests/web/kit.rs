@@ -245,7 +245,8 @@ pub async fn http(addr: SocketAddr, request: &str) -> Reply {
         .expect("an answer in time")
 }
 
-async fn read_reply(stream: &mut TcpStream, request: &str) -> Reply {
+/// Reads one response to `request` from `stream`.
+pub async fn read_reply(stream: &mut TcpStream, request: &str) -> Reply {
     let mut buf = Vec::new();
     let end = loop {
         if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
