@@ -336,7 +336,7 @@ fn fragmented_messages_with_interleaved_pings_reach_the_session_intact() {
     }));
     let addr = kit::web(&server);
     let mut runner = TestRunner::new(ProptestConfig {
-        cases: 48,
+        cases: 128,
         failure_persistence: None,
         ..ProptestConfig::default()
     });

@@ -2,6 +2,7 @@
 
 use crate::kit::{self, SUBPROTOCOL, Ws};
 use rmpv::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::{Client, names};
 
@@ -160,5 +161,53 @@ async fn websocket_clients_wait_in_the_queue_and_are_promoted() {
     bob.send_type("bye", &[]).await;
     bob.expect_bye("bye", 1000).await;
     dee.recv_type("welcome").await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_member_that_reads_late_and_slowly_gets_every_message_in_order() {
+    // Backpressure: the WebSocket's socket fills, its writes wait and
+    // resume, and nothing is lost, repeated or reordered.
+    let server = kit::start(|c| {
+        c.rate_limit = 1e6;
+        c.rate_burst = 1_000_000;
+        c.request_rate = 0.0;
+    })
+    .await;
+    let web = kit::web(&server);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(web).await.unwrap();
+    let request = format!("ws://{web}/ws").into_client_request().unwrap();
+    let (socket, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap();
+    let mut ann = Ws {
+        socket,
+        protocol: None,
+    };
+    ann.enter("ann").await;
+    let mut bob = server.join("bob").await;
+    ann.recv_type("joined").await;
+
+    const COUNT: usize = 300;
+    let texts: Vec<String> = (0..COUNT)
+        .map(|i| format!("{i:04} {}", "x".repeat(2000 + i * 7 % 2000)))
+        .collect();
+    for text in &texts {
+        bob.say(text).await;
+    }
+    // Not reading for a while: the server's writes for ann wait.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for (i, want) in texts.iter().enumerate() {
+        let m = ann.next_message().await;
+        assert_eq!(m["text"].as_str(), Some(want.as_str()), "message {i}");
+        if i % 50 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    // Still a member, and the room still works both ways.
+    ann.say("caught up").await;
+    assert_eq!(ann.next_message().await["text"].as_str(), Some("caught up"));
     server.stop().await;
 }
