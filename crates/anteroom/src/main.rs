@@ -49,8 +49,9 @@ struct ChatArgs {
     /// Your name in the room (1 to 32 characters).
     #[arg(long)]
     name: String,
-    /// The broker: `tcp://host:port` (or `host:port`), `tls://host:port` or
-    /// `quic://host:port`.
+    /// The broker: `tcp://host:port` (or `host:port`), `tls://host:port`,
+    /// `quic://host:port`, or the web listener's `ws://host:port/ws` or
+    /// `wss://host:port/ws`.
     #[arg(
         long,
         value_name = "URL",
@@ -58,12 +59,12 @@ struct ChatArgs {
         env = "ANTEROOM_SERVER"
     )]
     server: String,
-    /// For tls:// and quic://: trust the certificates in this PEM file (a
+    /// For tls://, quic:// and wss://: trust the certificates in this PEM file (a
     /// private CA, or the server's own self-signed certificate) instead of
     /// the public certificate authorities.
     #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
     ca: Option<PathBuf>,
-    /// For tls:// and quic://: trust any certificate. Encrypted, but not
+    /// For tls://, quic:// and wss://: trust any certificate. Encrypted, but not
     /// private: anyone in the middle can read the chat. The screen says so.
     #[arg(long)]
     insecure: bool,

@@ -83,7 +83,7 @@ pub struct Connection<R = OwnedReadHalf, W = OwnedWriteHalf> {
     join_timeout: Duration,
 }
 
-/// A connection over any transport: TCP, TLS or QUIC.
+/// A connection over any transport: TCP, TLS, QUIC or WebSocket.
 pub type AnyConnection = Connection<BoxRead, BoxWrite>;
 
 /// The sending half of a connection.
@@ -149,16 +149,17 @@ impl Builder {
         self
     }
 
-    /// Whom TLS and QUIC connections trust (public certificate authorities
-    /// unless set).
+    /// Whom TLS, QUIC and `wss://` connections trust (public certificate
+    /// authorities unless set).
     pub fn trust(mut self, trust: Trust) -> Self {
         self.trust = trust;
         self
     }
 
     /// Connects to `url`: `tcp://host:port` (or just `host:port`),
-    /// `tls://host:port` or `quic://host:port`, the handshake included in
-    /// the connect timeout. A certificate the trust refuses is
+    /// `tls://host:port`, `quic://host:port`, or a WebSocket on the web
+    /// listener, `ws://host:port/ws` or `wss://host:port/ws` (see
+    /// [`Target`]), the handshake included in the connect timeout. A certificate the trust refuses is
     /// [`ClientError::Tls`], with rustls's reason (expired, not valid for
     /// the name, unknown issuer).
     pub async fn dial(self, url: &str) -> Result<AnyConnection, ClientError> {

@@ -1,5 +1,8 @@
 //! How a client reaches the server: the address forms, whom to trust, and
-//! dialling TCP, TLS or QUIC into one byte stream carrying the frames.
+//! dialling TCP, TLS, QUIC or a WebSocket into one byte stream carrying the
+//! frames.
+
+mod websocket;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -36,15 +39,41 @@ pub enum Scheme {
     Tls,
     /// QUIC over UDP (`quic://`).
     Quic,
+    /// A WebSocket on the web listener (`ws://`).
+    Ws,
+    /// A WebSocket over TLS (`wss://`).
+    Wss,
 }
 
-/// A server to dial: `tcp://host:port` (the default scheme), `tls://` or
-/// `quic://`. The host is also the name the certificate must carry.
+impl Scheme {
+    /// The scheme as written in a URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Tcp => "tcp",
+            Scheme::Tls => "tls",
+            Scheme::Quic => "quic",
+            Scheme::Ws => "ws",
+            Scheme::Wss => "wss",
+        }
+    }
+
+    fn is_websocket(self) -> bool {
+        matches!(self, Scheme::Ws | Scheme::Wss)
+    }
+}
+
+/// A server to dial: `tcp://host:port` (the default scheme), `tls://`,
+/// `quic://`, or `ws://host:port/path` and `wss://` (the path `/ws` when
+/// none is given; the port 80 or 443). The host is also the name the
+/// certificate must carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub scheme: Scheme,
     pub host: String,
     pub port: u16,
+    /// The request path of a WebSocket (`/ws` unless given); empty for the
+    /// other schemes.
+    pub path: String,
 }
 
 impl FromStr for Target {
@@ -56,19 +85,41 @@ impl FromStr for Target {
             Some(("tcp", rest)) => (Scheme::Tcp, rest),
             Some(("tls", rest)) => (Scheme::Tls, rest),
             Some(("quic", rest)) => (Scheme::Quic, rest),
+            Some(("ws", rest)) => (Scheme::Ws, rest),
+            Some(("wss", rest)) => (Scheme::Wss, rest),
             Some((other, _)) => {
                 return Err(format!(
-                    "unknown scheme `{other}://` in {url:?}; use tcp://, tls:// or quic://"
+                    "unknown scheme `{other}://` in {url:?}; use tcp://, tls://, quic://, ws:// or wss://"
                 ));
             }
         };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = rest
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{url:?} has no port; write host:port"))?;
-        let port = port
-            .parse()
-            .map_err(|_| format!("{url:?}: `{port}` is not a port number"))?;
+        let (rest, path) = if scheme.is_websocket() {
+            // The web listener's root is the browser page: a WebSocket
+            // there can only mean `/ws`.
+            match rest.find('/') {
+                Some(at) if rest.len() > at + 1 => (&rest[..at], rest[at..].to_string()),
+                Some(at) => (&rest[..at], "/ws".to_string()),
+                None => (rest, "/ws".to_string()),
+            }
+        } else {
+            (rest.trim_end_matches('/'), String::new())
+        };
+        let default_port = match scheme {
+            Scheme::Ws => Some(80),
+            Scheme::Wss => Some(443),
+            _ => None,
+        };
+        let (host, port) = match (rest.rsplit_once(':'), default_port) {
+            // A colon inside brackets belongs to an IPv6 address.
+            (Some((host, port)), _) if !port.ends_with(']') => {
+                let port = port
+                    .parse()
+                    .map_err(|_| format!("{url:?}: `{port}` is not a port number"))?;
+                (host, port)
+            }
+            (_, Some(default)) => (rest, default),
+            _ => return Err(format!("{url:?} has no port; write host:port")),
+        };
         // An IPv6 literal is written in brackets, as in URLs.
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
@@ -78,26 +129,23 @@ impl FromStr for Target {
             scheme,
             host: host.to_string(),
             port,
+            path,
         })
     }
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = match self.scheme {
-            Scheme::Tcp => "tcp",
-            Scheme::Tls => "tls",
-            Scheme::Quic => "quic",
-        };
+        let scheme = self.scheme.as_str();
         if self.host.contains(':') {
-            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}://[{}]:{}{}", self.host, self.port, self.path)
         } else {
-            write!(f, "{scheme}://{}:{}", self.host, self.port)
+            write!(f, "{scheme}://{}:{}{}", self.host, self.port, self.path)
         }
     }
 }
 
-/// Whom an encrypted connection trusts.
+/// Whom an encrypted connection (`tls://`, `quic://`, `wss://`) trusts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Trust {
     /// The public web's certificate authorities (Mozilla's list, built in).
@@ -128,27 +176,18 @@ pub(crate) async fn dial(
             Ok((Box::new(read), Box::new(write)))
         }
         Scheme::Tls => {
-            let config = tls_config(trust, &[&version::TLS13, &version::TLS12], None)?;
-            let name = server_name(&target.host)?;
-            let stream = TcpStream::connect(&addr).await.map_err(failed)?;
-            let _ = stream.set_nodelay(true);
-            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-                .connect(name, stream)
-                .await
-                .map_err(|error| {
-                    // rustls reports what it refused as invalid data; the
-                    // rest is the network's doing and worth a retry.
-                    if error.kind() == std::io::ErrorKind::InvalidData {
-                        ClientError::Tls {
-                            addr: target.to_string(),
-                            why: error.to_string(),
-                        }
-                    } else {
-                        failed(error)
-                    }
-                })?;
+            let tls = dial_tls(target, &addr, trust).await?;
             let (read, write) = tokio::io::split(tls);
             Ok((Box::new(read), Box::new(write)))
+        }
+        Scheme::Ws => {
+            let stream = TcpStream::connect(&addr).await.map_err(failed)?;
+            let _ = stream.set_nodelay(true);
+            websocket::dial(stream, target).await
+        }
+        Scheme::Wss => {
+            let tls = dial_tls(target, &addr, trust).await?;
+            websocket::dial(tls, target).await
         }
         Scheme::Quic => {
             let remote = tokio::net::lookup_host(&addr)
@@ -160,6 +199,37 @@ pub(crate) async fn dial(
             Ok((Box::new(recv), Box::new(send)))
         }
     }
+}
+
+/// A TLS connection to `addr`, its certificate checked against `trust`.
+async fn dial_tls(
+    target: &Target,
+    addr: &str,
+    trust: &Trust,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ClientError> {
+    let failed = |error: std::io::Error| ClientError::Connect {
+        addr: target.to_string(),
+        error,
+    };
+    let config = tls_config(trust, &[&version::TLS13, &version::TLS12], None)?;
+    let name = server_name(&target.host)?;
+    let stream = TcpStream::connect(addr).await.map_err(failed)?;
+    let _ = stream.set_nodelay(true);
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|error| {
+            // rustls reports what it refused as invalid data; the rest is
+            // the network's doing and worth a retry.
+            if error.kind() == std::io::ErrorKind::InvalidData {
+                ClientError::Tls {
+                    addr: target.to_string(),
+                    why: error.to_string(),
+                }
+            } else {
+                failed(error)
+            }
+        })
 }
 
 async fn dial_quic(
@@ -375,6 +445,91 @@ mod tests {
                 .parse::<Target>()
                 .unwrap_err()
                 .contains("not a port")
+        );
+    }
+
+    fn parts(url: &str) -> (Scheme, String, u16, String) {
+        let t: Target = url.parse().unwrap_or_else(|e| panic!("{url}: {e}"));
+        (t.scheme, t.host, t.port, t.path)
+    }
+
+    #[test]
+    fn websocket_urls_carry_a_path_that_defaults_to_ws() {
+        let ws = |host: &str, port, path: &str| (Scheme::Ws, host.to_string(), port, path.into());
+        assert_eq!(
+            parts("ws://127.0.0.1:7880/ws"),
+            ws("127.0.0.1", 7880, "/ws")
+        );
+        assert_eq!(parts("ws://127.0.0.1:7880"), ws("127.0.0.1", 7880, "/ws"));
+        assert_eq!(parts("ws://127.0.0.1:7880/"), ws("127.0.0.1", 7880, "/ws"));
+        assert_eq!(
+            parts("ws://chat.example:8080/chat/ws?room=1"),
+            ws("chat.example", 8080, "/chat/ws?room=1")
+        );
+        assert_eq!(parts("ws://chat.example/ws"), ws("chat.example", 80, "/ws"));
+        assert_eq!(parts("ws://[::1]:7880/ws"), ws("::1", 7880, "/ws"));
+        assert_eq!(parts("ws://[::1]"), ws("::1", 80, "/ws"));
+        assert_eq!(
+            parts("wss://chat.example/ws"),
+            (Scheme::Wss, "chat.example".into(), 443, "/ws".into())
+        );
+        assert_eq!(
+            parts("wss://localhost:7880"),
+            (Scheme::Wss, "localhost".into(), 7880, "/ws".into())
+        );
+        // The other schemes have no path and keep needing a port.
+        assert_eq!(parts("tls://x:1/").3, "");
+        assert!(
+            "tls://[::1]"
+                .parse::<Target>()
+                .unwrap_err()
+                .contains("no port")
+        );
+    }
+
+    #[test]
+    fn websocket_urls_print_as_they_are_dialled() {
+        for url in [
+            "ws://127.0.0.1:7880/ws",
+            "wss://chat.example:443/ws",
+            "ws://[::1]:7880/a/b",
+        ] {
+            assert_eq!(url.parse::<Target>().unwrap().to_string(), url);
+        }
+        assert_eq!(
+            "ws://h:1".parse::<Target>().unwrap().to_string(),
+            "ws://h:1/ws"
+        );
+        assert_eq!(
+            "quic://[::1]:7879/".parse::<Target>().unwrap().to_string(),
+            "quic://[::1]:7879"
+        );
+    }
+
+    #[test]
+    fn bad_websocket_urls_are_refused() {
+        assert!(
+            "ws://:80/ws"
+                .parse::<Target>()
+                .unwrap_err()
+                .contains("no host")
+        );
+        assert!(
+            "ws://h:port/ws"
+                .parse::<Target>()
+                .unwrap_err()
+                .contains("not a port")
+        );
+        assert!(
+            "ws://h:99999/ws"
+                .parse::<Target>()
+                .unwrap_err()
+                .contains("not a port")
+        );
+        let unknown = "http://h:1/ws".parse::<Target>().unwrap_err();
+        assert!(
+            unknown.contains("ws://") && unknown.contains("wss://"),
+            "{unknown}"
         );
     }
 }

@@ -28,6 +28,9 @@ pub struct TestServer {
     pub tls_addr: Option<SocketAddr>,
     /// The QUIC listener's address, when `quic_listen` is set.
     pub quic_addr: Option<SocketAddr>,
+    /// The web listener's address, when a test sets `web_listen` (to
+    /// `127.0.0.1:0` for a free port; the tests leave it off otherwise).
+    pub web_addr: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<Result<(), ServerError>>,
 }
@@ -57,6 +60,7 @@ impl TestServer {
         let metrics_addr = server.metrics_addr();
         let tls_addr = server.tls_addr();
         let quic_addr = server.quic_addr();
+        let web_addr = server.web_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         TestServer {
@@ -64,6 +68,7 @@ impl TestServer {
             metrics_addr,
             tls_addr,
             quic_addr,
+            web_addr,
             shutdown,
             task,
         }

@@ -238,8 +238,13 @@ pub struct Chat {
 impl Chat {
     /// Starts `anteroom chat --name NAME` against the server at `server`.
     pub fn start(server: SocketAddr, name: &str) -> Self {
+        Self::start_url(&server.to_string(), name)
+    }
+
+    /// Starts `anteroom chat --name NAME --server URL`.
+    pub fn start_url(url: &str, name: &str) -> Self {
         let mut child = Command::new(BIN)
-            .args(["chat", "--name", name, "--server", &server.to_string()])
+            .args(["chat", "--name", name, "--server", url])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
