@@ -84,7 +84,7 @@ pub enum StartError {
     #[error("cannot bind {key}={addr}: {error}")]
     Bind {
         /// The key naming the address: `listen`, `tls_listen`,
-        /// `quic_listen` or `metrics_listen`.
+        /// `quic_listen`, `web_listen` or `metrics_listen`.
         key: &'static str,
         /// The address.
         addr: SocketAddr,

@@ -43,6 +43,12 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// its outbox, and the outbox's limits from the operator.
 const SEND_WINDOW: u64 = 256 * 1024;
 
+/// Receive and send buffers asked of the one UDP socket all QUIC connections
+/// share. The default (about 200 KB) overflows in a burst of handshakes or
+/// under a room's acknowledgements, and every drop costs a retransmission.
+/// The kernel caps the request at `net.core.rmem_max` / `wmem_max`.
+const UDP_BUFFER: usize = 8 << 20;
+
 /// Longest a refused client's handshake and `bye` may take.
 const REFUSAL_LIMIT: Duration = Duration::from_secs(2);
 
@@ -71,7 +77,23 @@ pub fn bind(
         // Keeps NAT bindings open between the session's own pings.
         .keep_alive_interval(Some(config.heartbeat_interval));
     server.transport_config(Arc::new(transport));
-    Endpoint::server(server, addr)
+    let socket = udp_socket(addr)?;
+    Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+}
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer than asked is still a working socket.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// Accepts until the gateway's shutdown token is cancelled.
