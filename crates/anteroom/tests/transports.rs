@@ -2,7 +2,8 @@
 //! one room and one queue; the client refusing certificates it cannot
 //! trust; handshakes that never finish; certificate reloads under live
 //! connections; the TLS versions offered; QUIC through a lossy link; and
-//! frames that a full TLS socket must not hold back.
+//! frames that a full TLS socket must not hold back; the Python example over
+//! TLS.
 //!
 //! Certificates are made by each test (rcgen) in a directory of its own.
 //! The `openssl s_client` checks are skipped when `openssl` is not
@@ -21,6 +22,8 @@ mod handshakes;
 mod loss;
 #[path = "transports/mixed_room.rs"]
 mod mixed_room;
+#[path = "transports/python.rs"]
+mod python;
 #[path = "transports/reload.rs"]
 mod reload;
 #[path = "transports/trust.rs"]
