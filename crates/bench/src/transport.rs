@@ -393,7 +393,12 @@ fn quic_endpoint(ip: std::net::IpAddr) -> std::io::Result<quinn::Endpoint> {
 /// The one cryptography provider of server and client: ring.
 #[allow(deprecated)]
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    // X25519 first, as the server and the client library order it (this
+    // ring provider would offer P-384 first).
+    use rustls::crypto::ring::kx_group::{SECP256R1, SECP384R1, X25519};
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![X25519, SECP256R1, SECP384R1];
+    Arc::new(provider)
 }
 
 /// A client configuration trusting `certificate` alone, without session

@@ -114,8 +114,19 @@ impl ResolvesServerCert for Certificates {
 /// the classical groups it offers are what TLS 1.2/1.3 clients expect.
 #[allow(deprecated)]
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = KX_GROUPS.to_vec();
+    Arc::new(provider)
 }
+
+/// Key exchange groups, preferred first. X25519 is the fastest (a P-384
+/// exchange costs several times its CPU) and what browsers offer first;
+/// as this ring provider lists P-384 first, the order is set here.
+pub const KX_GROUPS: &[&dyn rustls::crypto::SupportedKxGroup] = &[
+    rustls::crypto::ring::kx_group::X25519,
+    rustls::crypto::ring::kx_group::SECP256R1,
+    rustls::crypto::ring::kx_group::SECP384R1,
+];
 
 fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, CertError> {
     let chain = CertificateDer::pem_file_iter(cert)
