@@ -13,7 +13,7 @@
 #   - fan-out sweeps for S = 100, 1000, 5000 and P = 1, 10, all brokers;
 #   - fan-out at fixed rates (S = 1000 at 1000 msg/s, S = 5000 at 200 msg/s),
 #     all brokers: the server's CPU per delivery at the same offered load;
-#   - anteroom over each transport (TCP, TLS, QUIC): a fan-out sweep at
+#   - anteroom over each transport (TCP, TLS, QUIC, WebSocket): a fan-out sweep at
 #     S = 1000, P = 1, and a fixed-rate run at S = 1000, 200 msg/s. TCP's
 #     sweep is the one above when S = 1000 is among the sizes, so it is not
 #     run twice;
@@ -32,7 +32,7 @@
 #   BENCH_CONNECTIONS      connection counts ("10000 19000"; "" skips them)
 #   BENCH_QUEUED           churn queue lengths ("1000 5000 18000"; "" skips them)
 #   BENCH_CHURN_DURATION   how long each churn run lasts (30s)
-#   BENCH_TRANSPORTS       transports anteroom is compared over ("tcp tls quic"; "" skips
+#   BENCH_TRANSPORTS       transports anteroom is compared over ("tcp tls quic ws"; "" skips
 #                          the transport sweeps, fixed-rate runs and handshake rates)
 #   BENCH_TRANSPORT_MEMBERS  room size of the transport sweeps (1000)
 #   BENCH_TRANSPORT_START  starting rate of the transport sweeps (200)
@@ -62,15 +62,15 @@ modes="${BENCH_MODES-unpinned pinned}"
 connection_counts="${BENCH_CONNECTIONS-10000 19000}"
 queue_lengths="${BENCH_QUEUED-1000 5000 18000}"
 churn_duration="${BENCH_CHURN_DURATION:-30s}"
-transports="${BENCH_TRANSPORTS-tcp tls quic}"
+transports="${BENCH_TRANSPORTS-tcp tls quic ws}"
 transport_members="${BENCH_TRANSPORT_MEMBERS:-1000}"
 transport_start="${BENCH_TRANSPORT_START:-200}"
 transport_fixed="${BENCH_TRANSPORT_FIXED-1000:200}"
 handshakes="${BENCH_HANDSHAKES-1000}"
 for transport in $transports; do
     case $transport in
-        tcp | tls | quic) ;;
-        *) echo "BENCH_TRANSPORTS: unknown transport $transport (tcp, tls or quic)" >&2; exit 2 ;;
+        tcp | tls | quic | ws) ;;
+        *) echo "BENCH_TRANSPORTS: unknown transport $transport (tcp, tls, quic or ws)" >&2; exit 2 ;;
     esac
 done
 if [ -n "${BENCH_MAX_RATE:-}" ] && [ "$transport_start" -gt "${BENCH_MAX_RATE%.*}" ]; then

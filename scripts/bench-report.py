@@ -34,7 +34,7 @@ MODES = [
 ]
 
 
-TRANSPORTS = ["tcp", "tls", "quic"]
+TRANSPORTS = ["tcp", "tls", "quic", "ws"]
 
 
 def load(path):

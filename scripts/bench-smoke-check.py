@@ -7,7 +7,7 @@ all held or without their timing and the load generator's CPU per
 connection, a churn whose positions went up or never promoted anyone, or a
 soak that failed its checks.
 
-    ... | python3 scripts/bench-smoke-check.py [--expect-transports tcp,tls,quic]
+    ... | python3 scripts/bench-smoke-check.py [--expect-transports tcp,tls,quic,ws]
 
 With --expect-transports, each transport named must also have shown up in
 at least one fan-out line and one connections line."""
@@ -16,7 +16,7 @@ import json
 import sys
 
 CPU_FIELDS = ("loadgen_cpu_us_per_delivery", "server_cpu_us_per_delivery")
-TRANSPORTS = ("tcp", "tls", "quic")
+TRANSPORTS = ("tcp", "tls", "quic", "ws")
 # The workloads whose lines say which transport they ran over.
 OVER_A_TRANSPORT = ("fanout", "fanout-sweep", "connections")
 
@@ -24,7 +24,7 @@ expected_transports = []
 if len(sys.argv) == 3 and sys.argv[1] == "--expect-transports":
     expected_transports = [t for t in sys.argv[2].split(",") if t]
 elif len(sys.argv) != 1:
-    print("usage: bench-smoke-check.py [--expect-transports tcp,tls,quic]", file=sys.stderr)
+    print("usage: bench-smoke-check.py [--expect-transports tcp,tls,quic,ws]", file=sys.stderr)
     sys.exit(2)
 seen = {kind: set() for kind in ("fanout", "connections")}
 

@@ -7,7 +7,9 @@
 //!
 //! Over TLS and QUIC the connect rate is a handshake rate: with
 //! `--concurrency` at C every connect starts at once, and each is a full
-//! handshake (no session resumption), then `hello` and its answer.
+//! handshake (no session resumption), then `hello` and its answer. Over
+//! WebSocket it is the rate of TCP connects, HTTP upgrades and joins, the
+//! join done on raw frames (see [`crate::ws`]).
 
 use std::time::{Duration, Instant};
 
@@ -43,7 +45,7 @@ pub struct Args {
     /// Which broker to measure (`all`: anteroom, Redis and NATS in turn).
     #[arg(long, default_value = "anteroom")]
     pub broker: super::fanout::BrokerChoice,
-    /// How the clients reach anteroom: tcp, tls or quic, or several
+    /// How the clients reach anteroom: tcp, tls, quic or ws, or several
     /// separated by commas, run in turn (Redis and NATS: tcp only).
     #[arg(long, value_delimiter = ',', default_value = "tcp")]
     pub transport: Vec<Transport>,
@@ -56,7 +58,7 @@ pub struct Args {
 pub struct Report {
     pub workload: &'static str,
     pub broker: &'static str,
-    /// How the clients reached the broker: `tcp`, `tls` or `quic`.
+    /// How the clients reached the broker: `tcp`, `tls`, `quic` or `ws`.
     pub transport: &'static str,
     pub connections: usize,
     /// Connects in flight at once.
@@ -129,6 +131,15 @@ async fn open(
                         .from_stream(stream);
                     let admission = connection.join(&name).await?;
                     (Held::Anteroom(connection), admission)
+                }
+                Stream::Ws(mut stream, read) => {
+                    let (welcomed, _) = crate::ws::join(&mut stream, read, &name).await?;
+                    return Ok((
+                        Held::Raw(stream),
+                        welcomed,
+                        started.elapsed(),
+                        Instant::now(),
+                    ));
                 }
                 Stream::Tls(tls) => {
                     let (read, write) = tokio::io::split(*tls);
@@ -210,6 +221,7 @@ async fn run_broker(
             if let Some(certificate) = &certificate {
                 settings.extend(certificate.server_settings(transport));
             }
+            settings.extend(transport.plain_settings());
             ServerUnderTest::start(args.server, &settings, pinning)?
         }
         other => ServerUnderTest::start_external(other, pinning)?,

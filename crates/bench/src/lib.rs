@@ -26,6 +26,7 @@ pub mod plot;
 pub mod server;
 pub mod soak;
 pub mod transport;
+pub mod ws;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;

@@ -54,6 +54,9 @@ pub struct ServerUnderTest {
     pub tls_addr: Option<SocketAddr>,
     /// The QUIC listener of an anteroom started with `ANTEROOM_QUIC_LISTEN`.
     pub quic_addr: Option<SocketAddr>,
+    /// The web listener (WebSocket at `/ws`) of an anteroom started with
+    /// `ANTEROOM_WEB_LISTEN`.
+    pub web_addr: Option<SocketAddr>,
     pub broker: Broker,
     /// The metrics listener of an anteroom the bench started.
     pub metrics_addr: Option<SocketAddr>,
@@ -94,6 +97,7 @@ impl ServerUnderTest {
                 addr,
                 tls_addr: None,
                 quic_addr: None,
+                web_addr: None,
                 broker: Broker::Anteroom,
                 metrics_addr: None,
                 log_errors: Default::default(),
@@ -102,6 +106,11 @@ impl ServerUnderTest {
             });
         }
         let exe = std::env::current_exe().context("locating the anteroom executable")?;
+        // The web listener is off unless asked for (WebSocket runs).
+        let web_listen = settings
+            .iter()
+            .find(|(key, _)| *key == "ANTEROOM_WEB_LISTEN")
+            .map_or("", |(_, value)| value.as_str());
         let mut command = Pinning::command(pinning, exe);
         command
             .args([
@@ -111,7 +120,7 @@ impl ServerUnderTest {
                 "--metrics-listen",
                 "127.0.0.1:0",
                 "--web-listen",
-                "",
+                web_listen,
             ])
             .env("RUST_LOG", "warn,anteroom_broker::server=info")
             .env("NO_COLOR", "1")
@@ -170,12 +179,15 @@ impl ServerUnderTest {
         let deadline = Instant::now() + Duration::from_secs(20);
         let asked = |key: &str| settings.iter().any(|(k, v)| *k == key && !v.is_empty());
         let (want_tls, want_quic) = (asked("ANTEROOM_TLS_LISTEN"), asked("ANTEROOM_QUIC_LISTEN"));
+        let want_web = !web_listen.is_empty();
         let (mut addr, mut metrics_addr, mut tls_addr, mut quic_addr) = (None, None, None, None);
-        // The lines come at start-up: chat, metrics, then TLS and QUIC.
+        let mut web_addr = None;
+        // The lines come at start-up: chat, metrics, then TLS, QUIC and web.
         while addr.is_none()
             || metrics_addr.is_none()
             || (want_tls && tls_addr.is_none())
             || (want_quic && quic_addr.is_none())
+            || (want_web && web_addr.is_none())
         {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -196,12 +208,17 @@ impl ServerUnderTest {
                 tls_addr = Some(a);
             } else if let Some(a) = after("QUIC on ")? {
                 quic_addr = Some(a);
+            } else if let Some((_, rest)) = line.split_once("web client on http://") {
+                // `web client on http://ADDR/`
+                let a = rest.split(['/', ' ']).next().unwrap_or_default();
+                web_addr = Some(a.parse().context("the web listener's address")?);
             }
         }
         Ok(Self {
             addr: addr.context("chat address")?,
             tls_addr,
             quic_addr,
+            web_addr,
             broker: Broker::Anteroom,
             metrics_addr,
             log_errors,
@@ -272,6 +289,7 @@ impl ServerUnderTest {
             addr,
             tls_addr: None,
             quic_addr: None,
+            web_addr: None,
             broker,
             metrics_addr: None,
             log_errors: Default::default(),
@@ -286,6 +304,7 @@ impl ServerUnderTest {
             Transport::Tcp => Ok(self.addr),
             Transport::Tls => self.tls_addr.context("the server has no TLS listener"),
             Transport::Quic => self.quic_addr.context("the server has no QUIC listener"),
+            Transport::Ws => self.web_addr.context("the server has no web listener"),
         }
     }
 

@@ -1,5 +1,6 @@
-//! The transports anteroom is measured over: plain TCP, TLS over TCP and
-//! QUIC, with the clients' side of each kept as lean as the TCP one.
+//! The transports anteroom is measured over: plain TCP, TLS over TCP,
+//! QUIC and WebSocket (the web listener's `/ws`), with the clients' side of
+//! each kept as lean as the TCP one.
 //!
 //! For TLS and QUIC the bench makes a self-signed certificate for
 //! `localhost` and `127.0.0.1` in a directory of its own
@@ -20,6 +21,10 @@
 //! endpoint demultiplexes its connections by connection ID, so thousands of
 //! members need 16 sockets rather than thousands, and each socket's reads
 //! carry the packets of many connections.
+//!
+//! WebSocket connections are TCP connections upgraded by a request written
+//! by hand (see [`crate::ws`]); the server the bench starts gets
+//! `web_listen` on a free loopback port for them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -70,6 +75,8 @@ pub enum Transport {
     Tls,
     /// QUIC over UDP, one bidirectional stream (`quic_listen`).
     Quic,
+    /// WebSocket at the web listener's `/ws` (`web_listen`), unencrypted.
+    Ws,
 }
 
 impl Transport {
@@ -78,12 +85,23 @@ impl Transport {
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
             Transport::Quic => "quic",
+            Transport::Ws => "ws",
         }
     }
 
     /// Whether the server needs a certificate for it.
     pub fn encrypted(self) -> bool {
-        self != Transport::Tcp
+        matches!(self, Transport::Tls | Transport::Quic)
+    }
+
+    /// The server settings that turn on its unencrypted listener, other
+    /// than the chat one, on a free loopback port: the web listener for
+    /// WebSocket.
+    pub fn plain_settings(self) -> Vec<(&'static str, String)> {
+        match self {
+            Transport::Ws => vec![("ANTEROOM_WEB_LISTEN", "127.0.0.1:0".into())],
+            Transport::Tcp | Transport::Tls | Transport::Quic => Vec::new(),
+        }
     }
 }
 
@@ -93,7 +111,7 @@ impl Transport {
 /// transport is an error, while `--broker all` runs them only where the
 /// transports include TCP (and says so on standard error otherwise). A
 /// server the bench did not start is reached over TCP only: the bench
-/// cannot give it a certificate.
+/// cannot give it a certificate or learn its web listener.
 pub fn plan(
     broker: BrokerChoice,
     transports: &[Transport],
@@ -110,15 +128,15 @@ pub fn plan(
         seen.push(*t);
         new
     });
-    let encrypted: Vec<&str> = transports
+    let not_tcp: Vec<&str> = transports
         .iter()
-        .filter(|t| t.encrypted())
+        .filter(|&&t| t != Transport::Tcp)
         .map(|t| t.name())
         .collect();
-    if external_server && !encrypted.is_empty() {
+    if external_server && !not_tcp.is_empty() {
         bail!(
-            "--transport {} needs a server the bench starts (it makes the certificate); with --server use --transport tcp",
-            encrypted.join(",")
+            "--transport {} needs a server the bench starts (it makes the certificate, or learns the web listener's port); with --server use --transport tcp",
+            not_tcp.join(",")
         );
     }
     let mut runs = Vec::new();
@@ -138,7 +156,7 @@ pub fn plan(
     if broker == BrokerChoice::All && !transports.contains(&Transport::Tcp) {
         eprintln!(
             "--transport {}: Redis and NATS are measured over plain TCP only, so only anteroom runs",
-            encrypted.join(",")
+            not_tcp.join(",")
         );
     }
     Ok(runs)
@@ -186,7 +204,7 @@ impl TestCertificate {
     /// pair, on a free loopback port.
     pub fn server_settings(&self, transport: Transport) -> Vec<(&'static str, String)> {
         let listen = match transport {
-            Transport::Tcp => return Vec::new(),
+            Transport::Tcp | Transport::Ws => return Vec::new(),
             Transport::Tls => "ANTEROOM_TLS_LISTEN",
             Transport::Quic => "ANTEROOM_QUIC_LISTEN",
         };
@@ -222,6 +240,9 @@ pub enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
     /// The one bidirectional stream: what is sent, what is received.
     Quic(quinn::SendStream, quinn::RecvStream),
+    /// A TCP connection upgraded to WebSocket, and the bytes read past the
+    /// upgrade's response.
+    Ws(TcpStream, Vec<u8>),
 }
 
 /// Opens connections to one server over one transport, sharing what can
@@ -238,6 +259,7 @@ enum DialerKind {
     Tcp,
     Tls(TlsConnector, ServerName<'static>),
     Quic(Vec<quinn::Endpoint>),
+    Ws,
 }
 
 impl Dialer {
@@ -251,6 +273,7 @@ impl Dialer {
     ) -> anyhow::Result<Self> {
         let kind = match transport {
             Transport::Tcp => DialerKind::Tcp,
+            Transport::Ws => DialerKind::Ws,
             Transport::Tls => {
                 let certificate = certificate.context("TLS needs the run's certificate")?;
                 let config = client_config(certificate, &[&version::TLS13, &version::TLS12], None)?;
@@ -298,10 +321,10 @@ impl Dialer {
     /// How the connections are protected, once one is open: the TLS
     /// version and cipher suite (the same for every connection, from one
     /// client configuration and one server), or QUIC's TLS 1.3; `None` over
-    /// TCP.
+    /// TCP and WebSocket.
     pub fn protection(&self) -> Option<String> {
         match &self.kind {
-            DialerKind::Tcp => None,
+            DialerKind::Tcp | DialerKind::Ws => None,
             DialerKind::Tls(..) => self.negotiated.get().cloned(),
             DialerKind::Quic(endpoints) => Some(format!(
                 "TLS 1.3 inside, {} UDP socket{}",
@@ -313,7 +336,8 @@ impl Dialer {
 
     /// Opens connection `index` and completes the transport's handshake
     /// (for QUIC, opens the stream too; it reaches the server with the
-    /// first bytes written), within [`HANDSHAKE_TIMEOUT`].
+    /// first bytes written; for WebSocket, the HTTP upgrade), within
+    /// [`HANDSHAKE_TIMEOUT`].
     pub async fn connect(&self, index: usize) -> anyhow::Result<Stream> {
         tokio::time::timeout(HANDSHAKE_TIMEOUT, self.connect_now(index))
             .await
@@ -327,6 +351,13 @@ impl Dialer {
     async fn connect_now(&self, index: usize) -> anyhow::Result<Stream> {
         match &self.kind {
             DialerKind::Tcp => Ok(Stream::Tcp(tcp(self.server, index).await?)),
+            DialerKind::Ws => {
+                let mut stream = tcp(self.server, index).await?;
+                let read = crate::ws::upgrade(&mut stream, self.server)
+                    .await
+                    .context("WebSocket upgrade")?;
+                Ok(Stream::Ws(stream, read))
+            }
             DialerKind::Tls(connector, name) => {
                 let stream = tcp(self.server, index).await?;
                 let tls = connector
@@ -450,14 +481,25 @@ mod tests {
     #[test]
     fn anteroom_runs_over_every_transport_and_the_others_over_tcp_only() {
         use Transport::*;
-        let all = [Tcp, Tls, Quic];
+        let all = [Tcp, Tls, Quic, Ws];
         assert_eq!(
             plan(BrokerChoice::Anteroom, &all, false).unwrap(),
             vec![
                 (Broker::Anteroom, Tcp),
                 (Broker::Anteroom, Tls),
-                (Broker::Anteroom, Quic)
+                (Broker::Anteroom, Quic),
+                (Broker::Anteroom, Ws)
             ]
+        );
+        assert_eq!(
+            plan(BrokerChoice::All, &[Ws], false).unwrap(),
+            vec![(Broker::Anteroom, Ws)]
+        );
+        let error = plan(BrokerChoice::Redis, &[Ws], false).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("redis is measured over plain TCP only")
         );
         assert_eq!(
             plan(BrokerChoice::All, &[Tls, Tcp], false).unwrap(),
@@ -496,12 +538,14 @@ mod tests {
     #[test]
     fn a_running_server_is_reached_over_tcp_only() {
         assert!(plan(BrokerChoice::Anteroom, &[Transport::Tcp], true).is_ok());
-        let error = plan(BrokerChoice::Anteroom, &[Transport::Quic], true).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .contains("needs a server the bench starts")
-        );
+        for transport in [Transport::Quic, Transport::Ws] {
+            let error = plan(BrokerChoice::Anteroom, &[transport], true).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("needs a server the bench starts")
+            );
+        }
     }
 
     #[test]
@@ -514,6 +558,7 @@ mod tests {
         assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(key.contains("PRIVATE KEY-----"));
         assert!(certificate.server_settings(Transport::Tcp).is_empty());
+        assert!(certificate.server_settings(Transport::Ws).is_empty());
         let dir = certificate.dir.clone();
         drop(certificate);
         assert!(!dir.exists());

@@ -5,7 +5,9 @@
 //!
 //! Anteroom's members connect over the run's transport; the reader then
 //! takes the decrypted stream (TLS) or the QUIC stream as it takes a TCP
-//! socket's reading half, the same code over any `AsyncRead`.
+//! socket's reading half, the same code over any `AsyncRead`. Over
+//! WebSocket a member joins on raw frames (see [`crate::ws`]) and its
+//! reader parses the frames of the TCP socket.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,7 +35,7 @@ use anteroom_client::{Admission, Connection};
 /// a burst is `connections`' to measure; here the room only has to fill.
 fn joining_at_once(transport: Transport) -> usize {
     match transport {
-        Transport::Tcp | Transport::Tls => 256,
+        Transport::Tcp | Transport::Tls | Transport::Ws => 256,
         Transport::Quic => 32,
     }
 }
@@ -81,7 +83,7 @@ pub(super) async fn connect_room(
         readers.push(stats);
         if let Some(writer) = own_writer {
             if i < args.publishers {
-                publishers.push(Publisher::Anteroom(writer));
+                publishers.push(writer);
             } else {
                 // Dropping a write half sends FIN, which the server reads
                 // as the member leaving; keep it for the life of the room.
@@ -123,10 +125,10 @@ async fn join(
     i: usize,
     stats: Arc<Mutex<ReaderStats>>,
     epoch: Instant,
-) -> anyhow::Result<Option<BoxWrite>> {
+) -> anyhow::Result<Option<Publisher>> {
     let attempts = match dialer.transport() {
         Transport::Quic => QUIC_JOIN_ATTEMPTS,
-        Transport::Tcp | Transport::Tls => 1,
+        Transport::Tcp | Transport::Tls | Transport::Ws => 1,
     };
     let mut attempt = 1;
     loop {
@@ -149,7 +151,7 @@ async fn join_once(
     i: usize,
     stats: Arc<Mutex<ReaderStats>>,
     epoch: Instant,
-) -> anyhow::Result<Option<BoxWrite>> {
+) -> anyhow::Result<Option<Publisher>> {
     let stream = dialer.connect(i).await?;
     let wire = match broker {
         Broker::Anteroom => {
@@ -163,8 +165,11 @@ async fn join_once(
                     join_anteroom(read, write, i, stats, epoch).await?
                 }
                 Stream::Quic(send, recv) => join_anteroom(recv, send, i, stats, epoch).await?,
+                Stream::Ws(stream, read) => {
+                    return Ok(Some(join_ws(stream, read, i, stats, epoch).await?));
+                }
             };
-            return Ok(Some(writer));
+            return Ok(Some(Publisher::Anteroom(writer)));
         }
         Broker::Redis => Wire::Resp,
         Broker::Nats => Wire::Nats,
@@ -222,6 +227,34 @@ where
     }
     .spawn(inbox);
     Ok(Box::new(writer))
+}
+
+/// Joins anteroom as member `i` over an upgraded WebSocket connection
+/// whose first bytes read are `read`, on raw frames, and starts its reader
+/// on the socket's reading half; returns the writing half, shared with the
+/// reader (which answers `ping` maps).
+async fn join_ws(
+    mut stream: TcpStream,
+    read: Vec<u8>,
+    i: usize,
+    stats: Arc<Mutex<ReaderStats>>,
+    epoch: Instant,
+) -> anyhow::Result<Publisher> {
+    let (welcomed, read) = crate::ws::join(&mut stream, read, &format!("m{i:05}")).await?;
+    anyhow::ensure!(welcomed, "queued: the room is smaller than --members");
+    let (read_half, write_half) = stream.into_split();
+    let write = Arc::new(tokio::sync::Mutex::new(write_half));
+    Reader {
+        wire: Wire::Ws,
+        read: read_half,
+        write: Some(write.clone()),
+        on_greeting: b"",
+        ready: None,
+        stats: Some(stats),
+        epoch,
+    }
+    .spawn(Inbox::new(&read));
+    Ok(Publisher::Ws(write, Vec::new()))
 }
 
 /// A publisher's own connection to Redis or NATS, its reader draining the

@@ -6,7 +6,8 @@
 //! delivery whichever broker it measures, so the brokers' figures differ by
 //! what the brokers do. The reader takes any byte stream: a TCP socket's
 //! reading half, or, over TLS and QUIC, the decrypted stream, read the same
-//! way.
+//! way; over WebSocket, the TCP socket after the upgrade, its frames
+//! found by a parser of their own.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -17,6 +18,7 @@ use tokio::sync::oneshot;
 
 use super::wire::{Frame, MAX_FRAME, MAX_LINE, NATS_PONG, Wire, WireError};
 use crate::lock;
+use anteroom_client::protocol::ServerMessage;
 
 /// What each member's reader has seen in the current round.
 ///
@@ -125,8 +127,10 @@ pub(super) type Ready = oneshot::Sender<Result<(), String>>;
 pub(super) struct Reader<R = OwnedReadHalf, W = OwnedWriteHalf> {
     pub(super) wire: Wire,
     pub(super) read: R,
-    /// Where the replies go (NATS' `CONNECT` and `PONG`); `None` when the
-    /// protocol owes none (anteroom's server pings are off in the bench).
+    /// Where the replies go (NATS' `CONNECT` and `PONG`, the `pong` maps
+    /// of anteroom over WebSocket); `None` when the protocol owes none
+    /// (anteroom's server pings are off in the bench; over TCP, TLS and
+    /// QUIC a member that is sent one would not answer it).
     pub(super) write: Option<Arc<tokio::sync::Mutex<W>>>,
     /// Sent once, on the server's first greeting.
     pub(super) on_greeting: &'static [u8],
@@ -159,10 +163,12 @@ where
 
     async fn run(&mut self, mut inbox: Inbox) -> anyhow::Result<()> {
         let mut greeted = false;
+        // Answers to anteroom's `ping` maps (over WebSocket), rare.
+        let mut answers = Vec::new();
         loop {
             // One clock reading per read: every frame in it had arrived.
             let now_ns = self.epoch.elapsed().as_nanos() as u64;
-            let (mut greet, mut pongs) = (false, 0);
+            let (mut greet, mut pongs, mut closed) = (false, 0, false);
             {
                 // One lock per read, not per delivery.
                 let mut stats = self.stats.as_ref().map(|s| lock(s));
@@ -180,12 +186,17 @@ where
                         }
                         Frame::Greeting => greet |= !greeted,
                         Frame::Ping => pongs += 1,
+                        Frame::MapPing(map) => answer_ping(&mut answers, map),
+                        Frame::Closed => {
+                            closed = true;
+                            break;
+                        }
                         Frame::Other => {}
                     }
                 }
             }
             greeted |= greet;
-            if (greet || pongs > 0)
+            if (greet || pongs > 0 || !answers.is_empty())
                 && let Some(write) = &self.write
             {
                 let mut write = write.lock().await;
@@ -195,6 +206,11 @@ where
                 for _ in 0..pongs {
                     write.write_all(NATS_PONG).await?;
                 }
+                write.write_all(&answers).await?;
+                answers.clear();
+            }
+            if closed {
+                return Ok(());
             }
             let n = self.read.read(inbox.spare()?).await?;
             if n == 0 {
@@ -202,6 +218,17 @@ where
             }
             inbox.filled(n);
         }
+    }
+}
+
+/// Appends the `pong` map a `ping` map is owed, as a masked WebSocket
+/// frame, as anteroom's client answers it (nothing for a `ping` without
+/// `id`, or one that does not decode).
+pub(super) fn answer_ping(out: &mut Vec<u8>, map: &[u8]) {
+    if let Ok(ping) = ServerMessage::decode(map)
+        && let Some(pong) = ping.answer()
+    {
+        crate::ws::client_message(out, &pong);
     }
 }
 

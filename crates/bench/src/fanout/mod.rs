@@ -10,6 +10,8 @@ mod room;
 mod sweep;
 mod wire;
 
+pub(crate) use wire::{WsFrame, ws_frame};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +57,7 @@ pub struct Args {
     /// after the other (needs the system's redis-server and nats-server).
     #[arg(long, default_value = "anteroom")]
     pub broker: BrokerChoice,
-    /// How the clients reach anteroom: tcp, tls or quic, or several
+    /// How the clients reach anteroom: tcp, tls, quic or ws, or several
     /// separated by commas, run in turn (Redis and NATS: tcp only).
     #[arg(long, value_delimiter = ',', default_value = "tcp")]
     pub transport: Vec<Transport>,
@@ -132,6 +134,7 @@ async fn run_broker(
             if let Some(certificate) = &certificate {
                 settings.extend(certificate.server_settings(transport));
             }
+            settings.extend(transport.plain_settings());
             ServerUnderTest::start(args.server, &settings, pinning)?
         }
         other => ServerUnderTest::start_external(other, pinning)?,

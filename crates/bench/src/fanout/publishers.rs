@@ -10,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
 use super::wire::{nats_publish, resp_publish};
+use crate::ws::client_message;
 use anteroom_client::protocol::ClientMessage;
 use anteroom_client::transport::BoxWrite;
 
@@ -22,6 +23,10 @@ pub(super) enum Publisher {
     /// NATS: `PUB room <len>`; the writer is shared with the task that
     /// reads the connection and answers the server's `PING`.
     Nats(Arc<tokio::sync::Mutex<OwnedWriteHalf>>, Vec<u8>),
+    /// Anteroom over WebSocket: a `say` map in one masked binary frame;
+    /// the writer is shared with the member's reader, which answers the
+    /// server's `ping` maps.
+    Ws(Arc<tokio::sync::Mutex<OwnedWriteHalf>>, Vec<u8>),
 }
 
 impl Publisher {
@@ -40,6 +45,11 @@ impl Publisher {
             Publisher::Nats(writer, command) => {
                 command.clear();
                 nats_publish(command, text.as_bytes());
+                writer.lock().await.write_all(command).await.is_ok()
+            }
+            Publisher::Ws(writer, command) => {
+                command.clear();
+                client_message(command, &ClientMessage::Say { text: text.into() });
                 writer.lock().await.write_all(command).await.is_ok()
             }
         }

@@ -1,4 +1,4 @@
-//! The three wire protocols as the fan-out's lean subscriber reads them.
+//! The wire protocols as the fan-out's lean subscriber reads them.
 //!
 //! Every broker's member runs the same reader loop over raw bytes (see
 //! [`super::members`]); what differs is only where a frame ends and where
@@ -32,6 +32,9 @@ pub(super) enum Wire {
     Resp,
     /// NATS core's text protocol.
     Nats,
+    /// Anteroom over WebSocket: unmasked server frames, each binary
+    /// message one MessagePack map.
+    Ws,
 }
 
 /// One frame, as much of it as the reader needs.
@@ -47,6 +50,11 @@ pub(super) enum Frame<'a> {
     Greeting,
     /// The server's keep-alive (NATS `PING`), owed a `PONG`.
     Ping,
+    /// Anteroom's `ping` map (over WebSocket), owed a `pong` map echoing
+    /// its `id`: the map, for the reader to answer.
+    MapPing(&'a [u8]),
+    /// The server closed the WebSocket: the reader ends.
+    Closed,
     /// Anything else (anteroom's `joined`, `left`, `welcome`; Redis integer
     /// replies; NATS `+OK`, `-ERR`): skipped.
     Other,
@@ -54,7 +62,7 @@ pub(super) enum Frame<'a> {
 
 /// Why a connection's bytes cannot be read further.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum WireError {
+pub(crate) enum WireError {
     /// A frame or line beyond [`MAX_FRAME`] or [`MAX_LINE`].
     TooLong,
     /// Bytes that are not this protocol.
@@ -85,6 +93,7 @@ impl Wire {
             Wire::Anteroom => anteroom(buf),
             Wire::Resp => resp(buf),
             Wire::Nats => nats(buf),
+            Wire::Ws => ws(buf),
         }
     }
 
@@ -94,7 +103,7 @@ impl Wire {
     pub(super) fn subscribe_first(self) -> &'static [u8] {
         match self {
             Wire::Resp => b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nroom\r\n",
-            Wire::Anteroom | Wire::Nats => b"",
+            Wire::Anteroom | Wire::Nats | Wire::Ws => b"",
         }
     }
 
@@ -106,7 +115,7 @@ impl Wire {
             Wire::Nats => {
                 b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB room 1\r\nPING\r\n"
             }
-            Wire::Anteroom | Wire::Resp => b"",
+            Wire::Anteroom | Wire::Resp | Wire::Ws => b"",
         }
     }
 }
@@ -179,6 +188,13 @@ fn message_text(payload: &[u8]) -> Option<&[u8]> {
     None
 }
 
+/// Whether a map is anteroom's `{"type": "ping", ...}` (the server writes
+/// `type` first).
+fn is_ping(payload: &[u8]) -> bool {
+    let mut r = Pack(payload);
+    r.map_len().is_some() && r.str() == Some(b"type") && r.str() == Some(b"ping")
+}
+
 /// A cursor over MessagePack bytes, reading only what [`message_text`] needs.
 struct Pack<'a>(&'a [u8]);
 
@@ -235,6 +251,92 @@ impl<'a> Pack<'a> {
         };
         self.take(skip).map(|_| ())
     }
+}
+
+// --- anteroom over WebSocket ---------------------------------------------
+
+/// A server WebSocket frame, as much of it as a client needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WsFrame<'a> {
+    /// A complete binary message: one MessagePack map.
+    Binary(&'a [u8]),
+    /// A ping or pong control frame (the server's WebSocket layer answers
+    /// pings itself and sends none of its own): skipped.
+    Control,
+    /// A close frame: the session is over.
+    Close,
+}
+
+/// The first server frame at the head of `buf` and the bytes it took:
+/// FIN and opcode, then the mask bit (never set by a server) and a length
+/// of 7 bits, or 126 and 16 bits, or 127 and 64 bits, then the payload.
+/// A fragmented or text message, a masked frame, reserved bits (no
+/// extension is negotiated) or an unknown opcode is malformed.
+pub(crate) fn ws_frame(buf: &[u8]) -> Result<Option<(WsFrame<'_>, usize)>, WireError> {
+    let Some(&[first, second]) = buf.get(..2) else {
+        return Ok(None);
+    };
+    if first & 0x70 != 0 {
+        return Err(WireError::Malformed("WebSocket frame with reserved bits"));
+    }
+    if second & 0x80 != 0 {
+        return Err(WireError::Malformed(
+            "masked WebSocket frame from the server",
+        ));
+    }
+    let fin = first & 0x80 != 0;
+    let opcode = first & 0x0f;
+    let (len, head) = match second & 0x7f {
+        126 => match buf.get(2..4) {
+            Some(&[a, b]) => (u64::from(u16::from_be_bytes([a, b])), 4),
+            _ => return Ok(None),
+        },
+        127 => match buf.get(2..10) {
+            Some(&[a, b, c, d, e, f, g, h]) => (u64::from_be_bytes([a, b, c, d, e, f, g, h]), 10),
+            _ => return Ok(None),
+        },
+        short => (u64::from(short), 2),
+    };
+    let frame = match opcode {
+        0x2 if fin => WsFrame::Binary(&[]),
+        0x8..=0xa if !fin || len > 125 => {
+            return Err(WireError::Malformed("bad WebSocket control frame"));
+        }
+        0x8 => WsFrame::Close,
+        0x9 | 0xa => WsFrame::Control,
+        0x0..=0x2 => {
+            return Err(WireError::Malformed("fragmented or text WebSocket message"));
+        }
+        _ => return Err(WireError::Malformed("unknown WebSocket opcode")),
+    };
+    if len > MAX_FRAME as u64 {
+        return Err(WireError::TooLong);
+    }
+    let end = head + len as usize;
+    let Some(payload) = buf.get(head..end) else {
+        return Ok(None);
+    };
+    let frame = match frame {
+        WsFrame::Binary(_) => WsFrame::Binary(payload),
+        other => other,
+    };
+    Ok(Some((frame, end)))
+}
+
+fn ws(buf: &[u8]) -> Parsed<'_> {
+    Ok(ws_frame(buf)?.map(|(frame, took)| {
+        let frame = match frame {
+            // As over TCP, a map that is not a message is skipped.
+            WsFrame::Binary(payload) => match message_text(payload) {
+                Some(text) => Frame::Message(text),
+                None if is_ping(payload) => Frame::MapPing(payload),
+                None => Frame::Other,
+            },
+            WsFrame::Control => Frame::Other,
+            WsFrame::Close => Frame::Closed,
+        };
+        (frame, took)
+    }))
 }
 
 // --- shared by the text protocols ----------------------------------------

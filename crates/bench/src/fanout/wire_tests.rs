@@ -16,6 +16,8 @@ enum Seen {
     Ready,
     Greeting,
     Ping,
+    MapPing(Vec<u8>),
+    Closed,
     Other,
 }
 
@@ -26,6 +28,8 @@ impl From<Frame<'_>> for Seen {
             Frame::Ready => Seen::Ready,
             Frame::Greeting => Seen::Greeting,
             Frame::Ping => Seen::Ping,
+            Frame::MapPing(map) => Seen::MapPing(map.to_vec()),
+            Frame::Closed => Seen::Closed,
             Frame::Other => Seen::Other,
         }
     }
@@ -163,6 +167,148 @@ fn an_anteroom_frame_over_the_limit_is_an_error() {
     assert_eq!(Wire::Anteroom.parse(&at_limit), Ok(None));
 }
 
+/// A server WebSocket frame: FIN and `opcode`, unmasked, with the
+/// shortest length form (or the 64-bit one if `long`).
+fn ws_server_frame(opcode: u8, payload: &[u8], long: bool) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 && !long => frame.push(n as u8),
+        n if n <= 0xffff && !long => {
+            frame.push(126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A server message as one binary WebSocket message: its map alone.
+fn ws_message(message: &ServerMessage<'_>, long: bool) -> Vec<u8> {
+    ws_server_frame(0x2, &message.to_frame()[4..], long)
+}
+
+#[test]
+fn websocket_frames_read_the_same_at_every_cut() {
+    use anteroom_protocol::PingId;
+    let short = "0000000100000000000000ff";
+    let stamp128 = format!("{short}{}", "x".repeat(104));
+    // Over 125 bytes of map: the 16-bit length.
+    let stamp300 = format!("{short}{}", "y".repeat(276));
+    let ping = ServerMessage::Ping {
+        id: Some(PingId::Signed(7)),
+    };
+    let ping_map = ping.to_frame()[4..].to_vec();
+    let mut stream = ws_message(
+        &ServerMessage::Welcome {
+            name: "m00001".into(),
+            users: vec!["m00000".into(), "m00001".into()],
+            capacity: 1000,
+            text: "Welcome!".into(),
+        },
+        false,
+    );
+    stream.extend(ws_message(&message("m00000", &stamp128), false));
+    // WebSocket pings and pongs: skipped, payload and all.
+    stream.extend(ws_server_frame(0x9, b"ping!", false));
+    stream.extend(ws_server_frame(0xa, b"", false));
+    stream.extend(ws_message(&message("m00002", &stamp300), false));
+    // The 64-bit length form, though a server uses it only past 64 KiB.
+    stream.extend(ws_message(&message("text", short), true));
+    stream.extend(ws_message(&ping, false));
+    stream.extend(ws_message(
+        &ServerMessage::Joined {
+            name: "text".into(),
+            ts: 1,
+        },
+        false,
+    ));
+    stream.extend(ws_server_frame(0x8, &[0x03, 0xe8], false));
+    every_cut(
+        Wire::Ws,
+        &stream,
+        &[
+            Seen::Other,
+            Seen::Message(stamp128.clone().into_bytes()),
+            Seen::Other,
+            Seen::Other,
+            Seen::Message(stamp300.into_bytes()),
+            Seen::Message(short.as_bytes().to_vec()),
+            Seen::MapPing(ping_map),
+            Seen::Other,
+            Seen::Closed,
+        ],
+    );
+}
+
+#[test]
+fn websocket_frames_a_server_never_sends_are_errors() {
+    let malformed = |bytes: &[u8]| {
+        assert!(
+            matches!(Wire::Ws.parse(bytes), Err(WireError::Malformed(_))),
+            "{bytes:02x?}"
+        )
+    };
+    // Masked, reserved bits, text, a fragment and its continuation, an
+    // unknown opcode, a fragmented or long control frame.
+    malformed(&[0x82, 0x81, 1, 2, 3, 4, 0]);
+    malformed(&[0xc2, 0x01, 0]);
+    malformed(&[0x81, 0x01, b'a']);
+    malformed(&[0x02, 0x01, 0]);
+    malformed(&[0x80, 0x01, 0]);
+    malformed(&[0x83, 0x00]);
+    malformed(&[0x09, 0x00]);
+    malformed(&[0x89, 126, 0, 126]);
+    // Too long, said by the 16-bit or the 64-bit form, before the payload.
+    let mut over = vec![0x82, 127];
+    over.extend_from_slice(&(MAX_FRAME as u64 + 1).to_be_bytes());
+    assert_eq!(Wire::Ws.parse(&over), Err(WireError::TooLong));
+    let mut huge = vec![0x82, 127];
+    huge.extend_from_slice(&u64::MAX.to_be_bytes());
+    assert_eq!(Wire::Ws.parse(&huge), Err(WireError::TooLong));
+    let mut at_limit = vec![0x82, 127];
+    at_limit.extend_from_slice(&(MAX_FRAME as u64).to_be_bytes());
+    assert_eq!(Wire::Ws.parse(&at_limit), Ok(None));
+    // Incomplete headers wait for more.
+    for head in [&[][..], &[0x82], &[0x82, 126, 0], &[0x82, 127, 0, 0, 0]] {
+        assert_eq!(Wire::Ws.parse(head), Ok(None), "{head:02x?}");
+    }
+}
+
+#[test]
+fn a_websocket_ping_map_is_answered_with_a_masked_pong_echoing_its_id() {
+    use anteroom_protocol::{ClientMessage, PingId};
+    let ping = ServerMessage::Ping {
+        id: Some(PingId::Signed(-3)),
+    };
+    let mut out = Vec::new();
+    super::super::members::answer_ping(&mut out, &ping.to_frame()[4..]);
+    assert_eq!(out[0], 0x82);
+    assert_eq!(out[1] & 0x80, 0x80);
+    let len = usize::from(out[1] & 0x7f);
+    let mask = &out[2..6];
+    let map: Vec<u8> = out[6..]
+        .iter()
+        .zip(mask.iter().cycle())
+        .map(|(b, m)| b ^ m)
+        .collect();
+    assert_eq!(map.len(), len);
+    assert_eq!(
+        ClientMessage::decode(&map).unwrap(),
+        ClientMessage::Pong {
+            id: PingId::Signed(-3)
+        }
+    );
+    // A ping without an id is owed nothing.
+    let mut none = Vec::new();
+    let bare = ServerMessage::Ping { id: None };
+    super::super::members::answer_ping(&mut none, &bare.to_frame()[4..]);
+    assert!(none.is_empty());
+}
+
 #[test]
 fn redis_pushes_read_the_same_at_every_cut() {
     let stream = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nroom\r\n:1\r\n\
@@ -286,7 +432,7 @@ fn what_the_bench_sends_is_well_formed() {
 #[test]
 fn random_and_damaged_bytes_never_panic() {
     let mut rng = fastrand::Rng::with_seed(7);
-    let valid: [(Wire, Vec<u8>); 3] = [
+    let valid: [(Wire, Vec<u8>); 4] = [
         (
             Wire::Anteroom,
             message("m00000", "0000000100000000000000ff")
@@ -298,6 +444,10 @@ fn random_and_damaged_bytes_never_panic() {
             b"*3\r\n$7\r\nmessage\r\n$4\r\nroom\r\n$5\r\nhello\r\n".to_vec(),
         ),
         (Wire::Nats, b"MSG room 1 5\r\nhello\r\nPING\r\n".to_vec()),
+        (
+            Wire::Ws,
+            ws_message(&message("m00000", "0000000100000000000000ff"), false),
+        ),
     ];
     for _ in 0..20_000 {
         for (wire, frame) in &valid {
