@@ -28,10 +28,16 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 /// (`error{bad_frame}`).
 const NOT_MESSAGEPACK: u8 = 0xc1;
 
+/// What the WebSocket layer reads from the socket at once. Its default,
+/// 128 KiB allocated up front, would be most of an idle member's memory;
+/// clients send small frames.
+const READ_BUFFER: usize = 4 * 1024;
+
 /// The WebSocket layer's limits for a session whose frames are at most
 /// `max_frame_bytes`: a longer message is refused before it is buffered.
 pub fn config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes))
 }
