@@ -421,15 +421,10 @@ fn quic_endpoint(ip: std::net::IpAddr) -> std::io::Result<quinn::Endpoint> {
     )
 }
 
-/// The one cryptography provider of server and client: ring.
-#[allow(deprecated)]
+/// The cryptography of the bench's clients and of its test server: the
+/// client library's, so that they negotiate what anteroom's clients do.
 fn provider() -> Arc<CryptoProvider> {
-    // X25519 first, as the server and the client library order it (this
-    // ring provider would offer P-384 first).
-    use rustls::crypto::ring::kx_group::{SECP256R1, SECP384R1, X25519};
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider.kx_groups = vec![X25519, SECP256R1, SECP384R1];
-    Arc::new(provider)
+    anteroom_client::transport::provider()
 }
 
 /// A client configuration trusting `certificate` alone, without session

@@ -116,7 +116,28 @@ impl ResolvesServerCert for Certificates {
 pub fn provider() -> Arc<CryptoProvider> {
     let mut provider = rustls::crypto::ring::default_provider();
     provider.kx_groups = KX_GROUPS.to_vec();
+    prefer_aes_128(&mut provider);
     Arc::new(provider)
+}
+
+/// Puts the AES-128-GCM suites first, as browsers order them: with AES
+/// instructions they cost about a quarter less than AES-256-GCM per byte,
+/// on every delivery to every member, for a margin no attack needs. The
+/// client's order decides (rustls's own lists AES-256 first; anteroom's
+/// client library orders them like this).
+pub fn prefer_aes_128(provider: &mut CryptoProvider) {
+    use rustls::CipherSuite::{
+        TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        TLS13_AES_128_GCM_SHA256,
+    };
+    provider.cipher_suites.sort_by_key(|s| {
+        !matches!(
+            s.suite(),
+            TLS13_AES_128_GCM_SHA256
+                | TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
 }
 
 /// Key exchange groups, preferred first. X25519 is the fastest (a P-384

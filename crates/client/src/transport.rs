@@ -309,14 +309,25 @@ fn server_name(host: &str) -> Result<ServerName<'static>, ClientError> {
     })
 }
 
-/// The one cryptography provider (see the server's `certs::provider`), with
-/// X25519 first: this ring provider would offer P-384 first, several times
-/// the handshake's CPU on both sides.
+/// The cryptography of anteroom's clients: ring, as the server's, with X25519
+/// first (this ring provider would offer P-384 first, several times the
+/// handshake's CPU on both sides). Public so that other clients of anteroom
+/// (the load generator) negotiate what this library does.
 #[allow(deprecated)]
-fn provider() -> Arc<CryptoProvider> {
+pub fn provider() -> Arc<CryptoProvider> {
     use rustls::crypto::ring::kx_group::{SECP256R1, SECP384R1, X25519};
     let mut provider = rustls::crypto::ring::default_provider();
     provider.kx_groups = vec![X25519, SECP256R1, SECP384R1];
+    // AES-128-GCM first, as browsers order it: a quarter cheaper per byte
+    // than AES-256-GCM for the server, which encrypts every delivery.
+    provider.cipher_suites.sort_by_key(|s| {
+        !matches!(
+            s.suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    });
     Arc::new(provider)
 }
 
