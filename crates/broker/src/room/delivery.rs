@@ -187,6 +187,9 @@ impl RoomDelivery {
 /// How often the lag gauge is refreshed when no events flow.
 const LAG_SAMPLE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Passes smaller than this yield once before they are handed out.
+const COALESCE_BELOW: usize = 3;
+
 /// The room delivery actor. Runs until the `room` topic closes.
 ///
 /// Events are handled in passes of at most `batch` (a quarter of the outbox
@@ -224,6 +227,18 @@ pub async fn run(
             let Ok(event) = room.try_recv() else { break };
             delivery.handle(event);
             handled += 1;
+        }
+        // A pass of one or two events: other sessions may already be woken
+        // with a `say` read (their publish woke this task, which runs first
+        // from the scheduler's LIFO slot). Letting them run once puts their
+        // events in this pass instead of one pass each over every member.
+        if handled < COALESCE_BELOW {
+            tokio::task::yield_now().await;
+            while handled < batch {
+                let Ok(event) = room.try_recv() else { break };
+                delivery.handle(event);
+                handled += 1;
+            }
         }
         delivery.flush();
         // One gauge update per batch, not per event.
