@@ -10,16 +10,12 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+mod support;
+
+use support::required;
+
 const BIN: &str = env!("CARGO_BIN_EXE_anteroom");
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// Under CI a missing tool is a failure: `.ci/run` installs it.
-fn required(tool: &str, why: &str) -> bool {
-    let under_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
-    assert!(!under_ci, "{tool} is required under CI: {why}");
-    println!("skipped: {why}");
-    false
-}
 
 fn have(program: &str) -> bool {
     Command::new(program)

@@ -8,16 +8,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::TestServer;
 use support::process::{BIN, Chat};
-
-/// Under CI a missing tool is a failure: `.ci/run` installs it.
-fn required(tool: &str, why: &str) -> bool {
-    let under_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
-    assert!(!under_ci, "{tool} is required under CI: {why}");
-    println!("skipped: {why}");
-    false
-}
+use support::{TestServer, required};
 
 fn have(program: &str) -> bool {
     Command::new(program)

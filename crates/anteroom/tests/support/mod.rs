@@ -17,6 +17,16 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// For a test that needs a program the machine may lack: prints that it is
+/// skipped and why, and returns false; under CI, where `.ci/run` installs
+/// every such program, a missing one is a failure instead.
+pub fn required(tool: &str, why: &str) -> bool {
+    let under_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+    assert!(!under_ci, "{tool} is required under CI: {why}");
+    println!("skipped: {why}");
+    false
+}
+
 /// How long a test waits for an expected frame before failing.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -119,10 +119,7 @@ impl<W: AsyncWrite + Unpin + Send> FrameSink for ByteSink<W> {
         }
         // A transport that buffers (TLS) may still hold the end of the
         // batch; until it is flushed the task takes over.
-        match Pin::new(&mut self.0).poll_flush(&mut cx) {
-            Poll::Ready(flushed) => flushed.map(|()| true).map_err(WriteError::Io),
-            Poll::Pending => Ok(false),
-        }
+        flushed_now(Pin::new(&mut self.0).poll_flush(&mut cx))
     }
 
     async fn finish(&mut self) {
@@ -209,10 +206,11 @@ where
             at.index += 1;
             at.offset = 0;
         }
-        match Pin::new(&mut self.0).poll_flush(&mut cx) {
-            Poll::Ready(flushed) => flushed.map(|()| true).map_err(|e| WriteError::Io(e.into())),
-            Poll::Pending => Ok(false),
-        }
+        flushed_now(
+            Pin::new(&mut self.0)
+                .poll_flush(&mut cx)
+                .map_err(Into::into),
+        )
     }
 
     async fn finish(&mut self) {
@@ -425,6 +423,15 @@ where
     }
     flush(io, write_timeout).await?;
     Ok(index)
+}
+
+/// What a sweep's last flush says: everything is out (`true`), or the
+/// connection's task must finish it (`false`).
+fn flushed_now(flushed: Poll<std::io::Result<()>>) -> Result<bool, WriteError> {
+    match flushed {
+        Poll::Ready(result) => result.map(|()| true).map_err(WriteError::Io),
+        Poll::Pending => Ok(false),
+    }
 }
 
 /// Flushes what a transport buffers (TLS), or the end of a batch would wait
