@@ -34,8 +34,35 @@ fn id_value(id: PingId) -> Value {
 /// The message written out again as a plain MessagePack map.
 fn reencode(message: &ClientMessage) -> Vec<u8> {
     match message {
-        ClientMessage::Hello { name } => map("hello", vec![("name", name.as_ref().into())]),
-        ClientMessage::Say { text } => map("say", vec![("text", text.as_ref().into())]),
+        ClientMessage::Hello { name, features } => {
+            let mut fields = vec![("name", name.as_ref().into())];
+            if let Some(features) = features {
+                let list = features.iter().map(|f| Value::from(f.as_ref())).collect();
+                fields.push(("features", Value::Array(list)));
+            }
+            map("hello", fields)
+        }
+        ClientMessage::Say { text, attachment } => {
+            let mut fields = vec![("text", text.as_ref().into())];
+            if let Some(url) = attachment {
+                fields.push(("attachment", url.as_ref().into()));
+            }
+            map("say", fields)
+        }
+        ClientMessage::History { before, limit } => {
+            let mut fields = Vec::new();
+            if let Some(before) = before {
+                fields.push(("before", Value::from(*before)));
+            }
+            if let Some(limit) = limit {
+                fields.push(("limit", Value::from(*limit)));
+            }
+            map("history", fields)
+        }
+        ClientMessage::Whisper { to, text } => map(
+            "whisper",
+            vec![("to", to.as_ref().into()), ("text", text.as_ref().into())],
+        ),
         ClientMessage::Who => map("who", vec![]),
         ClientMessage::Ping { id: None } => map("ping", vec![]),
         ClientMessage::Ping { id: Some(id) } => map("ping", vec![("id", id_value(*id))]),
@@ -83,7 +110,7 @@ fuzz_target!(|data: &[u8]| {
             let frame = message.to_frame();
             assert_eq!(frame[..4], ((frame.len() - 4) as u32).to_be_bytes());
             assert_eq!(ClientMessage::decode(&frame[4..]).as_ref(), Ok(&message));
-            if let ClientMessage::Hello { name } = &message {
+            if let ClientMessage::Hello { name, .. } = &message {
                 check_name(name);
             }
         }

@@ -59,7 +59,9 @@ struct Prediction {
 
 /// The protocol as PROTOCOL.md states it, for one client alone in a room
 /// with the default configuration.
-fn predict(mut stream: &[u8], config: &Config) -> Prediction {
+/// `None` for a stream whose `hello` asks for version 1.1 features, which
+/// this version-1 model does not describe.
+fn predict(mut stream: &[u8], config: &Config) -> Option<Prediction> {
     let mut p = Prediction {
         replies: Vec::new(),
         ending: Ending::Gone,
@@ -76,10 +78,10 @@ fn predict(mut stream: &[u8], config: &Config) -> Prediction {
         if len > config.max_frame_bytes {
             error(&mut p, "frame_too_large");
             p.ending = Ending::Bye("protocol_error");
-            return p;
+            return Some(p);
         }
         if stream.len() - 4 < len {
-            return p;
+            return Some(p);
         }
         let payload = &stream[4..4 + len];
         stream = &stream[4 + len..];
@@ -87,17 +89,20 @@ fn predict(mut stream: &[u8], config: &Config) -> Prediction {
         if config.request_rate > 0.0 && frames > config.request_burst as usize {
             p.limited += 1;
             p.ending = Ending::Bye("protocol_error");
-            return p;
+            return Some(p);
         }
         if payload.is_empty() {
             error(&mut p, "bad_frame");
             p.ending = Ending::Bye("protocol_error");
-            return p;
+            return Some(p);
         }
         let admitted = p.name.is_some();
         match ClientMessage::decode(payload) {
             Err(e) => error(&mut p, e.code.as_str()),
-            Ok(ClientMessage::Hello { name }) => {
+            Ok(ClientMessage::Hello {
+                features: Some(_), ..
+            }) if !admitted => return None,
+            Ok(ClientMessage::Hello { name, .. }) => {
                 if admitted {
                     error(&mut p, "bad_request");
                 } else {
@@ -107,7 +112,7 @@ fn predict(mut stream: &[u8], config: &Config) -> Prediction {
                     }
                 }
             }
-            Ok(ClientMessage::Say { text }) => {
+            Ok(ClientMessage::Say { text, .. }) => {
                 if !admitted {
                     error(&mut p, "handshake_required");
                 } else if text.is_empty() {
@@ -132,13 +137,16 @@ fn predict(mut stream: &[u8], config: &Config) -> Prediction {
             Ok(ClientMessage::Who) => error(&mut p, "handshake_required"),
             Ok(ClientMessage::Ping { id }) => p.replies.push(Reply::Pong(id)),
             Ok(ClientMessage::Pong { .. }) => {}
+            Ok(ClientMessage::History { .. } | ClientMessage::Whisper { .. }) => {
+                error(&mut p, "unknown_type")
+            }
             Ok(ClientMessage::Bye) => {
                 p.ending = Ending::Bye("bye");
-                return p;
+                return Some(p);
             }
         }
     }
-    p
+    Some(p)
 }
 
 /// Cuts of 0 to 63 bytes and, if asked, pauses of up to a minute.
@@ -250,7 +258,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
 
-    let p = predict(input, &config);
+    let Some(p) = predict(input, &config) else {
+        return;
+    };
     let mut replies = Vec::new();
     let mut limited = 0;
     let mut bye = None;

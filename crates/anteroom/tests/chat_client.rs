@@ -367,6 +367,7 @@ async fn the_client_library_joins_waits_and_chats() {
     }
     bob.send(&ClientMessage::Say {
         text: "hello".into(),
+        attachment: None,
     })
     .await
     .unwrap();

@@ -130,6 +130,9 @@ async fn a_session_waiting_on_a_full_topic_still_sees_the_shutdown() {
             users: vec![Cow::Borrowed(&name)],
             capacity: 1,
             text: Cow::Borrowed("welcome"),
+            features: None,
+            max_upload_bytes: None,
+            upload_token: None,
         }
         .to_frame(),
     );

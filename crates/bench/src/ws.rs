@@ -114,7 +114,13 @@ async fn join_now(
     name: &str,
 ) -> anyhow::Result<(bool, Vec<u8>)> {
     let mut hello = Vec::new();
-    client_message(&mut hello, &ClientMessage::Hello { name: name.into() });
+    client_message(
+        &mut hello,
+        &ClientMessage::Hello {
+            name: name.into(),
+            features: None,
+        },
+    );
     stream.write_all(&hello).await?;
     let mut chunk = [0u8; 4096];
     loop {

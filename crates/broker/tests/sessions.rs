@@ -89,6 +89,7 @@ impl Client {
     async fn hello(&mut self, name: &str) {
         self.send(ClientMessage::Hello {
             name: Cow::Borrowed(name),
+            features: None,
         })
         .await;
     }
@@ -196,6 +197,7 @@ impl AsyncWrite for PanickingWriter {
 fn hello(name: &str) -> Bytes {
     ClientMessage::Hello {
         name: Cow::Borrowed(name),
+        features: None,
     }
     .to_frame()
 }

@@ -63,6 +63,7 @@ async fn a_component_panic_ends_the_server_with_an_error() {
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
     let hello = ClientMessage::Hello {
         name: Cow::Borrowed("ann"),
+        features: None,
     };
     client.write_all(&hello.to_frame()).await.unwrap();
 

@@ -276,6 +276,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     async fn join_now(&mut self, name: &str) -> Result<Admission, ClientError> {
         self.send(&ClientMessage::Hello {
             name: Cow::Borrowed(name),
+            features: None,
         })
         .await?;
         loop {
@@ -296,6 +297,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                     position,
                     waiting,
                     text,
+                    ..
                 } => {
                     return Ok(Admission::Queued {
                         position,
@@ -384,6 +386,7 @@ mod tests {
             from: "ann".into(),
             text: "hi".into(),
             ts: 9,
+            attachment: None,
         };
         assert_eq!(ServerMessage::decode(&sent.to_frame()[4..]).unwrap(), sent);
         let ping = ServerMessage::Ping { id: None };

@@ -28,9 +28,31 @@ pub enum ClientMessage<'a> {
     Hello {
         /// The name asked for.
         name: Cow<'a, str>,
+        /// Version 1.1 features asked for; absent for a version-1 client.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        features: Option<Vec<Cow<'a, str>>>,
     },
     /// A chat line for the room (length not yet checked against the limit).
     Say {
+        /// What to say.
+        text: Cow<'a, str>,
+        /// With `files`: the URL of a file this server issued.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        attachment: Option<Cow<'a, str>>,
+    },
+    /// With `history`: a page of the chat log.
+    History {
+        /// Only messages with a smaller id; absent: the newest.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        before: Option<i64>,
+        /// How many, clamped by the server to `1..history_page_max`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        limit: Option<i64>,
+    },
+    /// With `whisper`: a direct message to one member.
+    Whisper {
+        /// The recipient's name, matched like names are.
+        to: Cow<'a, str>,
         /// What to say.
         text: Cow<'a, str>,
     },
@@ -70,7 +92,23 @@ impl DecodeError {
     }
 }
 
-impl ClientMessage<'_> {
+impl<'a> ClientMessage<'a> {
+    /// A version-1 `hello`: no features.
+    pub fn hello(name: impl Into<Cow<'a, str>>) -> Self {
+        ClientMessage::Hello {
+            name: name.into(),
+            features: None,
+        }
+    }
+
+    /// A plain `say`, without attachment.
+    pub fn say(text: impl Into<Cow<'a, str>>) -> Self {
+        ClientMessage::Say {
+            text: text.into(),
+            attachment: None,
+        }
+    }
+
     /// Encodes the request as a complete frame. A request holds only strings
     /// and integers, which MessagePack always represents.
     pub fn to_frame(&self) -> Bytes {
@@ -119,8 +157,18 @@ impl ClientMessage<'static> {
         match kind {
             "hello" => Ok(ClientMessage::Hello {
                 name: fields.string("name")?.into(),
+                features: fields.optional_strings("features")?,
             }),
             "say" => Ok(ClientMessage::Say {
+                text: fields.string("text")?.into(),
+                attachment: fields.optional_string("attachment")?.map(Cow::Owned),
+            }),
+            "history" => Ok(ClientMessage::History {
+                before: fields.optional_i64("before")?,
+                limit: fields.optional_i64("limit")?,
+            }),
+            "whisper" => Ok(ClientMessage::Whisper {
+                to: fields.string("to")?.into(),
                 text: fields.string("text")?.into(),
             }),
             "who" => Ok(ClientMessage::Who),
@@ -167,6 +215,48 @@ impl Fields<'_> {
                 format!("missing field `{key}`"),
             )),
         }
+    }
+
+    /// An optional string field; `nil` counts as absent.
+    fn optional_string(&self, key: &str) -> Result<Option<String>, DecodeError> {
+        match self.get(key) {
+            None | Some(Value::Nil) => Ok(None),
+            Some(_) => self.string(key).map(Some),
+        }
+    }
+
+    /// An optional array of strings; `nil` counts as absent.
+    fn optional_strings(&self, key: &str) -> Result<Option<Vec<Cow<'static, str>>>, DecodeError> {
+        let wrong = || {
+            DecodeError::new(
+                ErrorCode::BadRequest,
+                format!("`{key}` must be an array of strings"),
+            )
+        };
+        match self.get(key) {
+            None | Some(Value::Nil) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) => s
+                        .as_str()
+                        .map(|s| Cow::Owned(s.to_owned()))
+                        .ok_or_else(wrong),
+                    _ => Err(wrong()),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(wrong()),
+        }
+    }
+
+    /// An optional integer as an `i64` (larger ones saturate); `nil` counts
+    /// as absent.
+    fn optional_i64(&self, key: &str) -> Result<Option<i64>, DecodeError> {
+        Ok(self.optional_int(key)?.map(|id| match id {
+            PingId::Signed(i) => i,
+            PingId::Unsigned(_) => i64::MAX,
+        }))
     }
 
     /// An optional integer field (any MessagePack integer); `nil` counts as absent.
@@ -221,7 +311,43 @@ mod tests {
         let hello = encode(map(&[("type", "hello".into()), ("name", "ann".into())]));
         assert_eq!(
             ClientMessage::decode(&hello).unwrap(),
-            ClientMessage::Hello { name: "ann".into() }
+            ClientMessage::hello("ann")
+        );
+        let hello = encode(map(&[
+            ("type", "hello".into()),
+            ("name", "ann".into()),
+            ("features", Value::Array(vec!["history".into(), "x".into()])),
+        ]));
+        assert_eq!(
+            ClientMessage::decode(&hello).unwrap(),
+            ClientMessage::Hello {
+                name: "ann".into(),
+                features: Some(vec!["history".into(), "x".into()])
+            }
+        );
+        let history = encode(map(&[
+            ("type", "history".into()),
+            ("before", Value::Nil),
+            ("limit", 5.into()),
+        ]));
+        assert_eq!(
+            ClientMessage::decode(&history).unwrap(),
+            ClientMessage::History {
+                before: None,
+                limit: Some(5)
+            }
+        );
+        let whisper = encode(map(&[
+            ("type", "whisper".into()),
+            ("to", "bo".into()),
+            ("text", "hi".into()),
+        ]));
+        assert_eq!(
+            ClientMessage::decode(&whisper).unwrap(),
+            ClientMessage::Whisper {
+                to: "bo".into(),
+                text: "hi".into()
+            }
         );
         let ping = encode(map(&[("type", "ping".into())]));
         assert_eq!(
@@ -259,7 +385,7 @@ mod tests {
         ]));
         assert_eq!(
             ClientMessage::decode(&say).unwrap(),
-            ClientMessage::Say { text: "hi".into() }
+            ClientMessage::say("hi")
         );
     }
 
@@ -302,6 +428,23 @@ mod tests {
             code(&encode(map(&[("type", "ping".into()), ("id", "x".into())]))),
             ErrorCode::BadRequest
         );
+        for (key, value) in [
+            ("features", Value::from("history")),
+            ("features", Value::Array(vec![1.into()])),
+        ] {
+            let hello = map(&[("type", "hello".into()), ("name", "a".into()), (key, value)]);
+            assert_eq!(code(&encode(hello)), ErrorCode::BadRequest);
+        }
+        for key in ["before", "limit"] {
+            let history = map(&[("type", "history".into()), (key, "x".into())]);
+            assert_eq!(code(&encode(history)), ErrorCode::BadRequest);
+        }
+        let say = map(&[
+            ("type", "say".into()),
+            ("text", "".into()),
+            ("attachment", 3.into()),
+        ]);
+        assert_eq!(code(&encode(say)), ErrorCode::BadRequest);
     }
 
     #[test]

@@ -4,13 +4,17 @@
 
 pub mod client;
 pub mod codec;
+pub mod features;
 pub mod server;
 pub mod shape;
 pub mod text;
 
 pub use client::{ClientMessage, DecodeError};
 pub use codec::{FrameDecoder, FrameError, frame_codec};
-pub use server::{ByeReason, ErrorCode, LeftReason, PingId, ServerDecodeError, ServerMessage};
+pub use features::{Feature, Features};
+pub use server::{
+    Attachment, ByeReason, ErrorCode, LeftReason, PingId, ServerDecodeError, ServerMessage,
+};
 
 /// Unix time in milliseconds, the unit of every `ts` field.
 pub fn unix_millis() -> u64 {

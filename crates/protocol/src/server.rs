@@ -48,6 +48,15 @@ pub enum ServerMessage<'a> {
         capacity: u64,
         /// A greeting; fixed text after waiting in the queue.
         text: Cow<'a, str>,
+        /// The features granted; only for a client that asked for some.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        features: Option<Vec<Cow<'a, str>>>,
+        /// With `files`: the bearer token for `POST /upload`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upload_token: Option<Cow<'a, str>>,
+        /// With `files`: the largest upload accepted, in bytes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_upload_bytes: Option<u64>,
     },
     /// Waiting in the queue; sent on entry and whenever the position changes.
     Queued {
@@ -57,6 +66,10 @@ pub enum ServerMessage<'a> {
         waiting: u64,
         /// The fixed text, see [`queued_text`].
         text: Cow<'a, str>,
+        /// In the first `queued` only, for a client that asked for
+        /// features: the ones granted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        features: Option<Vec<Cow<'a, str>>>,
     },
     /// A member said something.
     Message {
@@ -64,6 +77,29 @@ pub enum ServerMessage<'a> {
         id: u64,
         /// The sender's name.
         from: Cow<'a, str>,
+        /// What was said.
+        text: Cow<'a, str>,
+        /// Unix time in milliseconds.
+        ts: u64,
+        /// A file posted with the message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attachment: Option<Attachment<'a>>,
+    },
+    /// With `history`: a page of the chat log, oldest first.
+    History {
+        /// `message` maps, `type` included.
+        messages: Vec<ServerMessage<'a>>,
+        /// Whether older messages exist.
+        more: bool,
+        /// Names the store: ids compare only within one epoch.
+        epoch: Cow<'a, str>,
+    },
+    /// With `whisper`: a direct message, to its recipient and its sender.
+    Whisper {
+        /// The sender, as stored.
+        from: Cow<'a, str>,
+        /// The recipient, as stored.
+        to: Cow<'a, str>,
         /// What was said.
         text: Cow<'a, str>,
         /// Unix time in milliseconds.
@@ -176,6 +212,19 @@ impl ServerMessage<'static> {
     }
 }
 
+/// A file posted with a message: where to fetch it and what it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment<'a> {
+    /// An absolute path on the web listener, such as `/files/…`.
+    pub url: Cow<'a, str>,
+    /// The file name the uploader gave.
+    pub name: Cow<'a, str>,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its media type, as uploaded.
+    pub mime: Cow<'a, str>,
+}
+
 /// The `code` of an `error` frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -200,6 +249,10 @@ pub enum ErrorCode {
     MessageTooLong,
     /// Over the message rate limit.
     RateLimited,
+    /// A whisper to a name no connected member holds.
+    NoSuchUser,
+    /// A whisper to a member that did not ask for `whisper`.
+    WhisperUnsupported,
     /// A code this version does not know (from a newer server); never sent.
     #[serde(other)]
     Unknown,
@@ -219,6 +272,8 @@ impl ErrorCode {
             ErrorCode::NotAdmitted => "not_admitted",
             ErrorCode::MessageTooLong => "message_too_long",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::NoSuchUser => "no_such_user",
+            ErrorCode::WhisperUnsupported => "whisper_unsupported",
             ErrorCode::Unknown => "unknown",
         }
     }

@@ -48,6 +48,7 @@ async fn the_client_library_flushes_each_frame_it_sends_over_tls() {
     let text = "x".repeat(1000);
     let say = ClientMessage::Say {
         text: Cow::Borrowed(&text),
+        attachment: None,
     };
     let mut sent = 0usize;
     while let Ok(done) = tokio::time::timeout(Duration::from_millis(300), writer.send(&say)).await {

@@ -29,6 +29,7 @@ async fn the_client_library_dials_ws_joins_and_chats() {
 
     ann.send(&ClientMessage::Say {
         text: Cow::Borrowed("hello from a WebSocket"),
+        attachment: None,
     })
     .await
     .unwrap();

@@ -34,7 +34,11 @@ impl Publisher {
     pub(super) async fn send(&mut self, text: &str) -> bool {
         match self {
             Publisher::Anteroom(writer) => {
-                let frame = ClientMessage::Say { text: text.into() }.to_frame();
+                let frame = ClientMessage::Say {
+                    text: text.into(),
+                    attachment: None,
+                }
+                .to_frame();
                 writer.write_all(&frame).await.is_ok()
             }
             Publisher::Redis(writer, command) => {
@@ -49,7 +53,13 @@ impl Publisher {
             }
             Publisher::Ws(writer, command) => {
                 command.clear();
-                client_message(command, &ClientMessage::Say { text: text.into() });
+                client_message(
+                    command,
+                    &ClientMessage::Say {
+                        text: text.into(),
+                        attachment: None,
+                    },
+                );
                 writer.lock().await.write_all(command).await.is_ok()
             }
         }

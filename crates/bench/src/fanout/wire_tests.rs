@@ -73,6 +73,7 @@ fn message(from: &str, text: &str) -> ServerMessage<'static> {
         from: Cow::Owned(from.into()),
         text: Cow::Owned(text.into()),
         ts: 1_700_000_000_000,
+        attachment: None,
     }
 }
 
@@ -95,6 +96,9 @@ fn anteroom_frames_read_the_same_at_every_cut() {
             users: vec!["m00000".into(), "m00001".into()],
             capacity: 1000,
             text: "Welcome!".into(),
+            features: None,
+            max_upload_bytes: None,
+            upload_token: None,
         },
         ServerMessage::Joined {
             name: "text".into(),
@@ -208,6 +212,9 @@ fn websocket_frames_read_the_same_at_every_cut() {
             users: vec!["m00000".into(), "m00001".into()],
             capacity: 1000,
             text: "Welcome!".into(),
+            features: None,
+            max_upload_bytes: None,
+            upload_token: None,
         },
         false,
     );

@@ -43,6 +43,7 @@ impl Session {
             let name = self.name.clone();
             self.send(&ClientMessage::Hello {
                 name: (&name).into(),
+                features: None,
             })
             .await;
             match self.admission().await {

@@ -68,6 +68,7 @@ impl Session {
                 self.allow("handshake_required");
                 self.send(&ClientMessage::Say {
                     text: ("early").into(),
+                    attachment: None,
                 })
                 .await;
                 true
@@ -87,8 +88,11 @@ impl Session {
         ];
         let bad = BAD[rng.usize(..BAD.len())];
         self.allow("name_invalid");
-        self.send(&ClientMessage::Hello { name: (bad).into() })
-            .await;
+        self.send(&ClientMessage::Hello {
+            name: (bad).into(),
+            features: None,
+        })
+        .await;
         match self.admission().await {
             Some(Got::Refused(_)) => {}
             Some(_) => self.report(Kind::Protocol, format!("name {bad:?} accepted")),
@@ -115,6 +119,7 @@ impl Session {
             let taken = self.name.clone();
             self.send(&ClientMessage::Hello {
                 name: (&taken).into(),
+                features: None,
             })
             .await;
             match self.admission().await {
@@ -161,6 +166,7 @@ impl Session {
                 let name = self.name.clone();
                 self.send(&ClientMessage::Hello {
                     name: (&name).into(),
+                    features: None,
                 })
                 .await;
                 false
@@ -170,6 +176,7 @@ impl Session {
                 let text = "x".repeat(MAX_MESSAGE_BYTES + 1);
                 self.send(&ClientMessage::Say {
                     text: (&text).into(),
+                    attachment: None,
                 })
                 .await;
                 false

@@ -173,6 +173,7 @@ impl Session {
         self.shared.counters.said.fetch_add(1, Ordering::Relaxed);
         self.send(&ClientMessage::Say {
             text: (&text).into(),
+            attachment: None,
         })
         .await
     }
@@ -350,6 +351,15 @@ impl Session {
             Event::Bye { reason, .. } => Got::Bye(reason.as_str().to_string()),
             Event::Unknown => {
                 self.report(Kind::Protocol, "a frame of unknown type");
+                Got::Other
+            }
+            // The soak's clients ask for no feature: a version-1 client
+            // must never see these.
+            Event::History { .. } | Event::Whisper { .. } => {
+                self.report(
+                    Kind::Protocol,
+                    "a version 1.1 frame sent to a version-1 client",
+                );
                 Got::Other
             }
         }

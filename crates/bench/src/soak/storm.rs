@@ -121,6 +121,7 @@ async fn cycle(server: SocketAddr, n: u64) -> std::io::Result<Outcome> {
     let name = format!("storm{n}");
     let mut frames = ClientMessage::Hello {
         name: name.as_str().into(),
+        features: None,
     }
     .to_frame()
     .to_vec();

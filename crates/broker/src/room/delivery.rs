@@ -76,6 +76,7 @@ impl RoomDelivery {
                     from: Cow::Borrowed(&from),
                     text: Cow::Borrowed(&text),
                     ts,
+                    attachment: None,
                 };
                 self.append(&message, Some(read_at));
             }
@@ -111,6 +112,9 @@ impl RoomDelivery {
                     } else {
                         WELCOME_DIRECT
                     }),
+                    features: None,
+                    max_upload_bytes: None,
+                    upload_token: None,
                 }
                 .to_frame();
                 // A member from the moment its welcome can reach it: a

@@ -149,6 +149,7 @@ pub fn queued_frame(position: u64, waiting: u64) -> bytes::Bytes {
         position,
         waiting,
         text: queued_text(position).into(),
+        features: None,
     }
     .to_frame()
 }

@@ -31,7 +31,11 @@ pub fn format_event(event: &Event) -> Option<String> {
         Event::Gap { missed } => format!("* {missed} events skipped"),
         Event::Error { code, text } => format!("! {code}: {}", escape::text(text)),
         Event::Bye { reason, text } => format!("* bye ({reason}): {}", escape::text(text)),
-        Event::Ping { .. } | Event::Pong { .. } | Event::Unknown => return None,
+        Event::Ping { .. }
+        | Event::Pong { .. }
+        | Event::History { .. }
+        | Event::Whisper { .. }
+        | Event::Unknown => return None,
     })
 }
 
@@ -168,6 +172,7 @@ mod tests {
             from: "mallory".into(),
             text: "hi\n[12:00:00] <admin> send me your password\u{1b}]0;owned\u{7}\u{1b}[2J".into(),
             ts: 0,
+            attachment: None,
         });
         assert!(!line.contains('\n'), "{line}");
         assert!(!line.chars().any(char::is_control), "{line:?}");
@@ -188,17 +193,22 @@ mod tests {
                 users: vec![bad.into()],
                 capacity: 1,
                 text: bad.into(),
+                features: None,
+                max_upload_bytes: None,
+                upload_token: None,
             },
             Event::Queued {
                 position: 1,
                 waiting: 1,
                 text: bad.into(),
+                features: None,
             },
             Event::Message {
                 id: 1,
                 from: bad.into(),
                 text: bad.into(),
                 ts: 0,
+                attachment: None,
             },
             Event::Joined {
                 name: bad.into(),

@@ -220,7 +220,7 @@ async fn session(
             },
             request = out.recv(), if !leaving => {
                 let sent = match request {
-                    Some(Outgoing::Say(text)) => writer.send(&ClientMessage::Say { text: Cow::Borrowed(&text) }).await,
+                    Some(Outgoing::Say(text)) => writer.send(&ClientMessage::Say { text: Cow::Borrowed(&text), attachment: None, }).await,
                     Some(Outgoing::Who) => writer.send(&ClientMessage::Who).await,
                     None | Some(Outgoing::Bye) => {
                         leaving = true;

@@ -303,7 +303,11 @@ impl ChatState {
             }
             Event::Error { code, text } => self.notice(format!("error ({code}): {text}")),
             Event::Bye { text, .. } => self.notice(text.to_string()),
-            Event::Ping { .. } | Event::Pong { .. } | Event::Unknown => {}
+            Event::Ping { .. }
+            | Event::Pong { .. }
+            | Event::History { .. }
+            | Event::Whisper { .. }
+            | Event::Unknown => {}
         }
     }
 

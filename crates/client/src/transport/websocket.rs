@@ -204,6 +204,7 @@ mod tests {
     fn say(text: &str) -> Vec<u8> {
         ClientMessage::Say {
             text: Cow::Borrowed(text),
+            attachment: None,
         }
         .to_frame()[4..]
             .to_vec()
@@ -216,6 +217,7 @@ mod tests {
             from: "ann".into(),
             text: "hi".into(),
             ts: 5,
+            attachment: None,
         };
         let sent = message.to_frame()[4..].to_vec();
         let (url, server) = serve_one(move |mut ws| async move {
@@ -241,6 +243,7 @@ mod tests {
         connection
             .send(&ClientMessage::Say {
                 text: Cow::Borrowed("hi"),
+                attachment: None,
             })
             .await
             .unwrap();
@@ -270,6 +273,7 @@ mod tests {
         connection
             .send(&ClientMessage::Say {
                 text: Cow::Borrowed("bye now"),
+                attachment: None,
             })
             .await
             .unwrap();

@@ -43,17 +43,22 @@ fn every_server_message_decodes_to_what_was_encoded() {
             users: vec!["bob".into(), "ann".into()],
             capacity: 2,
             text: WELCOME_DIRECT.into(),
+            features: None,
+            max_upload_bytes: None,
+            upload_token: None,
         },
         ServerMessage::Queued {
             position: 1,
             waiting: 3,
             text: queued_text(1).into(),
+            features: None,
         },
         ServerMessage::Message {
             id: 7,
             from: "ann".into(),
             text: "hi".into(),
             ts: 1,
+            attachment: None,
         },
         ServerMessage::Joined {
             name: "bob".into(),
@@ -90,8 +95,14 @@ fn every_server_message_decodes_to_what_was_encoded() {
 #[test]
 fn every_client_message_decodes_to_what_was_encoded() {
     let all = [
-        ClientMessage::Hello { name: "ann".into() },
-        ClientMessage::Say { text: "hi".into() },
+        ClientMessage::Hello {
+            name: "ann".into(),
+            features: None,
+        },
+        ClientMessage::Say {
+            text: "hi".into(),
+            attachment: None,
+        },
         ClientMessage::Who,
         ClientMessage::Ping { id: None },
         ClientMessage::Ping {

@@ -29,8 +29,8 @@ impl Session {
         match message {
             // Boxed: the handshake's state lives on the heap only while it
             // runs, keeping every idle connection's task small.
-            ClientMessage::Hello { name } => Box::pin(self.hello(&name)).await,
-            ClientMessage::Say { text } => self.say(text, read_at).await,
+            ClientMessage::Hello { name, .. } => Box::pin(self.hello(&name)).await,
+            ClientMessage::Say { text, .. } => self.say(text, read_at).await,
             ClientMessage::Who => {
                 if self.admitted("who") && self.who_allowed() {
                     // Boxed: rare, and it may wait for the roster.
@@ -45,6 +45,13 @@ impl Session {
             }
             ClientMessage::Pong { .. } => None,
             ClientMessage::Bye => Some(End::close(ByeReason::Bye, LeftReason::Bye)),
+            ClientMessage::History { .. } | ClientMessage::Whisper { .. } => {
+                self.refuse(
+                    ErrorCode::UnknownType,
+                    "this connection was not granted that feature",
+                );
+                None
+            }
         }
     }
 

@@ -33,6 +33,7 @@ fn what_others_wrote_is_kept_escaped() {
         from: "ev\u{200b}e".into(),
         text: bad.into(),
         ts: 1,
+        attachment: None,
     });
     s.apply(&Event::Joined {
         name: bad.into(),
@@ -102,6 +103,9 @@ fn the_roster_has_a_hard_bound_whatever_the_server_says() {
         users: vec!["ann".into()],
         capacity: 0,
         text: "hi".into(),
+        features: None,
+        max_upload_bytes: None,
+        upload_token: None,
     });
     assert_eq!(s.users, ["ann"]);
 }
@@ -114,6 +118,7 @@ fn entries_are_bounded_in_size() {
         from: "bob".into(),
         text: "é".repeat(MAX_ENTRY_BYTES).into(),
         ts: 1,
+        attachment: None,
     });
     let Some(Entry::Message { text, .. }) = s.entries.back() else {
         panic!("no message");
@@ -127,6 +132,7 @@ fn entries_are_bounded_in_size() {
             from: "bob".into(),
             text: "x".repeat(MAX_ENTRY_BYTES).into(),
             ts: 1,
+            attachment: None,
         });
     }
     let total: usize = s.entries.iter().map(Entry::text_bytes).sum();

@@ -29,6 +29,7 @@ fn in_room() -> ChatState {
         from: "bob".into(),
         text: "hi ann 👋".into(),
         ts: 0,
+        attachment: None,
     });
     s
 }
@@ -59,6 +60,7 @@ fn escape_sequences_are_drawn_as_text() {
         from: "eve\u{1b}[5m".into(),
         text: "x\n\u{1b}]0;owned\u{7}".into(),
         ts: 0,
+        attachment: None,
     });
     let screen = render(&s, 80, 12);
     assert!(
@@ -90,6 +92,7 @@ fn message(id: u64, text: String) -> Event {
         text: text.into(),
         // 20 messages a second, the default rate limit.
         ts: 1_700_000_000_000 + id * 50,
+        attachment: None,
     }
 }
 
@@ -253,6 +256,7 @@ fn queued_shows_the_live_position() {
         position: 1,
         waiting: 5,
         text: String::new().into(),
+        features: None,
     });
     let screen = render(&s, 100, 10);
     assert!(
@@ -284,6 +288,7 @@ fn a_narrow_terminal_hides_the_user_panel_and_wraps() {
         from: "bob".into(),
         text: "a fairly long message that cannot fit on one narrow line".into(),
         ts: 0,
+        attachment: None,
     });
     let screen = render(&s, 30, 12);
     assert!(!screen.contains("users ("), "{screen}");
@@ -300,6 +305,7 @@ fn the_newest_lines_stay_visible() {
             from: "bob".into(),
             text: format!("line {i}").into(),
             ts: 0,
+            attachment: None,
         });
     }
     let screen = render(&s, 80, 10);
