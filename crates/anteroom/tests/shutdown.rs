@@ -148,7 +148,9 @@ async fn a_session_waiting_on_a_full_topic_still_sees_the_shutdown() {
             from: "filler".into(),
             text: "x".into(),
             ts: 0,
-            read_at: std::time::Instant::now(), attachment: None, };
+            read_at: std::time::Instant::now(),
+            attachment: None,
+        };
         bus.room.publish(filler).await.unwrap();
     }
     ann.say("fills the topic").await;

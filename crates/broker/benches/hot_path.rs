@@ -64,7 +64,9 @@ fn fan_out_per_frame(runtime: &tokio::runtime::Runtime) -> f64 {
                 from: from.clone(),
                 text: text.clone(),
                 ts: 0,
-                read_at: Instant::now(), attachment: None, });
+                read_at: Instant::now(),
+                attachment: None,
+            });
             // One event per pass: the most work per delivery.
             delivery.flush();
             tokio::task::yield_now().await;

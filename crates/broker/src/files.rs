@@ -21,6 +21,9 @@ use crate::rate::Rate;
 /// The directory in `data_dir` that holds uploaded files.
 pub const FILES_DIR: &str = "files";
 
+/// An upload whose client sends nothing for this long is abandoned.
+pub const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Why an upload is refused before its body is read, in the order the
 /// contract checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +72,7 @@ struct Uploader {
 /// The room's files.
 pub struct Files {
     dir: PathBuf,
+    temporary: bool,
     issued: DashMap<String, Arc<StoredFile>>,
     tokens: DashMap<String, Uploader>,
     store: Arc<dyn LogStore>,
@@ -77,18 +81,19 @@ pub struct Files {
 }
 
 impl Files {
-    /// The files of a log opened with `known` files, kept in
-    /// `data_dir/files`. Bytes there that the log does not know (an upload
-    /// cut short by a crash, a file whose record retention deleted) are
-    /// removed.
+    /// The files of a log opened with `known` files, kept in `dir`. Bytes
+    /// there that the log does not know (an upload cut short by a crash, a
+    /// file whose record retention deleted) are removed. With `temporary`,
+    /// the whole directory goes when the room does.
     pub fn open(
-        data_dir: &Path,
+        dir: &Path,
+        temporary: bool,
         known: Vec<StoredFile>,
         store: Arc<dyn LogStore>,
         max_bytes: u64,
         per_minute: u32,
     ) -> std::io::Result<Self> {
-        let dir = data_dir.join(FILES_DIR);
+        let dir = dir.to_path_buf();
         std::fs::create_dir_all(&dir)?;
         let issued: DashMap<String, Arc<StoredFile>> = known
             .into_iter()
@@ -103,6 +108,7 @@ impl Files {
         }
         Ok(Self {
             dir,
+            temporary,
             issued,
             tokens: DashMap::new(),
             store,
@@ -187,7 +193,11 @@ impl Files {
                 .await
                 .map_err(|e| UploadError::Storage(e.to_string()))?;
             let mut size = 0u64;
-            while let Some(chunk) = chunks.next().await {
+            loop {
+                let next = tokio::time::timeout(UPLOAD_IDLE, chunks.next())
+                    .await
+                    .map_err(|_| UploadError::Incomplete("the client stopped sending".into()))?;
+                let Some(chunk) = next else { break };
                 let chunk = chunk.map_err(|e| UploadError::Incomplete(e.to_string()))?;
                 size += chunk.len() as u64;
                 if size > length || size > self.max_bytes {
@@ -247,6 +257,14 @@ impl Files {
         for id in ids {
             self.issued.remove(id);
             let _ = tokio::fs::remove_file(self.dir.join(id)).await;
+        }
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
@@ -339,7 +357,10 @@ mod tests {
     fn media_types_are_kept_only_when_well_formed() {
         assert_eq!(clean_mime(Some("image/PNG")), "image/png");
         assert_eq!(clean_mime(Some("text/plain; charset=utf-8")), "text/plain");
-        assert_eq!(clean_mime(Some("text/html\r\nx: y")), "application/octet-stream");
+        assert_eq!(
+            clean_mime(Some("text/html\r\nx: y")),
+            "application/octet-stream"
+        );
         assert_eq!(clean_mime(Some("nonsense")), "application/octet-stream");
         assert_eq!(clean_mime(None), "application/octet-stream");
     }

@@ -14,8 +14,8 @@ use tracing::{error, info, warn};
 
 use crate::certs::{CertError, Certificates};
 use crate::chat_log::Chat;
-use crate::config::StoreKind;
 use crate::config::Config;
+use crate::config::StoreKind;
 use crate::gateway::listener::Security;
 use crate::gateway::{Gateway, limits, listener, quic, web};
 use crate::room::Room;
@@ -427,6 +427,7 @@ impl Server {
         // Phase one: stop accepting (done) and let sessions say goodbye.
         ready.store(false, Ordering::SeqCst);
         info!("shutting down");
+        let began = tokio::time::Instant::now();
         gateway.tracker.close();
         // Leave a margin inside the grace period for the rest of the exit.
         let wait = grace.saturating_sub(Duration::from_millis(400).min(grace / 5));
@@ -454,7 +455,12 @@ impl Server {
                 component.abort();
             }
         }
-        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        // The chat log commits what it still holds: it gets what is left
+        // of the grace, at least the 200 ms every component gets.
+        let drain = grace
+            .saturating_sub(began.elapsed() + Duration::from_millis(100))
+            .max(Duration::from_millis(200));
+        let _ = tokio::time::timeout(drain, async {
             for component in &mut components {
                 if component.is_terminated() {
                     continue;

@@ -242,7 +242,8 @@ impl Chat {
         let files = match config.web_listen {
             Some(_) => Some(Arc::new(
                 Files::open(
-                    &config.data_dir,
+                    &files_dir(config),
+                    config.store == StoreKind::Memory,
                     std::mem::take(&mut opened.files),
                     opened.store.clone(),
                     config.max_upload_bytes as u64,
@@ -251,7 +252,7 @@ impl Chat {
                 .map_err(|e| {
                     StoreError::Unavailable(format!(
                         "cannot use {} for uploaded files: {e}",
-                        config.data_dir.join(crate::files::FILES_DIR).display()
+                        files_dir(config).display()
                     ))
                 })?,
             )),
@@ -267,13 +268,25 @@ impl Chat {
 
     /// The features this server grants: `files` only with the web listener.
     pub fn offered(&self) -> Features {
-        let chat = Features::NONE
-            .with(Feature::History)
-            .with(Feature::Whisper);
+        let chat = Features::NONE.with(Feature::History).with(Feature::Whisper);
         match self.files {
             Some(_) => chat.with(Feature::Files),
             None => chat,
         }
+    }
+}
+
+/// Where uploaded files are kept: `data_dir/files`, except with the
+/// `memory` store, whose files are as fleeting as its log: a directory of
+/// their own under the system's temporary directory, removed at exit.
+fn files_dir(config: &Config) -> std::path::PathBuf {
+    match config.store {
+        StoreKind::Memory => std::env::temp_dir().join(format!(
+            "anteroom-files-{}-{}",
+            std::process::id(),
+            random_hex(4)
+        )),
+        _ => config.data_dir.join(crate::files::FILES_DIR),
     }
 }
 

@@ -106,8 +106,7 @@ pub async fn open(config: &Config) -> StoreResult<Opened> {
 
 fn open_blocking(config: &Config) -> StoreResult<Opened> {
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| unavailable("cannot create data_dir", dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| unavailable("cannot create data_dir", dir, e))?;
     let lock_path = dir.join(LOCK_FILE);
     let lock = File::options()
         .create(true)
@@ -435,7 +434,10 @@ impl LogStore for SqliteStore {
             messages += tx.execute(
                 "DELETE FROM messages WHERE id IN \
                  (SELECT id FROM messages ORDER BY id LIMIT ?1) AND ts < ?2",
-                params![(rule.batch - messages.min(rule.batch)) as i64, rule.before_ts as i64],
+                params![
+                    (rule.batch - messages.min(rule.batch)) as i64,
+                    rule.before_ts as i64
+                ],
             )?;
             let oldest: Option<Logged> = read_page_oldest(&tx)?;
             let cutoff = file_cutoff(rule.before_ts, over > 0, oldest.as_ref());
@@ -472,18 +474,14 @@ impl LogStore for SqliteStore {
 }
 
 fn read_page_oldest(conn: &Connection) -> rusqlite::Result<Option<Logged>> {
-    conn.query_row(
-        "SELECT id, ts FROM messages ORDER BY id LIMIT 1",
-        [],
-        |r| {
-            Ok(Logged {
-                id: r.get::<_, i64>(0)? as u64,
-                ts: r.get::<_, i64>(1)? as u64,
-                from: Arc::from(""),
-                text: Arc::from(""),
-                attachment: None,
-            })
-        },
-    )
+    conn.query_row("SELECT id, ts FROM messages ORDER BY id LIMIT 1", [], |r| {
+        Ok(Logged {
+            id: r.get::<_, i64>(0)? as u64,
+            ts: r.get::<_, i64>(1)? as u64,
+            from: Arc::from(""),
+            text: Arc::from(""),
+            attachment: None,
+        })
+    })
     .optional()
 }

@@ -76,8 +76,15 @@ pub struct Pruned {
 
 /// Ids a crashed server may have issued past what it committed: the store
 /// records `last committed id + ID_LEAD` with every batch, and a server
-/// that did not shut down cleanly starts there, so ids never repeat.
-pub const ID_LEAD: u64 = 1_000_000;
+/// that did not shut down cleanly starts there, so ids never repeat. It
+/// covers every message that can be delivered and not yet committed: those
+/// on the `room` topic, in the committer's queue and in the batch being
+/// written.
+pub const ID_LEAD: u64 = 100_000;
+
+const _: () = assert!(
+    ID_LEAD > (crate::bus::TOPIC_CAPACITY + super::writer::QUEUE + super::writer::MAX_BATCH) as u64
+);
 
 /// A chat log store. Methods return boxed futures so that the broker holds
 /// any store as `Arc<dyn LogStore>`.

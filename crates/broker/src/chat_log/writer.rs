@@ -62,7 +62,7 @@ impl Sequence {
     }
 
     /// The next message's id.
-    pub fn next(&mut self) -> u64 {
+    pub fn issue(&mut self) -> u64 {
         self.0 += 1;
         self.0
     }
@@ -117,7 +117,7 @@ async fn subscribe(
         } = event
         {
             let message = Logged {
-                id: ids.next(),
+                id: ids.issue(),
                 from,
                 text,
                 ts,
@@ -161,7 +161,8 @@ async fn commit(mut pending: mpsc::Receiver<Logged>, store: Arc<dyn LogStore>, f
         let started = std::time::Instant::now();
         match store.append(&batch).await {
             Ok(()) => {
-                m.store_commit_seconds.record(started.elapsed().as_secs_f64());
+                m.store_commit_seconds
+                    .record(started.elapsed().as_secs_f64());
                 m.store_written.increment(batch.len() as u64);
             }
             Err(error) => {

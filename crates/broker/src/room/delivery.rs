@@ -24,8 +24,8 @@ use crate::conn::handle::{ConnId, Peer};
 use crate::conn::outbox::{EventRun, Push};
 use crate::conn::shards::Shards;
 use crate::telemetry::metrics;
-use anteroom_protocol::{Feature, ServerMessage};
 use anteroom_protocol::server::{WELCOME_DIRECT, WELCOME_FROM_QUEUE};
+use anteroom_protocol::{Feature, ServerMessage};
 
 struct Member {
     id: ConnId,
@@ -93,7 +93,7 @@ impl RoomDelivery {
                 read_at,
             } => {
                 let message = Logged {
-                    id: self.ids.next(),
+                    id: self.ids.issue(),
                     from,
                     text,
                     ts,
@@ -138,11 +138,9 @@ impl RoomDelivery {
                     } else {
                         WELCOME_DIRECT
                     }),
-                    features: grant.map(|g| {
-                        g.features.names().into_iter().map(Cow::Borrowed).collect()
-                    }),
-                    upload_token: grant
-                        .and_then(|g| g.upload_token.as_deref().map(Cow::Borrowed)),
+                    features: grant
+                        .map(|g| g.features.names().into_iter().map(Cow::Borrowed).collect()),
+                    upload_token: grant.and_then(|g| g.upload_token.as_deref().map(Cow::Borrowed)),
                     max_upload_bytes: grant
                         .filter(|g| g.features.has(Feature::Files))
                         .map(|_| self.max_upload_bytes),

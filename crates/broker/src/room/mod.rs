@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
 use crate::chat_log::Chat;
+use crate::chat_log::writer;
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::conn::shards::Shards;
-use crate::chat_log::writer;
 use crate::supervisor::Component;
 
 /// A running room: the bus, the roster sessions read for `who`, and the

@@ -79,7 +79,11 @@ impl Names {
     }
 
     /// Claims `name` for `peer`, which [`Names::holder`] then finds.
-    pub fn claim_for(self: &Arc<Self>, name: &str, peer: &Arc<Peer>) -> Result<NameClaim, NameError> {
+    pub fn claim_for(
+        self: &Arc<Self>,
+        name: &str,
+        peer: &Arc<Peer>,
+    ) -> Result<NameClaim, NameError> {
         self.claim_with(name, peer.id, Arc::downgrade(peer))
     }
 

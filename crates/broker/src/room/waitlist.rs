@@ -25,8 +25,8 @@ use tokio::time::Instant;
 use crate::bus::QueueEvent;
 use crate::conn::handle::{ConnId, Peer};
 use crate::telemetry::metrics;
-use anteroom_protocol::{Features, ServerMessage};
 use anteroom_protocol::server::queued_text;
+use anteroom_protocol::{Features, ServerMessage};
 
 /// Shortest time between two position recomputations.
 pub const CONFLATE: Duration = Duration::from_millis(200);

@@ -94,6 +94,7 @@ pub const UPLOAD_RESULTS: &[&str] = &[
     "unauthorized",
     "rate_limited",
     "bad_request",
+    "failed",
 ];
 
 /// Handles to every series, registered once per process.
@@ -200,7 +201,7 @@ impl Metrics {
         describe_counter!("anteroom_whispers_total", "Direct messages delivered.");
         describe_counter!(
             "anteroom_uploads_total",
-            "Upload requests, by result (stored, too_large, unauthorized, rate_limited, bad_request)."
+            "Upload requests, by result (stored, too_large, unauthorized, rate_limited, bad_request; failed when the server could not store a file)."
         );
         describe_counter!(
             "anteroom_connections_accepted_total",

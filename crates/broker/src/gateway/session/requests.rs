@@ -311,7 +311,13 @@ impl Session {
         // Without `files`, `attachment` is an unknown key, and ignored.
         let attachment = match attachment {
             Some(url) if self.peer.features().has(Feature::Files) => {
-                match self.gateway.chat.files.as_ref().and_then(|f| f.resolve(&url)) {
+                match self
+                    .gateway
+                    .chat
+                    .files
+                    .as_ref()
+                    .and_then(|f| f.resolve(&url))
+                {
                     Some(file) => Some(file),
                     None => {
                         self.refuse(
@@ -325,7 +331,8 @@ impl Session {
             _ => None,
         };
         // With an attachment the text may be empty.
-        if !(attachment.is_some() && text.is_empty()) && !self.text_allowed(&text) {
+        let bare_attachment = attachment.is_some() && text.is_empty();
+        if !bare_attachment && !self.text_allowed(&text) {
             return None;
         }
         if !self.rate_allowed() {

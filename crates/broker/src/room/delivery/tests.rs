@@ -6,7 +6,9 @@ fn said(from: &str, text: &str) -> RoomEvent {
         from: from.into(),
         text: text.into(),
         ts: 0,
-        read_at: Instant::now(), attachment: None, }
+        read_at: Instant::now(),
+        attachment: None,
+    }
 }
 
 fn joined(peer: &Arc<Peer>, name: &str) -> RoomEvent {
