@@ -194,15 +194,32 @@ pub fn recent_capacity(config: &Config) -> usize {
 /// store to commit a burst before a page reaches past memory.
 const MIN_RECENT: usize = 1024;
 
-/// A `history` frame.
+/// Most bytes of text a `history` frame carries: however large messages
+/// may be, a page stays far below the 16 MiB a client accepts.
+pub const HISTORY_FRAME_BUDGET: usize = 4 << 20;
+
+/// A `history` frame: the newest of `messages` that fit in
+/// [`HISTORY_FRAME_BUDGET`]; if older ones had to be left out, `more` says
+/// so, and the client pages back for them.
 pub fn history_frame<'a>(
     messages: impl Iterator<Item = &'a Logged>,
     more: bool,
     epoch: &str,
 ) -> Bytes {
+    let messages: Vec<&Logged> = messages.collect();
+    let mut budget = HISTORY_FRAME_BUDGET;
+    let mut first = messages.len();
+    for message in messages.iter().rev() {
+        let cost = message.from.len() + message.text.len() + 64;
+        if cost > budget && first < messages.len() {
+            break;
+        }
+        budget = budget.saturating_sub(cost);
+        first -= 1;
+    }
     ServerMessage::History {
-        messages: messages.map(Logged::to_message).collect(),
-        more,
+        messages: messages[first..].iter().map(|m| m.to_message()).collect(),
+        more: more || first > 0,
         epoch: Cow::Borrowed(epoch),
     }
     .to_frame()
@@ -310,4 +327,59 @@ pub fn random_hex(bytes: usize) -> String {
         .fill(&mut raw)
         .expect("the system's random source works");
     raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: u64, size: usize) -> Logged {
+        Logged {
+            id,
+            from: Arc::from("ann"),
+            text: Arc::from("x".repeat(size)),
+            ts: id,
+            attachment: None,
+        }
+    }
+
+    fn decoded(frame: &Bytes) -> (Vec<u64>, bool) {
+        match ServerMessage::decode(&frame[4..]).unwrap() {
+            ServerMessage::History { messages, more, .. } => (
+                messages
+                    .iter()
+                    .map(|m| match m {
+                        ServerMessage::Message { id, .. } => *id,
+                        other => panic!("{other:?}"),
+                    })
+                    .collect(),
+                more,
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_history_frame_keeps_the_newest_messages_that_fit() {
+        let small: Vec<Logged> = (1..=3).map(|id| message(id, 10)).collect();
+        assert_eq!(
+            decoded(&history_frame(small.iter(), false, "e")),
+            (vec![1, 2, 3], false)
+        );
+        // Each message a third of the budget: the newest two fit, the
+        // oldest is left for the next page.
+        let large: Vec<Logged> = (1..=3)
+            .map(|id| message(id, HISTORY_FRAME_BUDGET / 3))
+            .collect();
+        assert_eq!(
+            decoded(&history_frame(large.iter(), false, "e")),
+            (vec![2, 3], true)
+        );
+        // One message over the budget on its own is still sent.
+        let huge = [message(9, HISTORY_FRAME_BUDGET + 1)];
+        assert_eq!(
+            decoded(&history_frame(huge.iter(), false, "e")),
+            (vec![9], false)
+        );
+    }
 }
