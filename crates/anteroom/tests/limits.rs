@@ -94,6 +94,7 @@ async fn by_default_one_address_connecting_faster_than_its_rate_is_told_server_f
             listen: c.listen,
             metrics_listen: c.metrics_listen,
             web_listen: None,
+            store: c.store.clone(),
             ..Config::default()
         }
     })
