@@ -100,6 +100,14 @@ export async function startServer({ webPort, listen = "127.0.0.1:0", args = [] }
     ANTEROOM_MAX_CONNECTIONS_PER_IP: "0",
     ANTEROOM_CONNECTION_RATE_PER_IP: "0",
   });
+  // Each server keeps its chat log in memory and its files in a directory of
+  // its own, unless a test asks otherwise: tests never share a log, nor
+  // leave one behind.
+  const store = args.includes("--store") || args.includes("--data-dir") ? [] : ["--store", "memory"];
+  const ownDir = args.includes("--data-dir") ? null : await mkdtemp(join(tmpdir(), "anteroom-data-"));
+  if (ownDir !== null) {
+    store.push("--data-dir", ownDir);
+  }
   const argv = [
     "serve",
     "--listen",
@@ -108,6 +116,7 @@ export async function startServer({ webPort, listen = "127.0.0.1:0", args = [] }
     "127.0.0.1:0",
     "--web-listen",
     `127.0.0.1:${webPort}`,
+    ...store,
     ...args,
   ];
   const child = spawn(BIN, argv, { env, stdio: ["ignore", "pipe", "inherit"] });
@@ -159,6 +168,9 @@ export async function startServer({ webPort, listen = "127.0.0.1:0", args = [] }
         const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
         await exited;
         clearTimeout(timer);
+      }
+      if (ownDir !== null) {
+        await rm(ownDir, { recursive: true, force: true });
       }
     },
   };
@@ -250,10 +262,10 @@ export class TcpClient {
     return this.next((f) => f.type === type, `a ${type} frame`, ms);
   }
 
-  /** Connects and joins as `name`, expecting `welcome`. */
-  static async join(port, name) {
+  /** Connects and joins as `name` (asking for `features`, if given), expecting `welcome`. */
+  static async join(port, name, features) {
     const client = await TcpClient.connect(port);
-    client.send({ type: "hello", name });
+    client.send(features ? { type: "hello", name, features } : { type: "hello", name });
     const first = await client.next((f) => f.type === "welcome" || f.type === "queued" || f.type === "error" || f.type === "bye");
     if (first.type !== "welcome") {
       throw new Error(`${name} expected welcome, got ${JSON.stringify(first)}`);
@@ -332,13 +344,22 @@ export async function joinAs(page, name) {
   await page.getByLabel("Your name").press("Enter");
 }
 
-/** The texts of the conversation's entries (message bodies and notices). */
+/**
+ * The texts of the conversation's entries: `<from> text` for messages (with
+ * ` [file: NAME]` for an attachment), `[from → to] text` for whispers and
+ * `* text` for notices.
+ */
 export function entries(page) {
   return page.locator("#log li").evaluateAll((items) =>
     items.map((li) => {
-      const name = li.querySelector(".name");
-      const body = li.querySelector(".body");
-      return name ? `<${name.textContent}> ${body?.textContent ?? ""}` : `* ${body?.textContent ?? ""}`;
+      const names = li.querySelectorAll(".name");
+      const body = li.querySelector(".body")?.textContent ?? "";
+      if (li.classList.contains("whisper")) {
+        return `[${names[0].textContent} → ${names[1].textContent}] ${body}`;
+      }
+      const file = li.querySelector(".file-link");
+      const attached = file ? ` [file: ${file.textContent}]` : "";
+      return names.length > 0 ? `<${names[0].textContent}> ${body}${attached}` : `* ${body}`;
     }),
   );
 }
@@ -346,6 +367,19 @@ export function entries(page) {
 /** Waits until the conversation holds an entry equal to `text`. */
 export function seeEntry(page, text) {
   return eventually(JSON.stringify(text), async () => (await entries(page)).includes(text));
+}
+
+/** Says `text` on the input line and presses Enter. */
+export async function say(page, text) {
+  const input = page.getByLabel("Message");
+  await input.fill(text);
+  await input.press("Enter");
+}
+
+/** Joins as `name` and waits for the room. */
+export async function enterRoom(page, name) {
+  await joinAs(page, name);
+  await page.locator("#room-screen").waitFor({ state: "visible" });
 }
 
 /** The message entries only, as `<from> text`. */
