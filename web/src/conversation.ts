@@ -66,6 +66,12 @@ export class Conversation {
 
   constructor(private readonly parts: ConversationParts) {
     parts.log.addEventListener("scroll", () => this.onScroll(), { passive: true });
+    // A narrower window or an on-screen keyboard must not hide the newest entries.
+    new ResizeObserver(() => {
+      if (this.stuck) {
+        this.scrollToEnd();
+      }
+    }).observe(parts.log);
     parts.loadOlder.addEventListener("click", () => this.loadOlder());
   }
 

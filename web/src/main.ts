@@ -269,12 +269,13 @@ function rosterItem(name: string): HTMLLIElement {
 
 /** Puts `/msg NAME ` in front of what is typed, for a whisper to `name`. */
 function startWhisper(name: string): void {
-  const typed = ui.message.value.replace(/^\/(msg|whisper)\s+("[^"]*"|\S+)\s?/, "");
-  const prefix = whisperPrefix(
-    name,
-    state.roster.map((m) => m.name),
-  );
-  ui.message.value = typed.startsWith("/") ? prefix : `${prefix}${typed}`;
+  const members = state.roster.map((m) => m.name);
+  // What was typed stays, without the command or recipient it may already have.
+  const line = ui.message.value;
+  const command = parseLine(line, members);
+  const typed = "whisper" in command ? command.whisper.text : "whisperUsage" in command ? "" : line;
+  const prefix = whisperPrefix(name, members);
+  ui.message.value = typed.trim().startsWith("/") ? prefix : `${prefix}${typed}`;
   setRosterOpen(false);
   ui.message.focus();
   ui.message.setSelectionRange(ui.message.value.length, ui.message.value.length);
@@ -868,16 +869,16 @@ function showDropTarget(shown: boolean): void {
 }
 
 ui.screens.room.addEventListener("dragenter", (event) => {
-  if (!carriesFiles(event)) return;
+  if (!carriesFiles(event) || !canUpload()) return;
   event.preventDefault();
   dragDepth += 1;
   showDropTarget(true);
 });
 ui.screens.room.addEventListener("dragover", (event) => {
-  if (!carriesFiles(event)) return;
+  if (!carriesFiles(event) || !canUpload()) return;
   event.preventDefault();
   if (event.dataTransfer) {
-    event.dataTransfer.dropEffect = canUpload() ? "copy" : "none";
+    event.dataTransfer.dropEffect = "copy";
   }
 });
 ui.screens.room.addEventListener("dragleave", (event) => {
