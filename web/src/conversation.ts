@@ -323,7 +323,7 @@ export class Conversation {
   private joinPage(page: HistoryPage): void {
     const anchor = this.anchor;
     const wasAtBottom = this.stuck || this.atBottom();
-    if (this.epoch !== null && this.epoch !== page.epoch) {
+    if (this.epoch !== null && this.epoch !== page.epoch && this.ids.size > 0) {
       // A new log: ids cannot be compared, so what was shown goes.
       const list = this.parts.list;
       while (list.firstElementChild && list.firstElementChild !== anchor) {
