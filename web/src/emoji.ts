@@ -152,7 +152,7 @@ export const MAX_SUGGESTIONS = 8;
 
 /**
  * Codes that match what was typed: those starting with it first, then those
- * with a word starting with it (`:heart` also offers `broken_heart`).
+ * with a word starting with it (`:check` offers `white_check_mark`).
  */
 export function suggest(typed: string): Emoji[] {
   const q = typed.toLowerCase();
