@@ -99,6 +99,7 @@ export async function startServer({ webPort, listen = "127.0.0.1:0", args = [] }
     NO_COLOR: "1",
     ANTEROOM_MAX_CONNECTIONS_PER_IP: "0",
     ANTEROOM_CONNECTION_RATE_PER_IP: "0",
+    ANTEROOM_STORE: "memory",
   });
   // Each server keeps its chat log in memory and its files in a directory of
   // its own, unless a test asks otherwise: tests never share a log, nor
