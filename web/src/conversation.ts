@@ -58,6 +58,8 @@ export class Conversation {
   private historyOn = false;
   /** Whether the log holds messages older than the oldest shown. */
   private more = false;
+  /** How many messages came from the log rather than live. */
+  private earlier = 0;
   private request: Request | null = null;
   /** The current connection's welcome notice: earlier messages go before it. */
   private anchor: HTMLLIElement | null = null;
@@ -84,6 +86,7 @@ export class Conversation {
     this.parts.list.replaceChildren();
     this.epoch = null;
     this.more = false;
+    this.earlier = 0;
     this.request = null;
     this.anchor = null;
     this.historyOn = false;
@@ -312,6 +315,7 @@ export class Conversation {
         continue;
       }
       const item = this.messageItem(message, true);
+      this.earlier += 1;
       first ??= item;
       fragment.append(item);
     }
@@ -332,6 +336,7 @@ export class Conversation {
       }
       this.ids.clear();
       this.epoch = null;
+      this.earlier = 0;
       this.notice("The server's chat log is new: the conversation starts again.", "connection");
       this.flush();
     }
@@ -424,17 +429,20 @@ export class Conversation {
   /** The line above the conversation: what there is before it. */
   private renderTop(): void {
     const { top, topState, loadOlder } = this.parts;
-    top.hidden = !this.historyOn;
-    if (!this.historyOn) {
+    const loading = this.request !== null && this.request.kind !== "fill";
+    // Nothing to say when the log had nothing before this visit.
+    const hide = !this.historyOn || (!loading && !this.more && this.earlier === 0);
+    if (hide && top.contains(document.activeElement)) {
+      this.parts.log.focus({ preventScroll: true });
+    }
+    top.hidden = hide;
+    if (hide) {
       return;
     }
-    const loading = this.request !== null && this.request.kind !== "fill";
     const full = this.parts.list.childElementCount >= MAX_ENTRIES;
     let text = "";
     if (loading) {
       text = "";
-    } else if (this.ids.size === 0 && !this.more) {
-      text = "No earlier messages.";
     } else if (!this.more) {
       text = "This is the start of the conversation.";
     } else if (full) {
@@ -444,7 +452,12 @@ export class Conversation {
       topState.textContent = text;
     }
     // The button stays while it loads (disabled), so that a keyboard user keeps the focus.
-    loadOlder.hidden = !(loading || (this.more && !full && this.ids.size > 0));
+    const shown = loading || (this.more && !full && this.ids.size > 0);
+    if (!shown && document.activeElement === loadOlder) {
+      // The start is reached: the focus goes to the conversation, not to nowhere.
+      this.parts.log.focus({ preventScroll: true });
+    }
+    loadOlder.hidden = !shown;
     const label = loading ? "Loading earlier messages…" : "Load earlier messages";
     if (loadOlder.textContent !== label) {
       loadOlder.textContent = label;

@@ -72,7 +72,7 @@ for (const colorScheme of ["light", "dark"]) {
     await queued.setViewportSize({ width: 1280, height: 800 });
     await queued.getByLabel("Message").fill("");
     // The member's message was written before: it shows as an earlier one.
-    await queued.locator("#log li.earlier").waitFor();
+    await queued.locator("#log li.earlier").first().waitFor();
     found.push(...(await audit(queued, "room")));
 
     // The emoji completion and the picker, open.

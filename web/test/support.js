@@ -101,14 +101,10 @@ export async function startServer({ webPort, listen = "127.0.0.1:0", args = [] }
     ANTEROOM_CONNECTION_RATE_PER_IP: "0",
     ANTEROOM_STORE: "memory",
   });
-  // Each server keeps its chat log in memory and its files in a directory of
-  // its own, unless a test asks otherwise: tests never share a log, nor
-  // leave one behind.
-  const store = args.includes("--store") || args.includes("--data-dir") ? [] : ["--store", "memory"];
+  // Uploaded files go to a directory of each server's own, unless a test
+  // names one: tests never share files, nor leave them behind.
   const ownDir = args.includes("--data-dir") ? null : await mkdtemp(join(tmpdir(), "anteroom-data-"));
-  if (ownDir !== null) {
-    store.push("--data-dir", ownDir);
-  }
+  const store = ownDir === null ? [] : ["--data-dir", ownDir];
   const argv = [
     "serve",
     "--listen",
