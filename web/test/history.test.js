@@ -189,3 +189,49 @@ test("after a reconnect nothing is shown twice, and a new log starts the convers
     "no page errors other than the refused connections",
   );
 });
+
+test("messages missed while away are fetched after the join page", { skip: skip ?? false }, async () => {
+  const webPort = await freePort();
+  const dir = await mkdtemp(join(tmpdir(), "anteroom-history-"));
+  // The join page holds 3: what was missed beyond that comes in pages of its own.
+  const args = [...FAST, "--store", "sqlite", "--data-dir", dir, "--history-on-join", "3"];
+  const first = await startServer({ webPort, args });
+  servers.push(first);
+  const page = await browser.open(first.url);
+  await enterRoom(page, "dan");
+  const tom = await TcpClient.join(first.port, "tom");
+  await post(tom, numbered(1, 2));
+  await eventually("the first messages", async () => (await messages(page)).length === 2);
+  tom.close();
+
+  // Down long enough for the page to wait seconds between attempts, so
+  // that the messages below are written before it is back.
+  await first.stop();
+  await eventually("a long wait", async () => /reconnecting in [4-9] s/.test(await page.locator("#status").textContent()), 20_000);
+  const second = await startServer({ webPort, listen: first.listen, args });
+  servers.push(second);
+  const tim = await TcpClient.join(second.port, "tim");
+  await post(tim, numbered(3, 14));
+  tim.close();
+  await eventually("rejoined", async () => (await page.locator("#status").textContent()) === "connected as dan", 20_000);
+  await eventually("all that was missed", async () => (await messages(page)).length === 14);
+  assert.deepEqual(
+    await messages(page),
+    numbered(1, 14).map((t, i) => `<${i < 2 ? "tom" : "tim"}> ${t}`),
+  );
+  const ids = await shownIds(page);
+  assert.equal(new Set(ids).size, 14, "no message twice");
+  // They come before the new welcome, as earlier messages.
+  const shown = await entries(page);
+  const welcomes = shown.flatMap((e, i) => (e.startsWith("* Welcome to anteroom!") ? [i] : []));
+  assert.equal(welcomes.length, 2);
+  assert.ok(shown.indexOf("<tim> old 14") < welcomes[1]);
+  await second.stop();
+  await rm(dir, { recursive: true, force: true });
+  assert.deepEqual(
+    browser.problems.filter((p) => !p.includes("WebSocket connection to")),
+    [],
+    "no page errors other than the refused connections",
+  );
+});
+
