@@ -129,6 +129,11 @@ export class Conversation {
 
   /** A live `message`. */
   message(message: MessageFrame): void {
+    if (this.request?.kind === "join") {
+      // The join page comes before any live frame: a server that sent none will not.
+      this.request = null;
+      this.renderTop();
+    }
     if (this.ids.has(message.id)) {
       return;
     }

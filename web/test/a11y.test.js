@@ -94,7 +94,7 @@ for (const colorScheme of ["light", "dark"]) {
     await eventually("the upload", async () => (await queued.locator("#attachment-state").textContent()).startsWith("Ready"));
     found.push(...(await audit(queued, "room (a file ready to send)")));
     await queued.getByLabel("Message").press("Enter");
-    await queued.locator("#log img.preview").waitFor();
+    await queued.locator("#log li.message:not(.earlier) img.preview").waitFor();
     found.push(...(await audit(queued, "room (a whisper and a picture)")));
 
     // The goodbye.
