@@ -121,7 +121,7 @@ export async function startServer({ webPort, listen = "127.0.0.1:0", args = [] }
   const echo = Boolean(process.env.TEST_SERVER_LOGS);
   const lines = createInterface({ input: child.stdout });
   const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
-  const addr = await new Promise((resolve, reject) => {
+  const listening = new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`the server did not log its address; log:\n${log.join("\n")}`)), 20_000);
     lines.on("line", (line) => {
       log.push(line);
@@ -138,6 +138,13 @@ export async function startServer({ webPort, listen = "127.0.0.1:0", args = [] }
       clearTimeout(timer);
       reject(new Error(`the server exited (${code ?? signal}) before listening; log:\n${log.join("\n")}`));
     });
+  });
+  const addr = await listening.catch(async (error) => {
+    child.kill("SIGKILL");
+    if (ownDir !== null) {
+      await rm(ownDir, { recursive: true, force: true });
+    }
+    throw error;
   });
   const port = Number(addr.slice(addr.lastIndexOf(":") + 1));
   // The web listener binds at start-up too: wait until it answers.
