@@ -1,26 +1,25 @@
 // The page: four screens (name, queue, room, left) driven by one Session.
 // Everything that comes from the server is inserted as text, never as HTML.
 
-import type { ServerFrame } from "./protocol";
+import { type Command, parseLine, whisperPrefix } from "./commands";
+import { Conversation } from "./conversation";
+import { announce, byId, nameElement } from "./dom";
+import { EmojiInput } from "./emoji-ui";
+import type { Attachment, ServerFrame } from "./protocol";
 import { type Phase, Session, socketUrl } from "./session";
 import {
   MESSAGE_MAX_BYTES,
-  type Piece,
   checkName,
-  clock,
-  colourIndex,
   elapsed,
-  namePieces,
+  humanSize,
   plainName,
   plainText,
   reasonWords,
   seconds,
-  textPieces,
   utf8Bytes,
 } from "./text";
+import { type Upload, tooLarge, upload } from "./upload";
 
-/** The conversation keeps this many entries; older ones are dropped first. */
-const MAX_ENTRIES = 5000;
 /** The roster holds at most this many names, whatever the server sends. */
 const MAX_ROSTER = 100_000;
 /** Past this many bytes the input line shows how many are left. */
@@ -29,19 +28,10 @@ const BYTES_WARNING = MESSAGE_MAX_BYTES - 512;
 const NAMES_IN_NOTICE = 30;
 
 const HELP =
-  "commands: /users lists the room, /quit leaves, /help shows this, //text sends /text; PageUp and PageDown scroll the conversation";
-
-function byId<T extends HTMLElement>(id: string): T {
-  const el = document.getElementById(id);
-  if (el === null) {
-    throw new Error(`#${id} is missing from index.html`);
-  }
-  return el as T;
-}
+  "commands: /msg NAME TEXT whispers to one member (a name with spaces in quotes), /users lists the room, /quit leaves, /help shows this, //text sends /text; :code: (like :smile:) adds an emoji; PageUp and PageDown scroll the conversation";
 
 const ui = {
   status: byId<HTMLParagraphElement>("status"),
-  announcer: byId<HTMLDivElement>("announcer"),
   screens: {
     join: byId<HTMLElement>("join-screen"),
     queue: byId<HTMLElement>("queue-screen"),
@@ -66,11 +56,25 @@ const ui = {
   leave: byId<HTMLButtonElement>("leave"),
   log: byId<HTMLDivElement>("log"),
   entries: byId<HTMLOListElement>("entries"),
+  historyTop: byId<HTMLDivElement>("history-top"),
+  historyState: byId<HTMLParagraphElement>("history-state"),
+  loadOlder: byId<HTMLButtonElement>("load-older"),
+  dropTarget: byId<HTMLDivElement>("drop-target"),
   roster: byId<HTMLUListElement>("roster"),
   rosterCount: byId<HTMLSpanElement>("roster-count"),
   sayForm: byId<HTMLFormElement>("say-form"),
   message: byId<HTMLInputElement>("message"),
   messageHint: byId<HTMLParagraphElement>("message-hint"),
+  suggestions: byId<HTMLUListElement>("emoji-suggestions"),
+  emojiButton: byId<HTMLButtonElement>("emoji-button"),
+  emojiPicker: byId<HTMLDivElement>("emoji-picker"),
+  attach: byId<HTMLButtonElement>("attach"),
+  file: byId<HTMLInputElement>("file"),
+  tray: byId<HTMLDivElement>("attachment"),
+  trayName: byId<HTMLSpanElement>("attachment-name"),
+  trayProgress: byId<HTMLProgressElement>("attachment-progress"),
+  trayState: byId<HTMLSpanElement>("attachment-state"),
+  trayRemove: byId<HTMLButtonElement>("attachment-remove"),
   leftTitle: byId<HTMLHeadingElement>("left-title"),
   leftText: byId<HTMLParagraphElement>("left-text"),
   rejoin: byId<HTMLButtonElement>("rejoin"),
@@ -80,6 +84,16 @@ const ui = {
 type ScreenName = keyof typeof ui.screens;
 
 const DEFAULT_MESSAGE_HINT = ui.messageHint.textContent ?? "";
+
+/** A file chosen for the next message: uploading, uploaded, or refused. */
+interface Pending {
+  file: File;
+  status: "uploading" | "ready" | "failed";
+  upload: Upload | null;
+  attachment: Attachment | null;
+  /** Text the user already sent with it, waiting for the upload to finish. */
+  sendWith: string | null;
+}
 
 /** What the page knows about the current stay. */
 const state = {
@@ -100,49 +114,29 @@ const state = {
   sent: [] as string[],
   sentPos: -1,
   tooLong: false,
+  /** What the server granted on the current connection (`welcome.features`). */
+  features: new Set<string>(),
+  uploadToken: "",
+  maxUploadBytes: 0,
+  pending: null as Pending | null,
 };
 
 let tick: ReturnType<typeof setInterval> | null = null;
 
+const conversation = new Conversation({
+  log: ui.log,
+  list: ui.entries,
+  top: ui.historyTop,
+  topState: ui.historyState,
+  loadOlder: ui.loadOlder,
+  send: (frame) => state.session !== null && state.session.phase.kind === "room" && state.session.send(frame),
+});
+
+const notice = conversation.notice.bind(conversation);
+
+const emoji = new EmojiInput(ui.message, ui.suggestions, ui.emojiButton, ui.emojiPicker, () => updateMessageHint());
+
 // ---------------------------------------------------------------- helpers
-
-function announce(text: string): void {
-  // Clearing first makes a repeated text be announced again.
-  ui.announcer.textContent = "";
-  window.setTimeout(() => {
-    ui.announcer.textContent = text;
-  }, 50);
-}
-
-function appendPieces(parent: HTMLElement, pieces: Piece[]): void {
-  for (const piece of pieces) {
-    if (piece.escaped) {
-      const esc = document.createElement("span");
-      esc.className = "esc";
-      esc.textContent = piece.text;
-      parent.append(esc);
-    } else {
-      parent.append(document.createTextNode(piece.text));
-    }
-  }
-}
-
-function nameElement(name: string, tag: "bdi" | "span" = "bdi"): HTMLElement {
-  const el = document.createElement(tag);
-  el.className = `name sender-${colourIndex(name)}`;
-  appendPieces(el, namePieces(name));
-  return el;
-}
-
-function timeElement(ts: number): HTMLTimeElement {
-  const t = document.createElement("time");
-  const d = new Date(ts);
-  if (!Number.isNaN(d.getTime())) {
-    t.dateTime = d.toISOString();
-  }
-  t.textContent = clock(ts);
-  return t;
-}
 
 function showScreen(next: ScreenName, focus?: HTMLElement): void {
   for (const [key, el] of Object.entries(ui.screens)) {
@@ -242,94 +236,6 @@ function onTick(): void {
   }
 }
 
-// ---------------------------------------------------------------- conversation
-
-/**
- * Entries wait here until the next frame: a busy room delivers many
- * messages between two paints, and adding them together costs one layout
- * instead of one each. A hidden tab paints nothing, so it flushes on a timer.
- */
-const pending: HTMLLIElement[] = [];
-let pendingScroll = false;
-let flushScheduled = false;
-
-function addEntry(item: HTMLLIElement, forceScroll = false): void {
-  pending.push(item);
-  if (pending.length > MAX_ENTRIES) {
-    pending.splice(0, pending.length - MAX_ENTRIES);
-  }
-  pendingScroll ||= forceScroll;
-  if (!flushScheduled) {
-    flushScheduled = true;
-    if (document.hidden) {
-      setTimeout(flushEntries, 250);
-    } else {
-      requestAnimationFrame(flushEntries);
-    }
-  }
-}
-
-function flushEntries(): void {
-  flushScheduled = false;
-  if (pending.length === 0) {
-    return;
-  }
-  const log = ui.log;
-  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 48;
-  const list = ui.entries;
-  const fragment = document.createDocumentFragment();
-  fragment.append(...pending);
-  pending.length = 0;
-  list.append(fragment);
-  let excess = list.childElementCount - MAX_ENTRIES;
-  while (excess > 0 && list.firstElementChild) {
-    list.firstElementChild.remove();
-    excess -= 1;
-  }
-  if (atBottom || pendingScroll) {
-    log.scrollTop = log.scrollHeight;
-  }
-  pendingScroll = false;
-}
-
-/** Empties the conversation (a new stay). */
-function clearEntries(): void {
-  pending.length = 0;
-  ui.entries.replaceChildren();
-}
-
-type NoticeKind = "info" | "problem" | "connection";
-
-/** A notice: joins, leaves, answers, refusals, goodbyes, connection changes. */
-function notice(text: string, kind: NoticeKind = "info", ts = Date.now()): void {
-  const item = document.createElement("li");
-  item.className = `entry notice notice-${kind}`;
-  const mark = document.createElement("span");
-  mark.className = "mark";
-  mark.setAttribute("aria-hidden", "true");
-  mark.textContent = kind === "problem" ? "!" : "*";
-  const body = document.createElement("span");
-  body.className = "body";
-  appendPieces(body, textPieces(text));
-  item.append(timeElement(ts), mark, body);
-  addEntry(item);
-}
-
-function addMessage(from: string, text: string, ts: number): void {
-  const item = document.createElement("li");
-  const mine = from === state.me;
-  item.className = mine ? "entry message mine" : "entry message";
-  const sep = document.createElement("span");
-  sep.className = "sep";
-  sep.textContent = ": ";
-  const body = document.createElement("span");
-  body.className = "body";
-  body.dir = "auto";
-  appendPieces(body, textPieces(text));
-  item.append(timeElement(ts), nameElement(from), sep, body);
-  addEntry(item, mine);
-}
-
 function namesList(names: string[]): string {
   const shown = names.slice(0, NAMES_IN_NOTICE).map(plainName).join(", ");
   return names.length > NAMES_IN_NOTICE ? `${shown} and ${names.length - NAMES_IN_NOTICE} more` : shown;
@@ -349,8 +255,31 @@ function rosterItem(name: string): HTMLLIElement {
     you.className = "you";
     you.textContent = " (you)";
     item.append(you);
+  } else if (state.features.has("whisper")) {
+    const whisper = document.createElement("button");
+    whisper.type = "button";
+    whisper.className = "secondary small whisper-to";
+    whisper.textContent = "Whisper";
+    whisper.setAttribute("aria-label", `Whisper to ${plainName(name)}`);
+    whisper.addEventListener("click", () => startWhisper(name));
+    item.append(whisper);
   }
   return item;
+}
+
+/** Puts `/msg NAME ` in front of what is typed, for a whisper to `name`. */
+function startWhisper(name: string): void {
+  const members = state.roster.map((m) => m.name);
+  // What was typed stays, without the command or recipient it may already have.
+  const line = ui.message.value;
+  const command = parseLine(line, members);
+  const typed = "whisper" in command ? command.whisper.text : "whisperUsage" in command ? "" : line;
+  const prefix = whisperPrefix(name, members);
+  ui.message.value = typed.trim().startsWith("/") ? prefix : `${prefix}${typed}`;
+  setRosterOpen(false);
+  ui.message.focus();
+  ui.message.setSelectionRange(ui.message.value.length, ui.message.value.length);
+  updateMessageHint();
 }
 
 function setRoster(names: string[]): void {
@@ -390,13 +319,19 @@ function onFrame(frame: ServerFrame): void {
     case "welcome": {
       const from = state.screen;
       state.me = frame.name;
+      conversation.me = frame.name;
       state.capacity = frame.capacity;
       state.admitted = true;
       state.entered = true;
       state.queuedSince = 0;
+      state.features = new Set(frame.features);
+      state.uploadToken = frame.uploadToken ?? "";
+      state.maxUploadBytes = frame.maxUploadBytes ?? 0;
+      ui.attach.hidden = !canUpload();
       setRoster(frame.users);
-      notice(frame.text);
+      const greeting = notice(frame.text);
       notice(`in the room: ${namesList(frame.users)}`);
+      conversation.entered(state.features.has("history"), greeting);
       showScreen("room", ui.message);
       if (from !== "room") {
         announce(`${frame.text} ${state.roster.length} in the room.`);
@@ -420,7 +355,13 @@ function onFrame(frame: ServerFrame): void {
       return;
     }
     case "message":
-      addMessage(frame.from, frame.text, frame.ts);
+      conversation.message(frame);
+      return;
+    case "history":
+      conversation.history(frame);
+      return;
+    case "whisper":
+      conversation.whisper(frame.from, frame.to, frame.text, frame.ts);
       return;
     case "joined":
       rosterAdd(frame.name);
@@ -439,7 +380,7 @@ function onFrame(frame: ServerFrame): void {
       state.session?.send({ type: "who" });
       return;
     case "error":
-      notice(`error (${frame.code}): ${frame.text}`, "problem");
+      notice(errorText(frame.code, frame.text), "problem");
       if (state.screen === "queue") {
         announce(`error (${frame.code}): ${frame.text}`);
       }
@@ -453,11 +394,24 @@ function onFrame(frame: ServerFrame): void {
   }
 }
 
+/** How a refusal reads; a failed whisper says so first, as it has no other trace. */
+function errorText(code: string, text: string): string {
+  switch (code) {
+    case "no_such_user":
+      return `private message not delivered (no_such_user): ${text || "nobody of that name is in the room"}`;
+    case "whisper_unsupported":
+      return `private message not delivered (whisper_unsupported): ${text || "that member's client cannot receive private messages"}`;
+    default:
+      return `error (${code}): ${text}`;
+  }
+}
+
 function onPhase(phase: Phase): void {
   renderStatus();
   startTicking();
   switch (phase.kind) {
     case "retrying": {
+      conversation.disconnected();
       const text = `disconnected (${phase.reason}); reconnecting in ${seconds(phase.delayMs)}`;
       if (state.admitted) {
         notice(text, "connection");
@@ -494,6 +448,8 @@ function onEnded(): void {
   state.session = null;
   state.admitted = false;
   state.queuedSince = 0;
+  conversation.disconnected();
+  dropPending();
   setJoining(false);
   renderStatus();
   startTicking();
@@ -538,7 +494,10 @@ function join(name: string): void {
   state.entered = false;
   state.queuedSince = 0;
   state.me = name;
-  clearEntries();
+  conversation.me = name;
+  state.features = new Set();
+  conversation.clear();
+  dropPending();
   setRoster([]);
   const session = new Session(name, socketUrl(), {
     phase: (phase) => {
@@ -633,61 +592,73 @@ function updateMessageHint(): void {
   }
 }
 
-type Command = { say: string } | { who: true } | { quit: true } | { help: true } | { unknown: string };
+/** Shows a problem under the input line, and says it. */
+function inputProblem(text: string): void {
+  ui.messageHint.textContent = text;
+  ui.messageHint.classList.add("problem");
+  announce(text);
+}
 
-function parseLine(line: string): Command {
-  const trimmed = line.trim();
-  if (!trimmed.startsWith("/")) {
-    return { say: line };
+/** Sends one command; says whether the line is done with (and may be cleared). */
+function run(command: Command, session: Session | null): boolean {
+  if ("help" in command) {
+    notice(HELP);
+    return true;
   }
-  const rest = trimmed.slice(1);
-  if (rest.startsWith("/")) {
-    return { say: rest };
+  if ("unknown" in command) {
+    notice(`unknown command ${command.unknown}; /help lists the commands`, "problem");
+    return true;
   }
-  const word = rest.split(/\s+/, 1)[0];
-  switch (word) {
-    case "users":
-    case "who":
-      return { who: true };
-    case "quit":
-    case "exit":
-      return { quit: true };
-    case "help":
-      return { help: true };
-    default:
-      return { unknown: `/${word}` };
+  if ("whisperUsage" in command) {
+    notice('usage: /msg NAME TEXT (a name with spaces in quotes: /msg "ann lee" hello)', "problem");
+    return false;
   }
+  if ("quit" in command) {
+    session?.leave();
+    return true;
+  }
+  if ("whisper" in command && !state.features.has("whisper")) {
+    notice("private messages are not available on this server", "problem");
+    return false;
+  }
+  const text = "say" in command ? command.say : "whisper" in command ? command.whisper.text : "";
+  if (utf8Bytes(text) > MESSAGE_MAX_BYTES) {
+    announce(ui.messageHint.textContent ?? "");
+    return false;
+  }
+  const inRoom = session !== null && session.phase.kind === "room";
+  if ("say" in command && state.pending !== null) {
+    return inRoom ? sendWithFile(command.say, session) : notConnected();
+  }
+  if ("say" in command && text.trim() === "") {
+    return false;
+  }
+  const frame =
+    "say" in command
+      ? ({ type: "say", text } as const)
+      : "whisper" in command
+        ? ({ type: "whisper", to: command.whisper.to, text } as const)
+        : ({ type: "who" } as const);
+  return inRoom && session.send(frame) ? true : notConnected();
+}
+
+function notConnected(): false {
+  inputProblem("Not connected: nothing was sent. Your line is kept.");
+  return false;
 }
 
 ui.sayForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const line = ui.message.value;
-  if (line.trim() === "") {
+  // An empty line sends only a chosen file.
+  if (line.trim() === "" && state.pending === null) {
     return;
   }
-  const session = state.session;
-  const command = parseLine(line);
-  if ("help" in command) {
-    notice(HELP);
-  } else if ("unknown" in command) {
-    notice(`unknown command ${command.unknown}; /help lists the commands`, "problem");
-  } else if ("quit" in command) {
-    session?.leave();
-  } else {
-    if ("say" in command && utf8Bytes(command.say) > MESSAGE_MAX_BYTES) {
-      announce(ui.messageHint.textContent ?? "");
-      return;
-    }
-    const sent =
-      session !== null && session.phase.kind === "room" && session.send("say" in command ? { type: "say", text: command.say } : { type: "who" });
-    if (!sent) {
-      ui.messageHint.textContent = "Not connected: nothing was sent. Your line is kept.";
-      ui.messageHint.classList.add("problem");
-      announce(ui.messageHint.textContent);
-      return;
-    }
+  const command: Command = line.trim() === "" ? { say: "" } : parseLine(line, state.roster.map((m) => m.name));
+  if (!run(command, state.session)) {
+    return;
   }
-  if (state.sent[state.sent.length - 1] !== line) {
+  if (line.trim() !== "" && state.sent[state.sent.length - 1] !== line) {
     state.sent.push(line);
     if (state.sent.length > 100) {
       state.sent.shift();
@@ -696,13 +667,16 @@ ui.sayForm.addEventListener("submit", (event) => {
   state.sentPos = -1;
   ui.message.value = "";
   updateMessageHint();
-  flushEntries();
-  ui.log.scrollTop = ui.log.scrollHeight;
+  conversation.flush();
+  conversation.scrollToEnd();
 });
 
 ui.message.addEventListener("input", updateMessageHint);
 
 ui.message.addEventListener("keydown", (event) => {
+  if (emoji.handleKey(event)) {
+    return;
+  }
   switch (event.key) {
     case "ArrowUp":
     case "ArrowDown": {
@@ -741,6 +715,200 @@ ui.message.addEventListener("keydown", (event) => {
       }
       return;
   }
+});
+
+// ---------------------------------------------------------------- files
+
+function canUpload(): boolean {
+  return state.features.has("files") && state.uploadToken !== "" && state.maxUploadBytes > 0;
+}
+
+/** Shows the chosen file, its progress and what became of it. */
+function renderTray(): void {
+  const p = state.pending;
+  ui.tray.hidden = p === null;
+  if (p === null) {
+    return;
+  }
+  ui.trayName.textContent = `${plainText(p.file.name) || "file"} (${humanSize(p.file.size)})`;
+  ui.trayProgress.hidden = p.status !== "uploading";
+  ui.tray.classList.toggle("failed", p.status === "failed");
+  ui.trayRemove.textContent = p.status === "uploading" ? "Cancel" : "Remove";
+}
+
+function trayState(text: string, say = false): void {
+  ui.trayState.textContent = text;
+  if (say) {
+    announce(text);
+  }
+}
+
+/** Forgets the chosen file, stopping its upload. */
+function dropPending(): void {
+  const p = state.pending;
+  state.pending = null;
+  p?.upload?.abort();
+  renderTray();
+}
+
+/** Starts uploading `file` for the next message. */
+function attach(file: File): void {
+  if (!canUpload()) {
+    inputProblem("This server does not accept files.");
+    return;
+  }
+  if (file.size > state.maxUploadBytes) {
+    inputProblem(tooLarge(file, state.maxUploadBytes));
+    return;
+  }
+  dropPending();
+  updateMessageHint();
+  const pending: Pending = { file, status: "uploading", upload: null, attachment: null, sendWith: null };
+  state.pending = pending;
+  ui.trayProgress.value = 0;
+  renderTray();
+  trayState("Uploading… 0%");
+  announce(`Uploading ${plainText(file.name)}.`);
+  pending.upload = upload(file, state.uploadToken, state.maxUploadBytes, (fraction) => {
+    if (state.pending === pending) {
+      ui.trayProgress.value = fraction;
+      trayState(`Uploading… ${Math.floor(fraction * 100)}%`);
+    }
+  });
+  void pending.upload.done.then((result) => {
+    if (state.pending !== pending) {
+      return;
+    }
+    pending.upload = null;
+    if (!result.ok) {
+      if (result.aborted) {
+        dropPending();
+        return;
+      }
+      pending.status = "failed";
+      pending.sendWith = null;
+      renderTray();
+      trayState(result.problem, true);
+      return;
+    }
+    pending.status = "ready";
+    pending.attachment = result.attachment;
+    renderTray();
+    if (pending.sendWith !== null) {
+      const text = pending.sendWith;
+      pending.sendWith = null;
+      const session = state.session;
+      if (session === null || session.phase.kind !== "room" || !sendWithFile(text, session)) {
+        // Not connected now: the text goes back to the line, to send again.
+        if (ui.message.value === "") {
+          ui.message.value = text;
+          updateMessageHint();
+        }
+        trayState("Uploaded, but not sent: not connected. Enter sends it.", true);
+      }
+      return;
+    }
+    trayState("Ready: Enter sends it, with what you type.", true);
+  });
+}
+
+/** Sends `text` with the chosen file, now or when its upload is done. */
+function sendWithFile(text: string, session: Session): boolean {
+  const p = state.pending;
+  if (p === null) {
+    return false;
+  }
+  if (p.status === "failed") {
+    inputProblem("The file was not uploaded: remove it, or choose it again.");
+    return false;
+  }
+  if (p.status === "uploading") {
+    p.sendWith = text;
+    trayState("Uploading… it is sent with your text when done.", true);
+    return true;
+  }
+  if (p.attachment === null || !session.send({ type: "say", text, attachment: p.attachment.url })) {
+    return notConnected();
+  }
+  state.pending = null;
+  renderTray();
+  return true;
+}
+
+ui.attach.addEventListener("click", () => ui.file.click());
+ui.file.addEventListener("change", () => {
+  const file = ui.file.files?.[0];
+  ui.file.value = "";
+  if (file) {
+    attach(file);
+    ui.message.focus();
+  }
+});
+ui.trayRemove.addEventListener("click", () => {
+  dropPending();
+  ui.message.focus();
+});
+
+ui.message.addEventListener("paste", (event) => {
+  const file = event.clipboardData?.files[0];
+  if (file && canUpload()) {
+    event.preventDefault();
+    attach(file);
+  }
+});
+
+// Dragging files over the room shows where to drop them; dropping one
+// anywhere in the room attaches it.
+let dragDepth = 0;
+
+const carriesFiles = (event: DragEvent): boolean => event.dataTransfer?.types.includes("Files") ?? false;
+
+function showDropTarget(shown: boolean): void {
+  ui.dropTarget.hidden = !shown;
+  document.body.classList.toggle("dragging", shown);
+}
+
+ui.screens.room.addEventListener("dragenter", (event) => {
+  if (!carriesFiles(event) || !canUpload()) return;
+  event.preventDefault();
+  dragDepth += 1;
+  showDropTarget(true);
+});
+ui.screens.room.addEventListener("dragover", (event) => {
+  if (!carriesFiles(event) || !canUpload()) return;
+  event.preventDefault();
+  if (event.dataTransfer) {
+    event.dataTransfer.dropEffect = "copy";
+  }
+});
+ui.screens.room.addEventListener("dragleave", (event) => {
+  if (!carriesFiles(event)) return;
+  dragDepth = Math.max(0, dragDepth - 1);
+  if (dragDepth === 0) {
+    showDropTarget(false);
+  }
+});
+ui.screens.room.addEventListener("drop", (event) => {
+  if (!carriesFiles(event)) return;
+  event.preventDefault();
+  dragDepth = 0;
+  showDropTarget(false);
+  const files = event.dataTransfer?.files;
+  if (!files || files.length === 0) {
+    return;
+  }
+  attach(files[0]);
+  if (files.length > 1) {
+    notice(`one file per message: ${plainText(files[0].name)} is attached; drop the others after sending it`, "problem");
+  }
+  ui.message.focus();
+});
+// A file dropped elsewhere on the page must not replace the page with the file.
+window.addEventListener("dragover", (event) => {
+  if (carriesFiles(event)) event.preventDefault();
+});
+window.addEventListener("drop", (event) => {
+  if (carriesFiles(event)) event.preventDefault();
 });
 
 // ---------------------------------------------------------------- the roster on narrow screens

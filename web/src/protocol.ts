@@ -1,4 +1,4 @@
-// The anteroom protocol, version 1, as the browser sees it over WebSocket:
+// The anteroom protocol, version 1.1, as the browser sees it over WebSocket:
 // one binary message holds exactly one MessagePack map, no length prefix.
 
 import { Decoder, encode } from "@msgpack/msgpack";
@@ -9,17 +9,56 @@ export const SUBPROTOCOL = "anteroom.v1";
 /** Server frames can be large (a `welcome` listing a big room): accept up to 16 MiB. */
 export const MAX_SERVER_FRAME = 16 * 1024 * 1024;
 
+/** The version 1.1 features this client asks for; `welcome.features` says which it got. */
+export const WANTED_FEATURES = ["history", "whisper", "files"] as const;
+
+export type Feature = (typeof WANTED_FEATURES)[number];
+
 export type ClientFrame =
-  | { type: "hello"; name: string }
-  | { type: "say"; text: string }
+  | { type: "hello"; name: string; features: string[] }
+  | { type: "say"; text: string; attachment?: string }
+  | { type: "history"; before?: number; limit: number }
+  | { type: "whisper"; to: string; text: string }
   | { type: "who" }
   | { type: "pong"; id: unknown }
   | { type: "bye" };
 
+/** A file attached to a message, as the server describes it. */
+export interface Attachment {
+  /** An absolute path on the page's own origin (`/files/…`). */
+  url: string;
+  name: string;
+  size: number;
+  mime: string;
+}
+
+export interface MessageFrame {
+  type: "message";
+  id: number;
+  from: string;
+  text: string;
+  ts: number;
+  attachment?: Attachment;
+}
+
+export interface WelcomeFrame {
+  type: "welcome";
+  name: string;
+  users: string[];
+  capacity: number;
+  text: string;
+  /** Granted features; empty from a server that knows none. */
+  features: string[];
+  uploadToken?: string;
+  maxUploadBytes?: number;
+}
+
 export type ServerFrame =
-  | { type: "welcome"; name: string; users: string[]; capacity: number; text: string }
+  | WelcomeFrame
   | { type: "queued"; position: number; waiting: number; text: string }
-  | { type: "message"; id: number; from: string; text: string; ts: number }
+  | MessageFrame
+  | { type: "history"; messages: MessageFrame[]; more: boolean; epoch: string }
+  | { type: "whisper"; from: string; to: string; text: string; ts: number }
   | { type: "joined"; name: string; ts: number }
   | { type: "left"; name: string; reason: string; ts: number }
   | { type: "users"; names: string[] }
@@ -39,6 +78,58 @@ type Fields = Record<string, unknown>;
 const str = (v: unknown): v is string => typeof v === "string";
 const num = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
 const strs = (v: unknown): v is string[] => Array.isArray(v) && v.every(str);
+const isMap = (v: unknown): v is Fields =>
+  v !== null && typeof v === "object" && !Array.isArray(v) && !(v instanceof Uint8Array);
+
+/**
+ * Only a path on the page's own origin is a usable file address: anything
+ * else (another host, `javascript:`) is never put into a link or an image.
+ */
+export function isFileUrl(v: unknown): v is string {
+  return str(v) && /^\/[^/\\]/.test(v) && !/[\s"'<>\\]/.test(v);
+}
+
+function attachmentOf(v: unknown): Attachment | null {
+  if (!isMap(v)) {
+    return null;
+  }
+  return isFileUrl(v.url) && str(v.name) && num(v.size) && str(v.mime)
+    ? { url: v.url, name: v.name, size: v.size, mime: v.mime }
+    : null;
+}
+
+function messageOf(f: Fields): MessageFrame | null {
+  if (!(num(f.id) && str(f.from) && str(f.text) && num(f.ts))) {
+    return null;
+  }
+  const message: MessageFrame = { type: "message", id: f.id, from: f.from, text: f.text, ts: f.ts };
+  const attachment = attachmentOf(f.attachment);
+  if (attachment !== null) {
+    message.attachment = attachment;
+  }
+  return message;
+}
+
+function welcomeOf(f: Fields): WelcomeFrame | null {
+  if (!(str(f.name) && strs(f.users) && num(f.capacity) && str(f.text))) {
+    return null;
+  }
+  const welcome: WelcomeFrame = {
+    type: "welcome",
+    name: f.name,
+    users: f.users,
+    capacity: f.capacity,
+    text: f.text,
+    features: strs(f.features) ? f.features : [],
+  };
+  if (str(f.upload_token)) {
+    welcome.uploadToken = f.upload_token;
+  }
+  if (num(f.max_upload_bytes)) {
+    welcome.maxUploadBytes = f.max_upload_bytes;
+  }
+  return welcome;
+}
 
 /**
  * Decodes one server message. Anything that is not a map with the fields
@@ -55,22 +146,30 @@ export function decodeFrame(data: ArrayBuffer): ServerFrame | null {
   } catch {
     return null;
   }
-  if (value === null || typeof value !== "object" || Array.isArray(value) || value instanceof Uint8Array) {
+  if (!isMap(value)) {
     return null;
   }
-  const f = value as Fields;
+  const f = value;
   switch (f.type) {
     case "welcome":
-      return str(f.name) && strs(f.users) && num(f.capacity) && str(f.text)
-        ? { type: "welcome", name: f.name, users: f.users, capacity: f.capacity, text: f.text }
-        : null;
+      return welcomeOf(f);
     case "queued":
       return num(f.position) && num(f.waiting) && str(f.text)
         ? { type: "queued", position: f.position, waiting: f.waiting, text: f.text }
         : null;
     case "message":
-      return num(f.id) && str(f.from) && str(f.text) && num(f.ts)
-        ? { type: "message", id: f.id, from: f.from, text: f.text, ts: f.ts }
+      return messageOf(f);
+    case "history": {
+      if (!(Array.isArray(f.messages) && typeof f.more === "boolean" && str(f.epoch))) {
+        return null;
+      }
+      // A malformed entry is left out rather than losing the whole page.
+      const messages = f.messages.flatMap((m) => (isMap(m) ? (messageOf(m) ?? []) : []));
+      return { type: "history", messages, more: f.more, epoch: f.epoch };
+    }
+    case "whisper":
+      return str(f.from) && str(f.to) && str(f.text) && num(f.ts)
+        ? { type: "whisper", from: f.from, to: f.to, text: f.text, ts: f.ts }
         : null;
     case "joined":
       return str(f.name) && num(f.ts) ? { type: "joined", name: f.name, ts: f.ts } : null;

@@ -3,7 +3,7 @@
 // server"): try again after 0.5 s, twice as long each time up to 10 s, under
 // the same name; after a lost connection `name_taken` is retried too.
 
-import { type ClientFrame, type ServerFrame, SUBPROTOCOL, decodeFrame, encodeFrame } from "./protocol";
+import { type ClientFrame, type ServerFrame, SUBPROTOCOL, WANTED_FEATURES, decodeFrame, encodeFrame } from "./protocol";
 
 export const FIRST_BACKOFF_MS = 500;
 export const MAX_BACKOFF_MS = 10_000;
@@ -125,7 +125,7 @@ export class Session {
     ws.onopen = () => {
       opened = true;
       this.clearTimer();
-      ws.send(encodeFrame({ type: "hello", name: this.name }));
+      ws.send(encodeFrame({ type: "hello", name: this.name, features: [...WANTED_FEATURES] }));
       this.setPhase({ kind: "joining", attempt: this.attempt });
       this.timer = setTimeout(() => this.lost("the server did not answer hello in time"), STEP_TIMEOUT_MS);
     };

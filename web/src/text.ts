@@ -154,3 +154,28 @@ export function plainText(text: string): string {
 export function reasonWords(reason: string): string {
   return reason.replace(/_/g, " ");
 }
+
+/** A byte count as people read it: `512 B`, `12.3 KB`, `8 MB` (units of 1024). */
+export function humanSize(bytes: number): string {
+  if (!Number.isFinite(bytes) || bytes < 0) {
+    return "? B";
+  }
+  if (bytes < 1024) {
+    return `${Math.round(bytes)} B`;
+  }
+  const units = ["KB", "MB", "GB", "TB"];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  const shown = value < 100 ? value.toFixed(1).replace(/\.0$/, "") : String(Math.round(value));
+  return `${shown} ${units[unit]}`;
+}
+
+/** A size and a limit, in exact bytes when rounding would make them look equal. */
+export function sizeAgainstLimit(size: number, limit: number): [string, string] {
+  const [a, b] = [humanSize(size), humanSize(limit)];
+  return a === b ? [`${size} bytes`, `${limit} bytes`] : [a, b];
+}

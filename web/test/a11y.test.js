@@ -11,6 +11,8 @@ import { PHONE, TcpClient, eventually, joinAs, launchBrowser, skipReason, startS
 
 const skip = skipReason();
 const AXE = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
+/** A 1 × 1 PNG. */
+const PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
 
 let server;
 const browsers = [];
@@ -68,7 +70,32 @@ for (const colorScheme of ["light", "dark"]) {
     await queued.getByRole("button", { name: /^Users/ }).click();
     found.push(...(await audit(queued, "room (phone, users open)")));
     await queued.setViewportSize({ width: 1280, height: 800 });
+    await queued.getByLabel("Message").fill("");
+    // The member's message was written before: it shows as an earlier one.
+    await queued.locator("#log li.earlier").first().waitFor();
     found.push(...(await audit(queued, "room")));
+
+    // The emoji completion and the picker, open.
+    await queued.getByLabel("Message").pressSequentially(":smi");
+    await queued.locator("#emoji-suggestions").waitFor({ state: "visible" });
+    found.push(...(await audit(queued, "room (emoji suggestions)")));
+    await queued.keyboard.press("Escape");
+    await queued.getByRole("button", { name: "Insert an emoji" }).click();
+    found.push(...(await audit(queued, "room (emoji picker)")));
+    await queued.keyboard.press("Escape");
+
+    // A whisper (to oneself), a file on its way and a picture received.
+    await queued.getByLabel("Message").fill(`/msg waiting-${who} a note to self`);
+    await queued.getByLabel("Message").press("Enter");
+    await queued.locator("#log li.whisper").waitFor();
+    const chooser = queued.waitForEvent("filechooser");
+    await queued.getByRole("button", { name: "Attach a file" }).click();
+    await (await chooser).setFiles({ name: "pixel.png", mimeType: "image/png", buffer: Buffer.from(PIXEL, "base64") });
+    await eventually("the upload", async () => (await queued.locator("#attachment-state").textContent()).startsWith("Ready"));
+    found.push(...(await audit(queued, "room (a file ready to send)")));
+    await queued.getByLabel("Message").press("Enter");
+    await queued.locator("#log li.message:not(.earlier) img.preview").waitFor();
+    found.push(...(await audit(queued, "room (a whisper and a picture)")));
 
     // The goodbye.
     await queued.getByRole("button", { name: "Leave" }).click();

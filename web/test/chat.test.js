@@ -14,6 +14,7 @@ import {
   launchBrowser,
   messages,
   roster,
+  say,
   screenshot,
   skipReason,
   sleep,
@@ -51,12 +52,6 @@ function colourIndex(name) {
 
 /** How the page shows a text: control characters as visible escapes. */
 const shown = (text) => text.replace(/\n/g, "\\n").replace(/\t/g, "\\t").replace(/\u202e/g, "\\u{202e}");
-
-async function say(page, text) {
-  const input = page.getByLabel("Message");
-  await input.fill(text);
-  await input.press("Enter");
-}
 
 test("two browser users and a TCP user chat in one order", { skip: skip ?? false }, async () => {
   const tom = await TcpClient.join(server.port, "tom");
@@ -180,7 +175,9 @@ test("the input line keeps to the limits and shows refusals", { skip: skip ?? fa
   assert.equal(await input.getAttribute("aria-invalid"), null);
   assert.match(await hint.textContent(), /^0 of 4096 bytes left/);
   await input.press("Enter");
-  await eventually("the long message", async () => (await messages(page)).length === 1);
+  // The messages of the test above come first, as earlier ones.
+  const live = () => page.locator("#log li.message:not(.earlier)").count();
+  await eventually("the long message", async () => (await live()) === 1);
   assert.equal(await input.inputValue(), "", "a sent line is cleared");
 
   // Unknown commands are not sent; `//` sends a leading slash.
@@ -219,7 +216,13 @@ test("everything works from the keyboard", { skip: skip ?? false }, async () => 
   await page.keyboard.press("Enter");
   await eventually("kim's message", async () => (await messages(page)).includes("<kim> typed, not clicked"));
 
-  // Back from the input line: the conversation (scrollable), then Leave.
+  // Back from the input line: a whisper button for each other member, the
+  // conversation (scrollable), then Leave.
+  const focused = () => page.evaluate(() => document.activeElement?.getAttribute("aria-label") ?? document.activeElement?.id);
+  await page.keyboard.press("Shift+Tab");
+  assert.equal(await focused(), "Whisper to cy");
+  await page.keyboard.press("Shift+Tab");
+  assert.equal(await focused(), "Whisper to ann");
   await page.keyboard.press("Shift+Tab");
   assert.equal(await page.evaluate(() => document.activeElement?.id), "log");
   await page.keyboard.press("Shift+Tab");

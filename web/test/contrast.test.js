@@ -42,7 +42,11 @@ const TEXT = [
   ["text", "mine"],
   ["muted", "mine"],
   ["text", "esc-bg"],
-  ...senders.flatMap((s) => [[s, "surface"], [s, "mine"], [s, "bg"]]),
+  ["accent", "mine"],
+  ["text", "whisper"],
+  ["muted", "whisper"],
+  ["private", "whisper"],
+  ...senders.flatMap((s) => [[s, "surface"], [s, "mine"], [s, "bg"], [s, "whisper"]]),
 ];
 
 for (const [scheme, vars] of [["light", light], ["dark", dark]]) {

@@ -101,6 +101,10 @@ export async function startServer({ webPort, listen = "127.0.0.1:0", args = [] }
     ANTEROOM_CONNECTION_RATE_PER_IP: "0",
     ANTEROOM_STORE: "memory",
   });
+  // Uploaded files go to a directory of each server's own, unless a test
+  // names one: tests never share files, nor leave them behind.
+  const ownDir = args.includes("--data-dir") ? null : await mkdtemp(join(tmpdir(), "anteroom-data-"));
+  const store = ownDir === null ? [] : ["--data-dir", ownDir];
   const argv = [
     "serve",
     "--listen",
@@ -109,6 +113,7 @@ export async function startServer({ webPort, listen = "127.0.0.1:0", args = [] }
     "127.0.0.1:0",
     "--web-listen",
     `127.0.0.1:${webPort}`,
+    ...store,
     ...args,
   ];
   const child = spawn(BIN, argv, { env, stdio: ["ignore", "pipe", "inherit"] });
@@ -116,7 +121,7 @@ export async function startServer({ webPort, listen = "127.0.0.1:0", args = [] }
   const echo = Boolean(process.env.TEST_SERVER_LOGS);
   const lines = createInterface({ input: child.stdout });
   const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
-  const addr = await new Promise((resolve, reject) => {
+  const listening = new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`the server did not log its address; log:\n${log.join("\n")}`)), 20_000);
     lines.on("line", (line) => {
       log.push(line);
@@ -133,6 +138,13 @@ export async function startServer({ webPort, listen = "127.0.0.1:0", args = [] }
       clearTimeout(timer);
       reject(new Error(`the server exited (${code ?? signal}) before listening; log:\n${log.join("\n")}`));
     });
+  });
+  const addr = await listening.catch(async (error) => {
+    child.kill("SIGKILL");
+    if (ownDir !== null) {
+      await rm(ownDir, { recursive: true, force: true });
+    }
+    throw error;
   });
   const port = Number(addr.slice(addr.lastIndexOf(":") + 1));
   // The web listener binds at start-up too: wait until it answers.
@@ -160,6 +172,9 @@ export async function startServer({ webPort, listen = "127.0.0.1:0", args = [] }
         const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
         await exited;
         clearTimeout(timer);
+      }
+      if (ownDir !== null) {
+        await rm(ownDir, { recursive: true, force: true });
       }
     },
   };
@@ -251,10 +266,10 @@ export class TcpClient {
     return this.next((f) => f.type === type, `a ${type} frame`, ms);
   }
 
-  /** Connects and joins as `name`, expecting `welcome`. */
-  static async join(port, name) {
+  /** Connects and joins as `name` (asking for `features`, if given), expecting `welcome`. */
+  static async join(port, name, features) {
     const client = await TcpClient.connect(port);
-    client.send({ type: "hello", name });
+    client.send(features ? { type: "hello", name, features } : { type: "hello", name });
     const first = await client.next((f) => f.type === "welcome" || f.type === "queued" || f.type === "error" || f.type === "bye");
     if (first.type !== "welcome") {
       throw new Error(`${name} expected welcome, got ${JSON.stringify(first)}`);
@@ -333,13 +348,22 @@ export async function joinAs(page, name) {
   await page.getByLabel("Your name").press("Enter");
 }
 
-/** The texts of the conversation's entries (message bodies and notices). */
+/**
+ * The texts of the conversation's entries: `<from> text` for messages (with
+ * ` [file: NAME]` for an attachment), `[from → to] text` for whispers and
+ * `* text` for notices.
+ */
 export function entries(page) {
   return page.locator("#log li").evaluateAll((items) =>
     items.map((li) => {
-      const name = li.querySelector(".name");
-      const body = li.querySelector(".body");
-      return name ? `<${name.textContent}> ${body?.textContent ?? ""}` : `* ${body?.textContent ?? ""}`;
+      const names = li.querySelectorAll(".name");
+      const body = li.querySelector(".body")?.textContent ?? "";
+      if (li.classList.contains("whisper")) {
+        return `[${names[0].textContent} → ${names[1].textContent}] ${body}`;
+      }
+      const file = li.querySelector(".file-link");
+      const attached = file ? ` [file: ${file.textContent}]` : "";
+      return names.length > 0 ? `<${names[0].textContent}> ${body}${attached}` : `* ${body}`;
     }),
   );
 }
@@ -347,6 +371,19 @@ export function entries(page) {
 /** Waits until the conversation holds an entry equal to `text`. */
 export function seeEntry(page, text) {
   return eventually(JSON.stringify(text), async () => (await entries(page)).includes(text));
+}
+
+/** Says `text` on the input line and presses Enter. */
+export async function say(page, text) {
+  const input = page.getByLabel("Message");
+  await input.fill(text);
+  await input.press("Enter");
+}
+
+/** Joins as `name` and waits for the room. */
+export async function enterRoom(page, name) {
+  await joinAs(page, name);
+  await page.locator("#room-screen").waitFor({ state: "visible" });
 }
 
 /** The message entries only, as `<from> text`. */
