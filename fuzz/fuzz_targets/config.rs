@@ -80,6 +80,7 @@ fn exercise(config: &Config) {
         bus,
         Arc::new(Roster::new()),
         SHARDS.1.clone(),
+        anteroom_broker::chat_log::Chat::memory(config),
         CancellationToken::new(),
     );
     let limiter = DefaultDirectRateLimiter::direct(gateway.quota);

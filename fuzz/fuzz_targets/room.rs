@@ -103,6 +103,7 @@ async fn run(input: &[u8]) -> Vec<Vec<u8>> {
         bus,
         roster,
         shards,
+        chat,
         components,
     } = Room::start(&config, &shutdown);
     let gateway = Arc::new(Gateway::new(
@@ -110,6 +111,7 @@ async fn run(input: &[u8]) -> Vec<Vec<u8>> {
         bus.clone(),
         roster,
         shards,
+        chat,
         shutdown.clone(),
     ));
     let mut sessions = Vec::new();

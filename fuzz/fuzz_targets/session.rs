@@ -173,9 +173,10 @@ async fn converse(config: Config, seed: u8, input: Vec<u8>) -> Vec<u8> {
         bus,
         roster,
         shards,
+        chat,
         components,
     } = Room::start(&config, &shutdown);
-    let gateway = Arc::new(Gateway::new(config, bus.clone(), roster, shards, shutdown));
+    let gateway = Arc::new(Gateway::new(config, bus.clone(), roster, shards, chat, shutdown));
 
     let (client, server) = tokio::io::duplex(4096);
     let (server_read, server_write) = tokio::io::split(server);

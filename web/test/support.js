@@ -99,6 +99,7 @@ export async function startServer({ webPort, listen = "127.0.0.1:0", args = [] }
     NO_COLOR: "1",
     ANTEROOM_MAX_CONNECTIONS_PER_IP: "0",
     ANTEROOM_CONNECTION_RATE_PER_IP: "0",
+    ANTEROOM_STORE: "memory",
   });
   const argv = [
     "serve",

@@ -111,6 +111,7 @@ async fn a_session_waiting_on_a_full_topic_still_sees_the_shutdown() {
         bus.clone(),
         Arc::new(Roster::new()),
         anteroom_broker::conn::shards::Shards::for_current_runtime(),
+        anteroom_broker::chat_log::Chat::memory(&Config::default()),
         shutdown.clone(),
     ));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -135,6 +136,7 @@ async fn a_session_waiting_on_a_full_topic_still_sees_the_shutdown() {
             upload_token: None,
         }
         .to_frame(),
+        None,
     );
     ann.recv_type("welcome").await;
 
@@ -147,6 +149,7 @@ async fn a_session_waiting_on_a_full_topic_still_sees_the_shutdown() {
             text: "x".into(),
             ts: 0,
             read_at: std::time::Instant::now(),
+            attachment: None,
         };
         bus.room.publish(filler).await.unwrap();
     }

@@ -133,6 +133,8 @@ impl ServerUnderTest {
                 command.env_remove(key);
             }
         }
+        // The chat log in memory unless a setting asks for a store.
+        command.env("ANTEROOM_STORE", "memory");
         for (key, value) in LOAD_GENERATOR_SETTINGS {
             command.env(key, value);
         }

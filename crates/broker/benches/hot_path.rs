@@ -65,6 +65,7 @@ fn fan_out_per_frame(runtime: &tokio::runtime::Runtime) -> f64 {
                 text: text.clone(),
                 ts: 0,
                 read_at: Instant::now(),
+                attachment: None,
             });
             // One event per pass: the most work per delivery.
             delivery.flush();

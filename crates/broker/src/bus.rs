@@ -2,7 +2,8 @@
 //!
 //! * `room`: the one ordered stream of what members see: messages, joins and
 //!   leaves. Published by sessions (`MessagePosted`) and admission
-//!   (`MemberJoined`, `MemberLeft`); consumed by room delivery and the roster.
+//!   (`MemberJoined`, `MemberLeft`); consumed by room delivery, the roster
+//!   and the chat log.
 //!   Because it is a single channel, every subscriber sees one total order.
 //! * `presence`: connections arriving (a valid `hello`) and departing.
 //!   Published by sessions; consumed by admission.
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use async_broadcast::{Receiver, Sender};
 use metrics::Counter;
 
+use crate::chat_log::StoredFile;
 use crate::conn::handle::{ConnId, Peer};
 use crate::telemetry::metrics;
 use anteroom_protocol::LeftReason;
@@ -37,6 +39,8 @@ pub enum RoomEvent {
         from: Arc<str>,
         text: Arc<str>,
         ts: u64,
+        /// A file posted with the message.
+        attachment: Option<Arc<StoredFile>>,
         /// When the `say` was read, for the delivery latency histogram.
         read_at: Instant,
     },
@@ -140,6 +144,7 @@ pub struct Bus {
 pub struct Subscriptions {
     pub room_delivery: Receiver<RoomEvent>,
     pub roster: Receiver<RoomEvent>,
+    pub chat_log: Receiver<RoomEvent>,
     pub admission: Receiver<PresenceEvent>,
     pub waitlist: Receiver<QueueEvent>,
 }
@@ -152,6 +157,7 @@ impl Bus {
         let (presence, admission) = Topic::new(m.published_presence.clone());
         let (queue, waitlist) = Topic::new(m.published_queue.clone());
         let roster = room_rx.new_receiver();
+        let chat_log = room_rx.new_receiver();
         (
             Bus {
                 room,
@@ -161,6 +167,7 @@ impl Bus {
             Subscriptions {
                 room_delivery: room_rx,
                 roster,
+                chat_log,
                 admission,
                 waitlist,
             },

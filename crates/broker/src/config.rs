@@ -155,6 +155,59 @@ declare_config! {
     who_burst: u32 = "5", burst;
     /// Bytes buffered for one connection before it counts as a slow consumer.
     max_outbox_bytes: usize = "8388608", count(1024, MAX_OUTBOX_BYTES);
+    /// Directory of the embedded chat log (`chat.sqlite3`) and of uploaded files; created if missing.
+    data_dir: PathBuf = "\"anteroom-data\"", path;
+    /// The chat log: `"sqlite"` (embedded, in `data_dir`), `"memory"` (nothing kept across restarts), or a `postgres://` URL.
+    store: StoreKind = "\"sqlite\"", store_kind;
+    /// `"normal"`: committed in batches, an application crash loses nothing delivered more than `store_flush` ago; `"full"`: also survives power loss (fsync per batch).
+    store_sync: StoreSync = "\"normal\"", store_sync;
+    /// The longest a delivered message waits to be committed to the chat log.
+    store_flush: Duration = "\"100ms\"", duration;
+    /// Messages in the `history` sent after `welcome`.
+    history_on_join: usize = "50", count(0, MAX_HISTORY_PAGE);
+    /// Most messages in one `history` page.
+    history_page_max: usize = "200", count(1, MAX_HISTORY_PAGE);
+    /// Messages (and uploaded files) older than this are deleted from the log, like `"30d"` or `"12h"`.
+    history_max_age: Duration = "\"30d\"", age;
+    /// Most messages the log keeps; the oldest beyond it are deleted.
+    history_max_messages: usize = "1000000", count(1, MAX_LOG_MESSAGES);
+    /// Largest file accepted by `POST /upload`, in bytes.
+    max_upload_bytes: usize = "8388608", count(1, MAX_UPLOAD_BYTES);
+    /// Uploads per minute per connection; over it HTTP 429.
+    upload_rate: u32 = "10", burst;
+}
+
+/// Largest `history_on_join` and `history_page_max`: a page must fit in a
+/// frame a client accepts (16 MiB) even when every message is at its largest.
+pub const MAX_HISTORY_PAGE: usize = 1000;
+
+/// Largest `history_max_messages`.
+pub const MAX_LOG_MESSAGES: usize = 1_000_000_000_000;
+
+/// Largest `max_upload_bytes`: 4 GiB.
+pub const MAX_UPLOAD_BYTES: usize = 1 << 32;
+
+/// Longest `history_max_age`: a century.
+pub const MAX_AGE: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// Where the chat log is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Embedded SQLite in `data_dir`.
+    Sqlite,
+    /// Nothing kept across restarts.
+    Memory,
+    /// A PostgreSQL database at this URL.
+    Postgres(String),
+}
+
+/// How hard a commit of the chat log works to survive a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreSync {
+    /// Survives the process crashing, not the machine losing power.
+    Normal,
+    /// Survives power loss too: every batch is flushed to the disk.
+    Full,
 }
 
 /// Largest `max_active` and `max_waiting`: a room or a queue of ten million

@@ -10,6 +10,10 @@
 //! * [`room`]: the room's rules as plain types and the components that apply
 //!   them: admission (who enters, waits or is turned away), delivery (the
 //!   room's sequencer and fan-out), the roster and the waitlist.
+//! * [`chat_log`]: the fourth subscriber of the `room` topic, writing every
+//!   message to a store (SQLite, PostgreSQL or memory), and the history
+//!   served from it.
+//! * [`files`]: uploaded files, their tokens and their bytes on disk.
 //! * [`conn`]: one connection as the rest of the broker sees it: its state,
 //!   its bounded outbox and the writer that drains it.
 //! * [`config`]: every configuration key, declared once.
@@ -21,8 +25,10 @@
 
 pub mod bus;
 pub mod certs;
+pub mod chat_log;
 pub mod config;
 pub mod conn;
+pub mod files;
 pub mod gateway;
 pub mod rate;
 pub mod room;

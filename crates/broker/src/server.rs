@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::certs::{CertError, Certificates};
+use crate::chat_log::Chat;
 use crate::config::Config;
+use crate::config::StoreKind;
 use crate::gateway::listener::Security;
 use crate::gateway::{Gateway, limits, listener, quic, web};
 use crate::room::Room;
@@ -91,6 +93,16 @@ pub enum StartError {
         /// Why.
         error: std::io::Error,
     },
+    /// The chat log could not be opened.
+    #[error("cannot open the chat log (store = {store}, data_dir = {data_dir}): {error}")]
+    Store {
+        /// The `store` key's value, without a URL's password.
+        store: String,
+        /// The `data_dir` key's value.
+        data_dir: String,
+        /// Why.
+        error: crate::chat_log::StoreError,
+    },
     /// The descriptor limit leaves no room for a single connection.
     #[error(
         "the descriptor limit ({limit}) leaves no room for connections: {open} descriptors are in use and {headroom} are kept free; raise it (ulimit -n)"
@@ -103,6 +115,30 @@ pub enum StartError {
         /// Descriptors kept free for everything else.
         headroom: usize,
     },
+}
+
+/// The `store` key as logs and errors show it: a URL without its password.
+fn store_shown(store: &StoreKind) -> String {
+    match store {
+        StoreKind::Sqlite => "\"sqlite\"".to_string(),
+        StoreKind::Memory => "\"memory\"".to_string(),
+        StoreKind::Postgres(url) => {
+            // postgres://user:secret@host/db -> postgres://user:***@host/db
+            let shown = match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    let credentials = &url[scheme + 3..at];
+                    match credentials.split_once(':') {
+                        Some((user, _)) => {
+                            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+                        }
+                        None => url.clone(),
+                    }
+                }
+                _ => url.clone(),
+            };
+            format!("{shown:?}")
+        }
+    }
 }
 
 /// Logs the connection cap once the listeners are reported, and what set it.
@@ -140,6 +176,8 @@ pub struct Server {
     metrics_listener: TcpListener,
     /// What limits the connection cap, for the start-up log.
     cap_from: CapFrom,
+    /// The chat log and files, opened.
+    chat: Chat,
 }
 
 /// Where the connection cap comes from.
@@ -221,6 +259,13 @@ impl Server {
                 };
             }
         }
+        let chat = Chat::open(&config)
+            .await
+            .map_err(|error| StartError::Store {
+                store: store_shown(&config.store),
+                data_dir: config.data_dir.display().to_string(),
+                error,
+            })?;
         Ok(Self {
             config,
             listener,
@@ -230,6 +275,7 @@ impl Server {
             certs,
             metrics_listener,
             cap_from,
+            chat,
         })
     }
 
@@ -279,6 +325,7 @@ impl Server {
             certs,
             metrics_listener,
             cap_from,
+            chat,
         } = self;
         let m = metrics();
         m.room_capacity.set(config.max_active as f64);
@@ -312,8 +359,9 @@ impl Server {
             bus,
             roster,
             shards,
+            chat,
             mut components,
-        } = Room::start(&config, &shutdown);
+        } = Room::start_with(&config, &shutdown, chat);
 
         let ready = Arc::new(AtomicBool::new(true));
         let http_stop = CancellationToken::new();
@@ -336,6 +384,7 @@ impl Server {
             bus.clone(),
             roster,
             shards,
+            chat,
             shutdown.clone(),
         ));
         let mut failure = None;
@@ -378,6 +427,7 @@ impl Server {
         // Phase one: stop accepting (done) and let sessions say goodbye.
         ready.store(false, Ordering::SeqCst);
         info!("shutting down");
+        let began = tokio::time::Instant::now();
         gateway.tracker.close();
         // Leave a margin inside the grace period for the rest of the exit.
         let wait = grace.saturating_sub(Duration::from_millis(400).min(grace / 5));
@@ -405,7 +455,12 @@ impl Server {
                 component.abort();
             }
         }
-        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        // The chat log commits what it still holds: it gets what is left
+        // of the grace, at least the 200 ms every component gets.
+        let drain = grace
+            .saturating_sub(began.elapsed() + Duration::from_millis(100))
+            .max(Duration::from_millis(200));
+        let _ = tokio::time::timeout(drain, async {
             for component in &mut components {
                 if component.is_terminated() {
                     continue;

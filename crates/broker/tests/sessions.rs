@@ -38,6 +38,7 @@ impl Broker {
             room.bus,
             room.roster,
             room.shards,
+            room.chat,
             shutdown,
         ));
         Self { gateway }

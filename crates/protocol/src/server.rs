@@ -253,6 +253,8 @@ pub enum ErrorCode {
     NoSuchUser,
     /// A whisper to a member that did not ask for `whisper`.
     WhisperUnsupported,
+    /// The chat log could not answer a `history` request; try again.
+    Unavailable,
     /// A code this version does not know (from a newer server); never sent.
     #[serde(other)]
     Unknown,
@@ -274,6 +276,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::NoSuchUser => "no_such_user",
             ErrorCode::WhisperUnsupported => "whisper_unsupported",
+            ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unknown => "unknown",
         }
     }

@@ -57,6 +57,9 @@ impl TestServer {
             listen: "127.0.0.1:0".parse().unwrap(),
             metrics_listen: "127.0.0.1:0".parse().unwrap(),
             web_listen: None,
+            // One `data_dir` serves one server: tests of the stores set
+            // their own.
+            store: anteroom_broker::config::StoreKind::Memory,
             // Every test client comes from 127.0.0.1: the per-address
             // limits are off unless a test sets them.
             max_connections_per_ip: 0,

@@ -93,6 +93,9 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     // off unless a test sets them (its variables and flags win).
     cmd.env("ANTEROOM_MAX_CONNECTIONS_PER_IP", "0")
         .env("ANTEROOM_CONNECTION_RATE_PER_IP", "0");
+    // The chat log in memory: test servers share a working directory, and
+    // one `data_dir` serves one server. Tests of the stores set their own.
+    cmd.env("ANTEROOM_STORE", "memory");
     for (k, v) in env {
         if *k == "TEST_NOFILE" {
             // Run the server with a low descriptor limit: `SOFT` (the hard

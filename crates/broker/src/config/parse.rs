@@ -49,6 +49,40 @@ pub(super) fn duration(raw: Raw<'_>) -> Result<Duration, String> {
         })
 }
 
+/// Like [`duration`], for ages of days and months.
+pub(super) fn age(raw: Raw<'_>) -> Result<Duration, String> {
+    text_of(raw)
+        .and_then(|s| humantime::parse_duration(s).ok())
+        .filter(|d| (Duration::from_secs(1)..=MAX_AGE).contains(d))
+        .ok_or_else(|| "expected an age like \"30d\" or \"12h\", from 1s to 100 years".to_string())
+}
+
+pub(super) fn path(raw: Raw<'_>) -> Result<PathBuf, String> {
+    match text_of(raw) {
+        Some("") | None => Err("expected a directory path as a non-empty string".to_string()),
+        Some(path) => Ok(PathBuf::from(path)),
+    }
+}
+
+pub(super) fn store_kind(raw: Raw<'_>) -> Result<StoreKind, String> {
+    match text_of(raw) {
+        Some("sqlite") => Ok(StoreKind::Sqlite),
+        Some("memory") => Ok(StoreKind::Memory),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(StoreKind::Postgres(url.to_string()))
+        }
+        _ => Err("expected \"sqlite\", \"memory\" or a postgres:// URL".to_string()),
+    }
+}
+
+pub(super) fn store_sync(raw: Raw<'_>) -> Result<StoreSync, String> {
+    match text_of(raw) {
+        Some("normal") => Ok(StoreSync::Normal),
+        Some("full") => Ok(StoreSync::Full),
+        _ => Err("expected \"normal\" or \"full\"".to_string()),
+    }
+}
+
 pub(super) fn policy(raw: Raw<'_>) -> Result<SlowConsumerPolicy, String> {
     match text_of(raw) {
         Some("disconnect") => Ok(SlowConsumerPolicy::Disconnect),

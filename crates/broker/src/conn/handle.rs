@@ -1,9 +1,10 @@
 //! The broker's shared view of one connection, handed between the session
 //! that owns the socket and the components that send to it or decide its fate.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anteroom_protocol::{ByeReason, LeftReason};
+use anteroom_protocol::{ByeReason, Features, LeftReason};
 use bytes::Bytes;
 
 use super::outbox::{Outbox, Push};
@@ -26,6 +27,18 @@ pub struct Peer {
     /// Frames on their way to this connection.
     pub outbox: Outbox,
     state: StateMachine,
+    /// Set once, by a `hello` that asked for features; never for a
+    /// version-1 client.
+    grant: OnceLock<Grant>,
+}
+
+/// What a client that asked for features was granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The features this connection may use.
+    pub features: Features,
+    /// With `files`: its bearer token for uploads.
+    pub upload_token: Option<Box<str>>,
 }
 
 impl Peer {
@@ -41,7 +54,24 @@ impl Peer {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             outbox: Outbox::with_byte_limit(outbox_limit, max_outbox_bytes),
             state: StateMachine::new(),
+            grant: OnceLock::new(),
         }
+    }
+
+    /// Session: records what a `hello` asking for features was granted,
+    /// before the connection arrives anywhere that reads it.
+    pub fn set_grant(&self, grant: Grant) {
+        let _ = self.grant.set(grant);
+    }
+
+    /// What the client was granted; `None` for a version-1 client.
+    pub fn grant(&self) -> Option<&Grant> {
+        self.grant.get()
+    }
+
+    /// The features granted (none for a version-1 client).
+    pub fn features(&self) -> Features {
+        self.grant.get().map_or(Features::NONE, |g| g.features)
     }
 
     /// The connection's current phase.
@@ -80,11 +110,12 @@ impl Peer {
     }
 
     /// Room delivery: makes the connection a member, then queues its
-    /// `welcome`. In that order: a client that reads its welcome and at once
-    /// sends `say` must find itself a member.
-    pub fn admit(&self, welcome: Bytes) {
+    /// `welcome` and, for a client granted `history`, the `history` that
+    /// follows it with nothing in between. In that order: a client that
+    /// reads its welcome and at once sends `say` must find itself a member.
+    pub fn admit(&self, welcome: Bytes, history: Option<Bytes>) {
         self.state.admit();
-        self.outbox.push_welcome(welcome);
+        self.outbox.push_welcome(welcome, history);
     }
 
     /// Ends the connection from outside its session: the outbox closes with

@@ -227,16 +227,20 @@ impl Outbox {
         Push::Queued { depth }
     }
 
-    /// Queues the `welcome` and marks the connection a member: any pending
-    /// position update is withdrawn so nothing `queued` follows the welcome.
-    pub fn push_welcome(&self, bytes: Bytes) -> Push {
+    /// Queues the `welcome` (and the frame that must follow it at once, if
+    /// any) and marks the connection a member: any pending position update
+    /// is withdrawn so nothing `queued` follows the welcome.
+    pub fn push_welcome(&self, bytes: Bytes, then: Option<Bytes>) -> Push {
         let mut state = self.lock();
         if state.closing {
             return Push::Closed;
         }
         state.member = true;
         state.position = None;
-        let depth = self.enqueue(&mut state, Entry::reply(bytes));
+        let mut depth = self.enqueue(&mut state, Entry::reply(bytes));
+        if let Some(then) = then {
+            depth = self.enqueue(&mut state, Entry::reply(then));
+        }
         Push::Queued { depth }
     }
 

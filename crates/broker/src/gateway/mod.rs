@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::bus::Bus;
+use crate::chat_log::Chat;
 use crate::config::Config;
 use crate::conn::shards::Shards;
 use crate::rate::Rate;
@@ -34,6 +35,10 @@ pub struct Gateway {
     pub bus: Bus,
     pub names: Arc<Names>,
     pub roster: Arc<Roster>,
+    /// History, and the files uploaded to the room.
+    pub chat: Chat,
+    /// The version 1.1 features this server grants to clients asking.
+    pub offered: anteroom_protocol::Features,
     /// Cancelled when the broker shuts down.
     pub shutdown: CancellationToken,
     /// Tracks session tasks so shutdown can wait for their goodbyes.
@@ -58,13 +63,14 @@ pub struct Gateway {
 const REFUSALS_IN_FLIGHT: usize = 64;
 
 impl Gateway {
-    /// Builds the shared state from a validated configuration; `shards` are
-    /// the room's (see [`crate::room::Room`]).
+    /// Builds the shared state from a validated configuration; `shards`
+    /// and `chat` are the room's (see [`crate::room::Room`]).
     pub fn new(
         config: Config,
         bus: Bus,
         roster: Arc<Roster>,
         shards: Arc<Shards>,
+        chat: Chat,
         shutdown: CancellationToken,
     ) -> Self {
         let quota = rate_quota(&config);
@@ -84,6 +90,8 @@ impl Gateway {
             bus,
             names: Arc::new(Names::new()),
             roster,
+            offered: chat.offered(),
+            chat,
             shutdown,
             tracker: TaskTracker::new(),
             quota,

@@ -414,6 +414,13 @@ impl Session {
         }
         self.claim.take();
         self.handshake.done();
+        // The upload token dies with the connection.
+        if let (Some(files), Some(token)) = (
+            &self.gateway.chat.files,
+            self.peer.grant().and_then(|g| g.upload_token.as_deref()),
+        ) {
+            files.revoke(token);
+        }
 
         // Let the writer flush the goodbye, but never wait on a stalled peer.
         flush(writer_task).await;

@@ -1,5 +1,6 @@
 //! The web listener (`web_listen`): the browser client at `/`, WebSocket
-//! sessions at `/ws`, over HTTP/1.1 or, with `web_tls`, HTTPS.
+//! sessions at `/ws`, file uploads at `/upload` and downloads at
+//! `/files/{id}`, over HTTP/1.1 or, with `web_tls`, HTTPS.
 //!
 //! Every TCP connection takes a place under the connection caps, as on the
 //! chat port, and keeps it while it serves HTTP and then, once upgraded, its
@@ -10,6 +11,7 @@
 
 mod assets;
 pub mod socket;
+mod upload;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Full;
-use hyper::body::{Body, Bytes};
+use hyper::body::{Body as _, Bytes};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -48,6 +50,19 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// How long open HTTP connections get to finish at shutdown.
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
+
+/// Every response's body: most are whole in memory, a download streams.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// A body held in memory.
+pub fn full(bytes: Bytes) -> Body {
+    upload::full_body(Full::new(bytes))
+}
+
+/// Turns a response built whole into one with a [`Body`].
+fn boxed(response: Response<Full<Bytes>>) -> Response<Body> {
+    response.map(upload::full_body)
+}
 
 /// A connection's byte stream, plain or TLS.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -112,8 +127,9 @@ async fn serve_connection(
 ) {
     let gw = gateway.clone();
     let service = hyper::service::service_fn(move |req| {
-        let response = route(req, &gw, &place, peer);
-        async move { Ok::<_, Infallible>(response) }
+        let gw = gw.clone();
+        let place = place.clone();
+        async move { Ok::<_, Infallible>(route(req, &gw, &place, peer).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -139,18 +155,31 @@ async fn serve_connection(
     }
 }
 
-fn route(
+async fn route(
     mut req: Request<hyper::body::Incoming>,
     gateway: &Arc<Gateway>,
     place: &Arc<Admitted>,
     peer: SocketAddr,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
+    let files = gateway.chat.files.as_deref();
+    if req.uri().path() == UPLOAD_PATH
+        && let Some(files) = files
+    {
+        if req.method() != Method::POST {
+            let mut refused = plain(StatusCode::METHOD_NOT_ALLOWED, "uploads are POSTed\n");
+            refused
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return boxed(refused);
+        }
+        return upload::upload(req, files).await;
+    }
     if !req.body().is_end_stream() && req.uri().path() != "/ws" {
         let mut refused = plain(StatusCode::PAYLOAD_TOO_LARGE, "requests carry no body\n");
         refused
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return refused;
+        return boxed(refused);
     }
     let head = req.method() == Method::HEAD;
     if req.method() != Method::GET && !head {
@@ -158,7 +187,13 @@ fn route(
         refused
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return refused;
+        return boxed(refused);
+    }
+    if let (Some(id), Some(files)) = (
+        req.uri().path().strip_prefix(crate::chat_log::FILES_PATH),
+        files,
+    ) {
+        return upload::download(id, files, head).await;
     }
     if req.uri().path() == "/ws" {
         return match Upgrade::check(req.headers(), &gateway.config.web_allowed_origins) {
@@ -187,16 +222,19 @@ fn route(
                     }
                     .instrument(span),
                 );
-                upgrade.response()
+                boxed(upgrade.response())
             }
-            Err(refused) => refused.response(),
+            Err(refused) => boxed(refused.response()),
         };
     }
-    match assets::find(req.uri().path()) {
+    boxed(match assets::find(req.uri().path()) {
         Some(asset) => assets::respond(asset, req.headers().get(header::IF_NONE_MATCH), head),
         None => plain(StatusCode::NOT_FOUND, "not found\n"),
-    }
+    })
 }
+
+/// Where files are uploaded.
+pub const UPLOAD_PATH: &str = "/upload";
 
 /// A WebSocket upgrade that passed the checks.
 struct Upgrade {

@@ -322,7 +322,11 @@ async fn arrive(
             // The first `queued` is part of the decision: queued before any
             // `welcome` can be, so even a client promoted at once sees it.
             let position = position as u64;
-            let first = crate::room::waitlist::queued_frame(position, rules.waiting_len() as u64);
+            let first = crate::room::waitlist::queued_frame(
+                position,
+                rules.waiting_len() as u64,
+                peer.grant().map(|g| g.features),
+            );
             peer.queue(first);
             bus.queue.publish(QueueEvent::ClientQueued { peer }).await?;
         }

@@ -18,12 +18,14 @@ use bytes::BytesMut;
 use tracing::debug;
 
 use crate::bus::RoomEvent;
+use crate::chat_log::writer::Sequence;
+use crate::chat_log::{ChatLog, Logged};
 use crate::conn::handle::{ConnId, Peer};
 use crate::conn::outbox::{EventRun, Push};
 use crate::conn::shards::Shards;
 use crate::telemetry::metrics;
-use anteroom_protocol::ServerMessage;
 use anteroom_protocol::server::{WELCOME_DIRECT, WELCOME_FROM_QUEUE};
+use anteroom_protocol::{Feature, ServerMessage};
 
 struct Member {
     id: ConnId,
@@ -34,9 +36,16 @@ struct Member {
 /// Room delivery's state: members in join order and the last message id.
 pub struct RoomDelivery {
     members: Vec<Member>,
-    next_id: u64,
+    ids: Sequence,
+    /// Where handed-out messages are recorded for history.
+    log: Option<Arc<ChatLog>>,
+    /// The `history` frame for the next member granted `history`, until a
+    /// message makes it stale: a join storm encodes it once.
+    join_history: Option<bytes::Bytes>,
     capacity: u64,
     skip: bool,
+    /// `welcome.max_upload_bytes` for clients granted `files`.
+    max_upload_bytes: u64,
     /// Deepest member outbox seen during the current batch.
     deepest: usize,
     /// The pass's events, encoded back to back, not yet handed to members.
@@ -50,14 +59,26 @@ impl RoomDelivery {
     pub fn new(capacity: usize, skip: bool) -> Self {
         Self {
             members: Vec::new(),
-            next_id: 0,
+            ids: Sequence::after(0),
+            log: None,
+            join_history: None,
             capacity: capacity as u64,
             skip,
+            max_upload_bytes: 0,
             deepest: 0,
             pending: BytesMut::new(),
             pending_count: 0,
             pending_posted: Vec::new(),
         }
+    }
+
+    /// Delivery for a room whose chat log is `log`, continuing after
+    /// `last_id`; members granted `files` are told `max_upload_bytes`.
+    pub fn with_log(mut self, log: Arc<ChatLog>, last_id: u64, max_upload_bytes: u64) -> Self {
+        self.log = Some(log);
+        self.max_upload_bytes = max_upload_bytes;
+        self.ids = Sequence::after(last_id);
+        self
     }
 
     /// Applies one event of the room stream. Room events are held until
@@ -68,17 +89,21 @@ impl RoomDelivery {
                 from,
                 text,
                 ts,
+                attachment,
                 read_at,
             } => {
-                self.next_id += 1;
-                let message = ServerMessage::Message {
-                    id: self.next_id,
-                    from: Cow::Borrowed(&from),
-                    text: Cow::Borrowed(&text),
+                let message = Logged {
+                    id: self.ids.issue(),
+                    from,
+                    text,
                     ts,
-                    attachment: None,
+                    attachment,
                 };
-                self.append(&message, Some(read_at));
+                self.append(&message.to_message(), Some(read_at));
+                if let Some(log) = &self.log {
+                    log.record(message);
+                    self.join_history = None;
+                }
             }
             RoomEvent::MemberJoined {
                 peer,
@@ -99,6 +124,7 @@ impl RoomDelivery {
                     name: name.clone(),
                     peer: peer.clone(),
                 });
+                let grant = peer.grant();
                 let welcome = ServerMessage::Welcome {
                     name: Cow::Borrowed(&name),
                     users: self
@@ -112,15 +138,26 @@ impl RoomDelivery {
                     } else {
                         WELCOME_DIRECT
                     }),
-                    features: None,
-                    max_upload_bytes: None,
-                    upload_token: None,
+                    features: grant
+                        .map(|g| g.features.names().into_iter().map(Cow::Borrowed).collect()),
+                    upload_token: grant.and_then(|g| g.upload_token.as_deref().map(Cow::Borrowed)),
+                    max_upload_bytes: grant
+                        .filter(|g| g.features.has(Feature::Files))
+                        .map(|_| self.max_upload_bytes),
                 }
                 .to_frame();
+                let history = match &self.log {
+                    Some(log) if peer.features().has(Feature::History) => Some(
+                        self.join_history
+                            .get_or_insert_with(|| log.on_join_frame())
+                            .clone(),
+                    ),
+                    _ => None,
+                };
                 // A member from the moment its welcome can reach it: a
                 // promoted client's session is already reading, and a `say`
                 // or `who` sent on the welcome must not find it still queued.
-                peer.admit(welcome);
+                peer.admit(welcome, history);
             }
             RoomEvent::MemberLeft {
                 id,

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
+use crate::chat_log::Chat;
+use crate::chat_log::writer;
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::conn::shards::Shards;
 use crate::supervisor::Component;
@@ -33,14 +35,23 @@ pub struct Room {
     /// The writer shards room delivery hands its passes to, and keeps pace
     /// with; the gateway's connections are written through them.
     pub shards: Arc<Shards>,
-    /// Admission, delivery, roster and waitlist.
+    /// The chat log and files, for the sessions.
+    pub chat: Chat,
+    /// Admission, delivery, roster, waitlist and the chat log.
     pub components: Vec<Component>,
 }
 
 impl Room {
-    /// Starts every component on a new bus. `shutdown` makes admission
-    /// refuse newcomers while the gateway says goodbye.
+    /// Starts every component on a new bus, with a chat log in memory.
+    /// `shutdown` makes admission refuse newcomers while the gateway says
+    /// goodbye.
     pub fn start(config: &Config, shutdown: &CancellationToken) -> Self {
+        Self::start_with(config, shutdown, Chat::memory(config))
+    }
+
+    /// [`Room::start`] with the chat log and files opened from the
+    /// configuration.
+    pub fn start_with(config: &Config, shutdown: &CancellationToken, chat: Chat) -> Self {
         let (bus, subscriptions) = Bus::new();
         let roster = Arc::new(roster::Roster::new());
         let shards = Shards::for_current_runtime();
@@ -50,7 +61,11 @@ impl Room {
                 "room_delivery",
                 delivery::run(
                     subscriptions.room_delivery,
-                    delivery::RoomDelivery::new(config.max_active, skip),
+                    delivery::RoomDelivery::new(config.max_active, skip).with_log(
+                        chat.log.clone(),
+                        chat.last_id,
+                        config.max_upload_bytes as u64,
+                    ),
                     config.outbox_limit,
                     shards.clone(),
                 ),
@@ -74,11 +89,27 @@ impl Room {
                 "waitlist",
                 waitlist::run(subscriptions.waitlist, waitlist::Waitlist::new()),
             ),
+            Component::spawn(
+                "chat_log",
+                writer::run(
+                    subscriptions.chat_log,
+                    chat.last_id,
+                    chat.store.clone(),
+                    chat.log.clone(),
+                    chat.files.clone(),
+                    writer::Settings {
+                        flush: config.store_flush,
+                        max_age: config.history_max_age,
+                        max_messages: config.history_max_messages as u64,
+                    },
+                ),
+            ),
         ];
         Self {
             bus,
             roster,
             shards,
+            chat,
             components,
         }
     }

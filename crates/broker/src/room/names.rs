@@ -5,13 +5,13 @@
 //! names concurrently, and a claim must be atomic: two clients saying `hello`
 //! with the same name at the same instant must not both get it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use anteroom_protocol::text;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 
-use crate::conn::handle::ConnId;
+use crate::conn::handle::{ConnId, Peer};
 
 /// Longest name, in Unicode scalar values, after trimming.
 pub const MAX_NAME_CHARS: usize = 32;
@@ -57,7 +57,15 @@ pub fn validate(raw: &str) -> Result<&str, NameError> {
 /// Names held by connected clients, compared case-insensitively.
 #[derive(Debug, Default)]
 pub struct Names {
-    held: DashMap<String, ConnId>,
+    held: DashMap<String, Holder>,
+}
+
+/// Who holds a name: the connection, for whispers to find it.
+#[derive(Debug)]
+struct Holder {
+    owner: ConnId,
+    name: Arc<str>,
+    peer: Weak<Peer>,
 }
 
 impl Names {
@@ -67,11 +75,40 @@ impl Names {
 
     /// Claims `name` for `owner`; the claim lasts until the returned guard drops.
     pub fn claim(self: &Arc<Self>, name: &str, owner: ConnId) -> Result<NameClaim, NameError> {
+        self.claim_with(name, owner, Weak::new())
+    }
+
+    /// Claims `name` for `peer`, which [`Names::holder`] then finds.
+    pub fn claim_for(
+        self: &Arc<Self>,
+        name: &str,
+        peer: &Arc<Peer>,
+    ) -> Result<NameClaim, NameError> {
+        self.claim_with(name, peer.id, Arc::downgrade(peer))
+    }
+
+    /// The connection holding `name` (matched like names are) and the
+    /// name as it holds it.
+    pub fn holder(&self, name: &str) -> Option<(Arc<str>, Arc<Peer>)> {
+        let held = self.held.get(&name.trim().to_lowercase())?;
+        Some((held.name.clone(), held.peer.upgrade()?))
+    }
+
+    fn claim_with(
+        self: &Arc<Self>,
+        name: &str,
+        owner: ConnId,
+        peer: Weak<Peer>,
+    ) -> Result<NameClaim, NameError> {
         let key = name.to_lowercase();
         match self.held.entry(key.clone()) {
             Entry::Occupied(_) => Err(NameError::Taken),
             Entry::Vacant(slot) => {
-                slot.insert(owner);
+                slot.insert(Holder {
+                    owner,
+                    name: name.into(),
+                    peer,
+                });
                 Ok(NameClaim {
                     names: Arc::clone(self),
                     key,
@@ -104,7 +141,7 @@ impl Drop for NameClaim {
     fn drop(&mut self) {
         self.names
             .held
-            .remove_if(&self.key, |_, owner| *owner == self.owner);
+            .remove_if(&self.key, |_, held| held.owner == self.owner);
     }
 }
 

@@ -25,8 +25,8 @@ use tokio::time::Instant;
 use crate::bus::QueueEvent;
 use crate::conn::handle::{ConnId, Peer};
 use crate::telemetry::metrics;
-use anteroom_protocol::ServerMessage;
 use anteroom_protocol::server::queued_text;
+use anteroom_protocol::{Features, ServerMessage};
 
 /// Shortest time between two position recomputations.
 pub const CONFLATE: Duration = Duration::from_millis(200);
@@ -125,7 +125,7 @@ impl Waitlist {
                 entry
                     .peer
                     .outbox
-                    .set_position(queued_frame(position, waiting));
+                    .set_position(queued_frame(position, waiting, None));
                 sent += 1;
             }
         }
@@ -143,13 +143,14 @@ impl Waitlist {
     }
 }
 
-/// A `queued` frame for `position` in a queue of `waiting`.
-pub fn queued_frame(position: u64, waiting: u64) -> bytes::Bytes {
+/// A `queued` frame for `position` in a queue of `waiting`; the first one
+/// a client asking for features gets lists those granted.
+pub fn queued_frame(position: u64, waiting: u64, features: Option<Features>) -> bytes::Bytes {
     ServerMessage::Queued {
         position,
         waiting,
         text: queued_text(position).into(),
-        features: None,
+        features: features.map(|f| f.names().into_iter().map(Into::into).collect()),
     }
     .to_frame()
 }

@@ -34,6 +34,8 @@ pub static SLOW_CONSUMERS: LogBudget = LogBudget::new(10);
 pub static TIMEOUTS: LogBudget = LogBudget::new(10);
 /// `room and queue full; turned away`.
 pub static TURNED_AWAY: LogBudget = LogBudget::new(10);
+/// The chat log falling behind or failing, which repeats per batch.
+pub static STORE: LogBudget = LogBudget::new(1);
 /// A client's way through the room: `queued`, `joined the room`, `promoted
 /// from the queue`, `left the room`, `left the queue`. Generous: these lines
 /// are the record of who came and went, and a busy room writes many.

@@ -16,6 +16,12 @@ use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Buckets for time spent waiting in the queue: from 10 ms to an hour.
+/// Buckets of `anteroom_store_commit_seconds`: from an in-memory commit to
+/// a slow disk's fsync.
+const COMMIT_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
 const QUEUE_WAIT_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 ];
@@ -36,6 +42,9 @@ pub const REJECT_REASONS: &[&str] = &[
     "connection_rate",
     "who_rate_limited",
     "request_flood",
+    "no_such_user",
+    "whisper_unsupported",
+    "unavailable",
 ];
 
 /// Transports a connection can arrive on, each a label value of
@@ -73,8 +82,19 @@ pub const PANIC_TASKS: &[&str] = &[
     "room_delivery",
     "roster",
     "waitlist",
+    "chat_log",
     "http",
     "upkeep",
+];
+
+/// The `result` label values of `anteroom_uploads_total`.
+pub const UPLOAD_RESULTS: &[&str] = &[
+    "stored",
+    "too_large",
+    "unauthorized",
+    "rate_limited",
+    "bad_request",
+    "failed",
 ];
 
 /// Handles to every series, registered once per process.
@@ -106,6 +126,14 @@ pub struct Metrics {
     /// behind; read from [`count_dropped_log_lines`]'s source at each render.
     pub log_lines_dropped: Counter,
     pub joins_paced: Counter,
+    pub lag_chat_log: Gauge,
+    /// Messages the chat log could not commit, as a component's drops.
+    pub dropped_chat_log: Counter,
+    pub store_written: Counter,
+    pub store_dropped: Counter,
+    pub store_commit_seconds: Histogram,
+    pub whispers: Counter,
+    uploads: Vec<(&'static str, Counter)>,
     rejected: Vec<(&'static str, Counter)>,
     /// Indexed like [`Transport::ALL`].
     accepted: [Counter; 4],
@@ -158,6 +186,24 @@ impl Metrics {
         );
         describe_counter!("anteroom_rejected_total", "Requests refused, by reason.");
         describe_counter!(
+            "anteroom_store_written_total",
+            "Messages committed to the chat log."
+        );
+        describe_counter!(
+            "anteroom_store_dropped_total",
+            "Messages that could not be committed to the chat log (the store was down or too far behind)."
+        );
+        describe_histogram!(
+            "anteroom_store_commit_seconds",
+            Unit::Seconds,
+            "Time to commit one batch of the chat log."
+        );
+        describe_counter!("anteroom_whispers_total", "Direct messages delivered.");
+        describe_counter!(
+            "anteroom_uploads_total",
+            "Upload requests, by result (stored, too_large, unauthorized, rate_limited, bad_request; failed when the server could not store a file)."
+        );
+        describe_counter!(
             "anteroom_connections_accepted_total",
             "Connections accepted, by transport; a TLS or QUIC connection counts once its handshake completes."
         );
@@ -208,6 +254,16 @@ impl Metrics {
             log_lines_suppressed: counter!("anteroom_log_lines_suppressed_total"),
             log_lines_dropped: counter!("anteroom_log_lines_dropped_total"),
             joins_paced: counter!("anteroom_joins_paced_total"),
+            lag_chat_log: lag("chat_log"),
+            dropped_chat_log: counter!("anteroom_subscribers_dropped_total", "component" => "chat_log", "reason" => "store_behind"),
+            store_written: counter!("anteroom_store_written_total"),
+            store_dropped: counter!("anteroom_store_dropped_total"),
+            store_commit_seconds: histogram!("anteroom_store_commit_seconds"),
+            whispers: counter!("anteroom_whispers_total"),
+            uploads: UPLOAD_RESULTS
+                .iter()
+                .map(|r| (*r, counter!("anteroom_uploads_total", "result" => *r)))
+                .collect(),
             rejected: REJECT_REASONS
                 .iter()
                 .map(|r| (*r, counter!("anteroom_rejected_total", "reason" => *r)))
@@ -233,6 +289,7 @@ impl Metrics {
             &m.lag_roster,
             &m.lag_waitlist,
             &m.lag_admission,
+            &m.lag_chat_log,
         ] {
             g.set(0.0);
         }
@@ -248,10 +305,14 @@ impl Metrics {
             &m.log_lines_suppressed,
             &m.log_lines_dropped,
             &m.joins_paced,
+            &m.dropped_chat_log,
+            &m.store_written,
+            &m.store_dropped,
+            &m.whispers,
         ] {
             c.increment(0);
         }
-        for (_, c) in m.rejected.iter().chain(&m.panics) {
+        for (_, c) in m.rejected.iter().chain(&m.panics).chain(&m.uploads) {
             c.increment(0);
         }
         for c in &m.accepted {
@@ -279,6 +340,13 @@ impl Metrics {
             c.increment(1);
         }
     }
+
+    /// Counts one upload request by its result, one of [`UPLOAD_RESULTS`].
+    pub fn upload(&self, result: &str) {
+        if let Some((_, c)) = self.uploads.iter().find(|(r, _)| *r == result) {
+            c.increment(1);
+        }
+    }
 }
 
 struct Telemetry {
@@ -295,6 +363,14 @@ fn telemetry() -> &'static Telemetry {
                 metrics_exporter_prometheus::Matcher::Full("anteroom_queue_wait_seconds".into()),
                 QUEUE_WAIT_BUCKETS,
             )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "anteroom_store_commit_seconds".into(),
+                    ),
+                    COMMIT_BUCKETS,
+                )
+            })
             .expect("bucket lists are non-empty constants");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();

@@ -73,7 +73,7 @@ async fn gap_follows_what_was_queued_before_the_drop() {
 async fn welcome_withdraws_pending_position() {
     let outbox = Outbox::new(4);
     assert!(outbox.set_position(frame(9)));
-    outbox.push_welcome(frame(1));
+    outbox.push_welcome(frame(1), None);
     assert!(!outbox.set_position(frame(8)));
     let mut batch = Batch::default();
     outbox.next_batch(&mut batch).await;

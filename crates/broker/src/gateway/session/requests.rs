@@ -1,7 +1,20 @@
 //! The session's answers to each client request: the handshake, `say`,
 //! `who`, pings and goodbyes, with the checks and limits each one needs.
 
+use std::borrow::Cow;
+
+use anteroom_protocol::{Feature, Features};
+
 use super::*;
+use crate::conn::handle::Grant;
+
+/// A name as quoted back in an error: at most 64 characters of it.
+fn truncate_name(name: &str) -> &str {
+    match name.char_indices().nth(64) {
+        Some((i, _)) => &name[..i],
+        None => name,
+    }
+}
 
 impl Session {
     /// Queues a direct reply; a client that never reads its replies is cut off.
@@ -29,8 +42,10 @@ impl Session {
         match message {
             // Boxed: the handshake's state lives on the heap only while it
             // runs, keeping every idle connection's task small.
-            ClientMessage::Hello { name, .. } => Box::pin(self.hello(&name)).await,
-            ClientMessage::Say { text, .. } => self.say(text, read_at).await,
+            ClientMessage::Hello { name, features } => {
+                Box::pin(self.hello(&name, features.as_deref())).await
+            }
+            ClientMessage::Say { text, attachment } => self.say(text, attachment, read_at).await,
             ClientMessage::Who => {
                 if self.admitted("who") && self.who_allowed() {
                     // Boxed: rare, and it may wait for the roster.
@@ -45,11 +60,17 @@ impl Session {
             }
             ClientMessage::Pong { .. } => None,
             ClientMessage::Bye => Some(End::close(ByeReason::Bye, LeftReason::Bye)),
-            ClientMessage::History { .. } | ClientMessage::Whisper { .. } => {
-                self.refuse(
-                    ErrorCode::UnknownType,
-                    "this connection was not granted that feature",
-                );
+            ClientMessage::History { before, limit } => {
+                if self.granted(Feature::History, "history") && self.admitted("history") {
+                    // Boxed: rare, and it may wait for the store.
+                    Box::pin(self.history(before, limit)).await;
+                }
+                None
+            }
+            ClientMessage::Whisper { to, text } => {
+                if self.granted(Feature::Whisper, "whisper") && self.admitted("whisper") {
+                    self.whisper(&to, &text);
+                }
                 None
             }
         }
@@ -70,6 +91,106 @@ impl Session {
             "too many `who` requests; slow down",
         ));
         false
+    }
+
+    /// Whether the client was granted `feature`; a request of a feature not
+    /// granted is, for this connection, a type that does not exist.
+    fn granted(&self, feature: Feature, what: &str) -> bool {
+        if self.peer.features().has(feature) {
+            return true;
+        }
+        self.refuse(
+            ErrorCode::UnknownType,
+            &format!("unknown message type `{what}` (ask for the `{what}` feature in `hello`)"),
+        );
+        false
+    }
+
+    /// Answers a `history` request, from memory or the store.
+    async fn history(&self, before: Option<i64>, limit: Option<i64>) {
+        match self.gateway.chat.log.page(before, limit).await {
+            Ok(page) => self.reply(page),
+            Err(error) => {
+                debug!(%error, "history request failed");
+                self.refuse(
+                    ErrorCode::Unavailable,
+                    "the chat log cannot be read right now; try again",
+                );
+            }
+        }
+    }
+
+    /// Checks a text against the rules of `say`; refuses it if it breaks one.
+    fn text_allowed(&self, text: &str) -> bool {
+        let limit = self.gateway.config.max_message_bytes;
+        if text.is_empty() {
+            self.refuse(ErrorCode::BadRequest, "`text` must not be empty");
+            return false;
+        }
+        if text.len() > limit {
+            self.refuse(
+                ErrorCode::MessageTooLong,
+                &format!("messages are limited to {limit} bytes"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Takes one message from the member's `rate_limit` bucket; refuses
+    /// the request if it is empty.
+    fn rate_allowed(&mut self) -> bool {
+        let limiter = self
+            .limiter
+            .get_or_insert_with(|| Box::new(DefaultDirectRateLimiter::direct(self.gateway.quota)));
+        if limiter.check().is_err() {
+            self.refuse(ErrorCode::RateLimited, "too many messages; slow down");
+            return false;
+        }
+        true
+    }
+
+    /// A direct message: to the recipient and, once, to the sender.
+    fn whisper(&mut self, to: &str, text: &str) {
+        if !self.text_allowed(text) || !self.rate_allowed() {
+            return;
+        }
+        let Some(from) = self.name.clone() else {
+            return;
+        };
+        let recipient = self
+            .gateway
+            .names
+            .holder(to)
+            .filter(|(_, peer)| peer.phase() == Phase::Active);
+        let Some((to, peer)) = recipient else {
+            self.refuse(
+                ErrorCode::NoSuchUser,
+                &format!("no member is called `{}`", truncate_name(to)),
+            );
+            return;
+        };
+        if !peer.features().has(Feature::Whisper) {
+            self.refuse(
+                ErrorCode::WhisperUnsupported,
+                &format!("`{to}` cannot receive direct messages"),
+            );
+            return;
+        }
+        let frame = ServerMessage::Whisper {
+            from: Cow::Borrowed(&from),
+            to: Cow::Borrowed(&to),
+            text: Cow::Borrowed(text),
+            ts: unix_millis(),
+        }
+        .to_frame();
+        if peer.outbox.push_reply(frame.clone()) == Push::Overflow {
+            peer.cut_off_slow();
+        }
+        if peer.id != self.peer.id {
+            self.reply(frame);
+        }
+        metrics().whispers.increment(1);
     }
 
     /// Whether the client may use the room; refuses the request if not.
@@ -93,7 +214,7 @@ impl Session {
         }
     }
 
-    async fn hello(&mut self, raw: &str) -> Option<End> {
+    async fn hello(&mut self, raw: &str, features: Option<&[Cow<'static, str>]>) -> Option<End> {
         if self.peer.phase() != Phase::Handshake {
             self.refuse(
                 ErrorCode::BadRequest,
@@ -108,7 +229,7 @@ impl Session {
                 return None;
             }
         };
-        let claim = match self.gateway.names.claim(name, self.peer.id) {
+        let claim = match self.gateway.names.claim_for(name, &self.peer) {
             Ok(claim) => claim,
             Err(NameError::Taken) => {
                 self.refuse(
@@ -127,6 +248,18 @@ impl Session {
         self.claim = Some(claim);
         self.name = Some(name.clone());
         self.handshake.done();
+        if let Some(asked) = features {
+            let features = Features::from_names(asked.iter().map(|f| f.as_ref()))
+                .intersect(self.gateway.offered);
+            let upload_token = match &self.gateway.chat.files {
+                Some(files) if features.has(Feature::Files) => Some(files.issue_token().into()),
+                _ => None,
+            };
+            self.peer.set_grant(Grant {
+                features,
+                upload_token,
+            });
+        }
         self.peer.arrive();
         let arrived = PresenceEvent::ClientArrived {
             peer: self.peer.clone(),
@@ -168,29 +301,41 @@ impl Session {
 
     async fn say(
         &mut self,
-        text: std::borrow::Cow<'static, str>,
+        text: Cow<'static, str>,
+        attachment: Option<Cow<'static, str>>,
         read_at: std::time::Instant,
     ) -> Option<End> {
         if !self.admitted("say") {
             return None;
         }
-        let limit = self.gateway.config.max_message_bytes;
-        if text.is_empty() {
-            self.refuse(ErrorCode::BadRequest, "`text` must not be empty");
+        // Without `files`, `attachment` is an unknown key, and ignored.
+        let attachment = match attachment {
+            Some(url) if self.peer.features().has(Feature::Files) => {
+                match self
+                    .gateway
+                    .chat
+                    .files
+                    .as_ref()
+                    .and_then(|f| f.resolve(&url))
+                {
+                    Some(file) => Some(file),
+                    None => {
+                        self.refuse(
+                            ErrorCode::BadRequest,
+                            "`attachment` is not the URL of a file uploaded here",
+                        );
+                        return None;
+                    }
+                }
+            }
+            _ => None,
+        };
+        // With an attachment the text may be empty.
+        let bare_attachment = attachment.is_some() && text.is_empty();
+        if !bare_attachment && !self.text_allowed(&text) {
             return None;
         }
-        if text.len() > limit {
-            self.refuse(
-                ErrorCode::MessageTooLong,
-                &format!("messages are limited to {limit} bytes"),
-            );
-            return None;
-        }
-        let limiter = self
-            .limiter
-            .get_or_insert_with(|| Box::new(DefaultDirectRateLimiter::direct(self.gateway.quota)));
-        if limiter.check().is_err() {
-            self.refuse(ErrorCode::RateLimited, "too many messages; slow down");
+        if !self.rate_allowed() {
             return None;
         }
         let from = self.name.clone()?;
@@ -198,6 +343,7 @@ impl Session {
             from,
             text: text.into(),
             ts: unix_millis(),
+            attachment,
             read_at,
         };
         let gateway = &self.gateway;

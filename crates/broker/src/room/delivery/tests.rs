@@ -7,6 +7,7 @@ fn said(from: &str, text: &str) -> RoomEvent {
         text: text.into(),
         ts: 0,
         read_at: Instant::now(),
+        attachment: None,
     }
 }
 
