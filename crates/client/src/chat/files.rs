@@ -1,4 +1,4 @@
-//! Files in the chat: `/send` runs an [`upload`](crate::upload) beside the
+//! Files in the chat: `/send` runs an [`upload`] beside the
 //! conversation and reports how it goes, and an attachment in a message is
 //! shown as its name, its size and where to fetch it.
 
