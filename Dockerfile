@@ -12,13 +12,17 @@ COPY web/dist ./web/dist
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p anteroom --no-default-features \
-    && cp target/release/anteroom /usr/local/bin/anteroom
+    && cp target/release/anteroom /usr/local/bin/anteroom \
+    && mkdir -p /var/lib/anteroom
 
 # Runtime stage: glibc and CA certificates only, no shell, non-root.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /usr/local/bin/anteroom /usr/local/bin/anteroom
 COPY config/anteroom.toml /etc/anteroom/anteroom.toml
-ENV ANTEROOM_LISTEN=0.0.0.0:7878 ANTEROOM_METRICS_LISTEN=0.0.0.0:9878 ANTEROOM_WEB_LISTEN=0.0.0.0:7880
+# The chat log and uploaded files: mount a volume here to keep them.
+COPY --from=build --chown=65532:65532 /var/lib/anteroom /var/lib/anteroom
+ENV ANTEROOM_LISTEN=0.0.0.0:7878 ANTEROOM_METRICS_LISTEN=0.0.0.0:9878 ANTEROOM_WEB_LISTEN=0.0.0.0:7880 ANTEROOM_DATA_DIR=/var/lib/anteroom
+VOLUME /var/lib/anteroom
 USER 65532:65532
 EXPOSE 7878 7880 9878
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["anteroom", "healthcheck", "--addr", "127.0.0.1:9878", "--path", "/readyz"]

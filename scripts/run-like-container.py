@@ -81,6 +81,7 @@ def main():
     user = None
     entrypoint, cmd, health = [], [], []
     bin_dir = tempfile.mkdtemp(prefix="anteroom-image-")
+    data_dirs = {}
     os.chmod(bin_dir, 0o755)
     for keyword, rest in stage:
         if keyword == "ENV":
@@ -91,7 +92,14 @@ def main():
             user = rest
         elif keyword == "COPY":
             parts = rest.split()
-            if parts[0].startswith("--from="):
+            if any(p.startswith("--chown=") for p in parts):
+                # The image's data directory, owned by its user: a temporary
+                # one here, put in its place through the environment below.
+                data_dir = tempfile.mkdtemp(prefix="anteroom-data-")
+                owner = next(p for p in parts if p.startswith("--chown=")).split("=", 1)[1]
+                os.chown(data_dir, *(int(x) for x in owner.split(":")))
+                data_dirs[parts[-1]] = data_dir
+            elif parts[0].startswith("--from="):
                 # The binary: its image path's directory goes on PATH.
                 shutil.copy(binary, os.path.join(bin_dir, os.path.basename(parts[-1])))
                 env["PATH"] = bin_dir + ":" + env["PATH"]
@@ -107,6 +115,9 @@ def main():
             cmd = json.loads(rest)
         elif keyword == "HEALTHCHECK":
             health = json.loads(rest[rest.index("CMD") + 3 :].strip())
+    for key, value in env.items():
+        if value in data_dirs:
+            env[key] = data_dirs[value]
     assert user and ":" in user and user.split(":")[0] != "0", f"image must run as a numeric non-root user, got {user!r}"
     uid, gid = user.split(":")
     argv = entrypoint + cmd
@@ -155,10 +166,16 @@ def main():
         code = proc.wait(timeout=10)
         assert code == 0, f"exit status {code} after SIGTERM"
         print("SIGTERM: exit status 0")
+        for data_dir in data_dirs.values():
+            log = os.path.join(data_dir, "chat.sqlite3")
+            assert os.path.exists(log), f"no chat log in the image's data directory ({log})"
+            print("the chat log was written in the image's data directory")
     finally:
         if proc.poll() is None:
             proc.kill()
         shutil.rmtree(bin_dir, ignore_errors=True)
+        for data_dir in data_dirs.values():
+            shutil.rmtree(data_dir, ignore_errors=True)
     print("ok: the image's command line works")
     return 0
 

@@ -61,8 +61,31 @@ pub struct Args {
     /// separated by commas, run in turn (Redis and NATS: tcp only).
     #[arg(long, value_delimiter = ',', default_value = "tcp")]
     pub transport: Vec<Transport>,
+    /// anteroom's chat log: memory or sqlite, or both separated by a comma,
+    /// run in turn (sqlite in a new temporary data directory each run).
+    #[arg(long, value_delimiter = ',', default_value = "memory")]
+    pub store: Vec<Store>,
+    /// `store_sync` for the sqlite store.
+    #[arg(long, default_value = "normal")]
+    pub store_sync: String,
     #[command(flatten)]
     pub cpu: PinArgs,
+}
+
+/// Where a started anteroom keeps its chat log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Store {
+    Memory,
+    Sqlite,
+}
+
+impl Store {
+    fn name(self) -> &'static str {
+        match self {
+            Store::Memory => "memory",
+            Store::Sqlite => "sqlite",
+        }
+    }
 }
 
 /// A broker, or all of them.
@@ -82,6 +105,31 @@ impl BrokerChoice {
             BrokerChoice::Nats => vec![Broker::Nats],
             BrokerChoice::All => vec![Broker::Anteroom, Broker::Redis, Broker::Nats],
         }
+    }
+}
+
+/// A data directory of its own for one run, removed after it.
+struct DataDir(std::path::PathBuf);
+
+impl DataDir {
+    fn new() -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!(
+            "anteroom-bench-data-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -112,7 +160,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let runs = plan(args.broker, &args.transport, args.server.is_some())?;
     let pinning = args.cpu.apply()?;
     for (broker, transport) in runs {
-        run_broker(&args, broker, transport, pinning).await?;
+        // The store is anteroom's alone: other brokers run once.
+        let stores = match broker {
+            Broker::Anteroom => args.store.clone(),
+            _ => vec![Store::Memory],
+        };
+        for store in stores {
+            run_broker(&args, broker, transport, store, pinning).await?;
+        }
     }
     Ok(())
 }
@@ -121,8 +176,11 @@ async fn run_broker(
     args: &Args,
     broker: Broker,
     transport: Transport,
+    store: Store,
     pinning: Option<Pinning>,
 ) -> anyhow::Result<()> {
+    // Removed after the server, which holds it.
+    let data_dir = DataDir::new()?;
     // Declared before the server, so that it goes after it.
     let certificate = transport
         .encrypted()
@@ -135,6 +193,9 @@ async fn run_broker(
                 settings.extend(certificate.server_settings(transport));
             }
             settings.extend(transport.plain_settings());
+            settings.push(("ANTEROOM_STORE", store.name().into()));
+            settings.push(("ANTEROOM_STORE_SYNC", args.store_sync.clone()));
+            settings.push(("ANTEROOM_DATA_DIR", data_dir.path()));
             ServerUnderTest::start(args.server, &settings, pinning)?
         }
         other => ServerUnderTest::start_external(other, pinning)?,
@@ -151,8 +212,13 @@ async fn run_broker(
         .await
         .context("filling the room")?;
     let args = args.clone();
+    let store_shown = match (broker, store) {
+        (Broker::Anteroom, Store::Sqlite) => format!(", store sqlite ({})", args.store_sync),
+        (Broker::Anteroom, Store::Memory) => ", store memory".to_string(),
+        _ => String::new(),
+    };
     println!(
-        "fanout on {} over {}{}: {} members, {} publishing, {}-byte messages, {:?} per rate, server {}, {}{}",
+        "fanout on {}{store_shown} over {}{}: {} members, {} publishing, {}-byte messages, {:?} per rate, server {}, {}{}",
         broker.name(),
         transport.name(),
         dialer
@@ -192,7 +258,14 @@ async fn run_broker(
         }
         println!(
             "{}",
-            sweep_summary(&args, broker, transport, server.pinned, &found)
+            sweep_summary(
+                &args,
+                broker,
+                transport,
+                (broker == Broker::Anteroom).then(|| store.name()),
+                server.pinned,
+                &found
+            )
         );
     }
     drop(room);

@@ -104,6 +104,7 @@ pub(super) fn sweep_summary(
     args: &Args,
     broker: Broker,
     transport: Transport,
+    store: Option<&str>,
     pinned: bool,
     found: &Found,
 ) -> String {
@@ -114,6 +115,7 @@ pub(super) fn sweep_summary(
         "workload": "fanout-sweep",
         "broker": broker.name(),
         "transport": transport.name(),
+        "store": store,
         "members": args.members,
         "publishers": args.publishers,
         "payload": args.payload,

@@ -144,6 +144,19 @@ struct Session {
     who_full_at: Instant,
 }
 
+impl Drop for Session {
+    /// The upload token dies with the connection, however it ends (a panic
+    /// unwinding the session included).
+    fn drop(&mut self) {
+        if let (Some(files), Some(token)) = (
+            &self.gateway.chat.files,
+            self.peer.grant().and_then(|g| g.upload_token.as_deref()),
+        ) {
+            files.revoke(token);
+        }
+    }
+}
+
 /// Runs a connection until it ends: the one entry point for every transport.
 pub async fn run_session<T: Transport>(gateway: Arc<Gateway>, transport: T) {
     run_session_since(gateway, transport, Instant::now()).await;
@@ -414,13 +427,6 @@ impl Session {
         }
         self.claim.take();
         self.handshake.done();
-        // The upload token dies with the connection.
-        if let (Some(files), Some(token)) = (
-            &self.gateway.chat.files,
-            self.peer.grant().and_then(|g| g.upload_token.as_deref()),
-        ) {
-            files.revoke(token);
-        }
 
         // Let the writer flush the goodbye, but never wait on a stalled peer.
         flush(writer_task).await;
