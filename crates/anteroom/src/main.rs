@@ -68,6 +68,12 @@ struct ChatArgs {
     /// private: anyone in the middle can read the chat. The screen says so.
     #[arg(long)]
     insecure: bool,
+    /// The server's web listener, where `/send` uploads files and attachments
+    /// link to: `http://host:port` or `https://host:port`. Default: the
+    /// `ws://` or `wss://` server's own address, else the server's host on
+    /// port 7880 (https for tls:// and quic://).
+    #[arg(long, value_name = "URL", env = "ANTEROOM_WEB", value_parser = anteroom_client::upload::WebBase::parse)]
+    web: Option<anteroom_client::upload::WebBase>,
 }
 
 impl ChatArgs {
@@ -81,6 +87,7 @@ impl ChatArgs {
         anteroom_client::chat::Dial {
             server: self.server.clone(),
             trust,
+            web: self.web.clone(),
         }
     }
 }

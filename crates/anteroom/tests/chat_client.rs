@@ -383,3 +383,318 @@ async fn the_client_library_joins_waits_and_chats() {
     );
     server.stop().await;
 }
+
+/// A test server (its chat log in memory) with the web listener on a free
+/// port, for uploads, and `adjust` applied.
+async fn v11_server(adjust: impl FnOnce(&mut anteroom_broker::config::Config)) -> TestServer {
+    TestServer::start(|c| {
+        c.web_listen = Some("127.0.0.1:0".parse().unwrap());
+        adjust(c);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn earlier_messages_are_shown_on_join_and_paged_back_with_history() {
+    let server = v11_server(|c| c.history_on_join = 3).await;
+    // A version-1 member talks before anyone with history arrives.
+    let mut bob = server.join("bob").await;
+    for i in 1..=6 {
+        bob.say(&format!("m{i}")).await;
+        bob.next_message().await;
+    }
+    let mut ann = Chat::start(server.addr, "ann");
+    ann.expect("* in the room: bob, ann");
+    ann.expect("* 3 earlier messages:");
+    ann.expect("<bob> m4");
+    ann.expect("<bob> m5");
+    ann.expect("<bob> m6");
+    bob.say("live").await;
+    ann.expect("<bob> live");
+    ann.type_line("/history 2");
+    ann.expect("* 2 earlier messages:");
+    ann.expect("<bob> m2");
+    ann.expect("<bob> m3");
+    ann.type_line("/history");
+    ann.expect("* 1 earlier message:");
+    ann.expect("<bob> m1");
+    ann.expect("* no older messages");
+    ann.type_line("/history");
+    ann.expect("! no older messages");
+    ann.finish();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msg_whispers_between_two_chat_clients() {
+    let server = v11_server(|_| {}).await;
+    let mut ann = Chat::start(server.addr, "ann");
+    ann.expect("* in the room: ann");
+    let mut bob = Chat::start(server.addr, "bob");
+    bob.expect("* in the room: ann, bob");
+    ann.expect("* bob joined");
+    let mut old = server.join("old").await;
+    ann.expect("* old joined");
+
+    ann.type_line("/msg BOB just between us");
+    bob.expect("ann → bob (private): just between us");
+    ann.expect("ann → bob (private): just between us");
+    bob.type_line("/msg ann and back");
+    ann.expect("bob → ann (private): and back");
+    // Nobody else hears a whisper: the version-1 member's next frame is a
+    // message said after them.
+    bob.type_line("out loud");
+    let m = old.next_message().await;
+    assert_eq!(m["text"].as_str(), Some("out loud"), "{m}");
+
+    ann.type_line("/msg zed hello?");
+    ann.expect_containing("! no_such_user: ");
+    ann.type_line("/msg old hello?");
+    ann.expect_containing("! whisper_unsupported: ");
+    ann.type_line("/msg bob");
+    ann.expect("! usage: /msg NAME TEXT (a name with spaces in double quotes)");
+    ann.finish();
+    bob.finish();
+    server.stop().await;
+}
+
+/// A file in a directory of its own, removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("anteroom-chat-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn file(&self, name: &str, bytes: &[u8]) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_posts_a_file_that_another_client_fetches_by_its_url() {
+    let server = v11_server(|c| c.max_upload_bytes = 1000).await;
+    let web = server.web_addr.expect("the web listener is on");
+    let scratch = Scratch::new("send");
+    let content = "minutes of the meeting: ✓ ship it\n".repeat(3);
+    let notes = scratch.file("notes de réunion.txt", content.as_bytes());
+    // Over the WebSocket the web listener is the server's own address;
+    // over TCP it is given.
+    let mut ann = Chat::start_url(&format!("ws://{web}/ws"), "ann");
+    ann.expect("* in the room: ann");
+    let mut bob = Chat::start_with(
+        &server.addr.to_string(),
+        "bob",
+        &["--web", &format!("http://{web}")],
+    );
+    bob.expect("* in the room: ann, bob");
+
+    ann.type_line(&format!("/send \"{notes}\" the minutes"));
+    let size = content.len();
+    ann.expect(&format!("* sent notes de réunion.txt ({size} B)"));
+    let line = bob.expect_containing(&format!(
+        "<ann> the minutes 📎 notes de réunion.txt ({size} B) http://{web}/files/"
+    ));
+    ann.expect_containing(&format!(
+        "📎 notes de réunion.txt ({size} B) http://{web}/files/"
+    ));
+    let url = line.rsplit(' ').next().unwrap();
+    let path = url.strip_prefix(&format!("http://{web}")).unwrap();
+    assert_eq!(path.len(), "/files/".len() + 32, "{url}");
+    let (status, body) = support::http_get(web, path).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, content, "the bytes fetched are the bytes sent");
+
+    // Over the limit: refused before anything is sent.
+    let big = scratch.file("big.bin", &[0u8; 2048]);
+    bob.type_line(&format!("/send {big}"));
+    bob.expect("! cannot send big.bin: big.bin is 2.0 KiB but the server accepts at most 1000 B");
+    bob.type_line("/send /no/such/file.txt");
+    bob.expect_containing("! cannot send file.txt: cannot read /no/such/file.txt: ");
+    ann.finish();
+    bob.finish();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_web_listener_send_says_so_and_the_rest_works() {
+    // The tests' default: the web listener is off, so `files` is not granted.
+    let server = TestServer::start(|_| {}).await;
+    let scratch = Scratch::new("noweb");
+    let file = scratch.file("a.txt", b"a");
+    let mut ann = Chat::start(server.addr, "ann");
+    ann.expect("* in the room: ann");
+    ann.type_line(&format!("/send {file}"));
+    ann.expect_containing("! cannot send a.txt: this server does not take files");
+    ann.type_line("/msg ann note to self");
+    ann.expect("ann → ann (private): note to self");
+    ann.finish();
+    server.stop().await;
+}
+
+/// Waits until the tmux pane shows `want`, and returns the screen.
+fn wait_for_screen(socket: &str, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let screen = tmux(socket, &["capture-pane", "-p", "-t", "chat"]);
+        if screen.contains(want) {
+            return screen;
+        }
+        if Instant::now() > deadline {
+            tmux(socket, &["kill-server"]);
+            panic!("the screen never showed {want:?}:\n{screen}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_screen_interface_shows_earlier_messages_whispers_and_files() {
+    if !have("tmux") && !required("tmux", "tmux is not installed (apt-get install tmux)") {
+        return;
+    }
+    let server = v11_server(|c| c.history_on_join = 2).await;
+    let web = server.web_addr.expect("the web listener is on");
+    let mut bob = server.join("bob").await;
+    for i in 1..=4 {
+        bob.say(&format!("early {i}")).await;
+        bob.next_message().await;
+    }
+    let scratch = Scratch::new("tui");
+    let file = scratch.file("plan.txt", b"step one\n");
+    let socket = format!("anteroom-test-v11-{}", std::process::id());
+    let command = format!("TERM=xterm-256color {BIN} chat --name ann --server ws://{web}/ws");
+    tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "chat",
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &command,
+        ],
+    );
+    let screen = wait_for_screen(&socket, "bob: early 4");
+    assert!(screen.contains("— 2 earlier messages —"), "{screen}");
+    assert!(!screen.contains("early 2"), "{screen}");
+    let send = |keys: &str| tmux(&socket, &["send-keys", "-t", "chat", keys, "Enter"]);
+    send("/history");
+    // The page lands at the top, above the first join's page.
+    let screen = wait_for_screen(&socket, "2 earlier messages added at the top (PageUp)");
+    let at = |text: &str| {
+        screen
+            .find(text)
+            .unwrap_or_else(|| panic!("{text:?} not on {screen}"))
+    };
+    assert!(at("no older messages") < at("bob: early 1"), "{screen}");
+    assert!(at("bob: early 2") < at("Welcome to anteroom!"), "{screen}");
+    assert!(at("Welcome to anteroom!") < at("bob: early 3"), "{screen}");
+    send("/msg ann a note to myself");
+    wait_for_screen(&socket, "ann → ann (private): a note to myself");
+    send(&format!("/send {file} the plan"));
+    wait_for_screen(&socket, "sent plan.txt (9 B)");
+    // The link may wrap onto a line of its own.
+    let screen = wait_for_screen(&socket, "ann: the plan 📎 plan.txt (9 B)");
+    assert!(screen.contains(&format!("http://{web}/files/")), "{screen}");
+    let m = bob.next_message().await;
+    assert_eq!(m["attachment"]["name"].as_str(), Some("plan.txt"), "{m}");
+    tmux(&socket, &["send-keys", "-t", "chat", "C-c"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tmux(&socket, &["list-sessions"]).contains("chat:") {
+        assert!(
+            Instant::now() < deadline,
+            "the client did not exit on Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux(&socket, &["kill-server"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_client_library_uploads_and_the_server_refusals_are_named() {
+    use anteroom_client::protocol::{Feature, Features};
+    use anteroom_client::upload::{Ticket, UploadError, WebBase, upload};
+    use anteroom_client::{Admission, Connection, Trust};
+    let server = v11_server(|c| {
+        c.max_upload_bytes = 100;
+        c.upload_rate = 1;
+    })
+    .await;
+    let web = WebBase::parse(&format!("http://{}", server.web_addr.unwrap())).unwrap();
+    let scratch = Scratch::new("lib");
+    let small = std::path::PathBuf::from(scratch.file("s.txt", b"small"));
+    let big = std::path::PathBuf::from(scratch.file("b.txt", &[b'x'; 200]));
+    // A version-1 client gets no ticket.
+    let mut plain = Connection::connect(&server.addr.to_string()).await.unwrap();
+    let Admission::Welcome {
+        upload: None,
+        features,
+        ..
+    } = plain.join("plain").await.unwrap()
+    else {
+        panic!("a version-1 client has no upload ticket");
+    };
+    assert!(features.is_empty());
+    let mut conn = Connection::builder()
+        .features(Features::NONE.with(Feature::Files))
+        .connect(&server.addr.to_string())
+        .await
+        .unwrap();
+    let Admission::Welcome {
+        upload: Some(ticket),
+        features,
+        ..
+    } = conn.join("ann").await.unwrap()
+    else {
+        panic!("no upload ticket");
+    };
+    assert_eq!(features.names(), ["files"]);
+    assert_eq!(ticket.max_bytes(), 100);
+    let trust = Trust::default();
+    let forged = Ticket::new("not-a-token", 100);
+    let outcome = upload(&web, &trust, &forged, &small, |_| {}).await;
+    assert!(
+        matches!(outcome, Err(UploadError::Unauthorized)),
+        "{outcome:?}"
+    );
+    // A client that believes the limit is higher is refused by the server.
+    let generous = Ticket::new(token_of(&ticket), 1000);
+    let outcome = upload(&web, &trust, &generous, &big, |_| {}).await;
+    assert!(
+        matches!(outcome, Err(UploadError::RefusedTooLarge)),
+        "{outcome:?}"
+    );
+    let stored = upload(&web, &trust, &ticket, &small, |_| {}).await.unwrap();
+    assert_eq!((stored.name.as_str(), stored.size), ("s.txt", 5));
+    assert_eq!(stored.mime, "text/plain");
+    let outcome = upload(&web, &trust, &ticket, &small, |_| {}).await;
+    assert!(
+        matches!(outcome, Err(UploadError::RateLimited)),
+        "{outcome:?}"
+    );
+    server.stop().await;
+}
+
+/// The token inside a ticket, which the library keeps private: read from
+/// the request it builds.
+fn token_of(ticket: &anteroom_client::upload::Ticket) -> String {
+    let base = anteroom_client::upload::WebBase::parse("http://x:1").unwrap();
+    let request = anteroom_client::upload::request(&base, ticket, "n", 0, ()).unwrap();
+    let header = request.headers()["authorization"].to_str().unwrap();
+    header.strip_prefix("Bearer ").unwrap().to_string()
+}

@@ -6,19 +6,22 @@
 //! [`ClientMessage`]s out, typed [`ServerMessage`]s in (the vocabulary of
 //! [`protocol`], shared with the server). [`Connection::join`] performs the
 //! handshake and reports whether the client entered the room or is waiting
-//! in the queue. The terminal client `anteroom chat` lives in [`chat`].
+//! in the queue. [`Builder::features`] asks for version 1.1 features; a
+//! client granted `files` posts files with [`upload`]. The terminal client
+//! `anteroom chat` lives in [`chat`].
 //! (The integration tests keep their own raw client on purpose, so that they
 //! do not share code with what they check.)
 
 pub mod chat;
 pub mod transport;
+pub mod upload;
 
 use std::borrow::Cow;
 use std::time::Duration;
 
 pub use anteroom_protocol as protocol;
 use anteroom_protocol::codec::MAX_SERVER_FRAME_BYTES;
-use anteroom_protocol::{ByeReason, ClientMessage, ErrorCode, ServerMessage};
+use anteroom_protocol::{ByeReason, ClientMessage, ErrorCode, Features, ServerMessage};
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -26,6 +29,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use transport::{BoxRead, BoxWrite};
 pub use transport::{Scheme, Target, Trust};
+use upload::Ticket;
 
 /// Something the server sent, decoded with owned strings.
 pub type Event = ServerMessage<'static>;
@@ -66,13 +70,28 @@ pub enum Admission {
         users: Vec<String>,
         capacity: u64,
         text: String,
+        /// The features the server granted (none for a version-1 `hello`).
+        features: Features,
+        /// With `files`: what [`upload::upload`] needs.
+        upload: Option<Ticket>,
     },
     /// Waiting in the queue at `position`.
     Queued {
         position: u64,
         waiting: u64,
         text: String,
+        /// The features the server granted; the `welcome` that ends the
+        /// wait repeats them.
+        features: Features,
     },
+}
+
+/// The features named in a `welcome` or `queued`; names this version does
+/// not know are left out.
+pub fn granted<S: AsRef<str>>(features: Option<&[S]>) -> Features {
+    features.map_or(Features::NONE, |names| {
+        Features::from_names(names.iter().map(AsRef::as_ref))
+    })
 }
 
 /// One connection to the broker: a TCP socket's halves unless dialled with
@@ -81,6 +100,7 @@ pub struct Connection<R = OwnedReadHalf, W = OwnedWriteHalf> {
     reader: FramedRead<R, LengthDelimitedCodec>,
     writer: Writer<W>,
     join_timeout: Duration,
+    features: Features,
 }
 
 /// A connection over any transport: TCP, TLS, QUIC or WebSocket.
@@ -123,6 +143,7 @@ pub struct Builder {
     connect_timeout: Duration,
     join_timeout: Duration,
     trust: Trust,
+    features: Features,
 }
 
 impl Default for Builder {
@@ -131,6 +152,7 @@ impl Default for Builder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             join_timeout: DEFAULT_JOIN_TIMEOUT,
             trust: Trust::default(),
+            features: Features::NONE,
         }
     }
 }
@@ -146,6 +168,16 @@ impl Builder {
     /// refusal after sending `hello`.
     pub fn join_timeout(mut self, timeout: Duration) -> Self {
         self.join_timeout = timeout;
+        self
+    }
+
+    /// The version 1.1 features [`Connection::join`] asks for. None by
+    /// default: a version-1 `hello`, so that a program written for version 1
+    /// never receives frames it does not expect. Asking commits the caller
+    /// to handle what each feature adds (a `history` frame after `welcome`,
+    /// `whisper` frames, …).
+    pub fn features(mut self, features: Features) -> Self {
+        self.features = features;
         self
     }
 
@@ -218,6 +250,7 @@ impl Builder {
             reader: FramedRead::with_capacity(read, codec, 1024),
             writer: Writer { io: write },
             join_timeout: self.join_timeout,
+            features: self.features,
         }
     }
 }
@@ -274,9 +307,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     }
 
     async fn join_now(&mut self, name: &str) -> Result<Admission, ClientError> {
+        let features = (!self.features.is_empty()).then(|| {
+            self.features
+                .names()
+                .into_iter()
+                .map(Cow::Borrowed)
+                .collect()
+        });
         self.send(&ClientMessage::Hello {
             name: Cow::Borrowed(name),
-            features: None,
+            features,
         })
         .await?;
         loop {
@@ -285,24 +325,31 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                     users,
                     capacity,
                     text,
+                    features,
+                    upload_token,
+                    max_upload_bytes,
                     ..
                 } => {
                     return Ok(Admission::Welcome {
                         users: users.into_iter().map(Cow::into_owned).collect(),
                         capacity,
                         text: text.into_owned(),
+                        features: granted(features.as_deref()),
+                        upload: Ticket::from_welcome(upload_token.as_deref(), max_upload_bytes),
                     });
                 }
                 Event::Queued {
                     position,
                     waiting,
                     text,
+                    features,
                     ..
                 } => {
                     return Ok(Admission::Queued {
                         position,
                         waiting,
                         text: text.into_owned(),
+                        features: granted(features.as_deref()),
                     });
                 }
                 Event::Error { code, text } => {

@@ -302,7 +302,7 @@ impl AsyncRead for QuicRead {
     }
 }
 
-fn server_name(host: &str) -> Result<ServerName<'static>, ClientError> {
+pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, ClientError> {
     ServerName::try_from(host.to_string()).map_err(|e| ClientError::Tls {
         addr: host.to_string(),
         why: format!("`{host}` cannot be checked against a certificate: {e}"),
@@ -331,7 +331,7 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(provider)
 }
 
-fn tls_config(
+pub(crate) fn tls_config(
     trust: &Trust,
     versions: &[&'static rustls::SupportedProtocolVersion],
     alpn: Option<&[u8]>,

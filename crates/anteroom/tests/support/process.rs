@@ -246,8 +246,14 @@ impl Chat {
 
     /// Starts `anteroom chat --name NAME --server URL`.
     pub fn start_url(url: &str, name: &str) -> Self {
+        Self::start_with(url, name, &[])
+    }
+
+    /// Starts `anteroom chat --name NAME --server URL` with more flags.
+    pub fn start_with(url: &str, name: &str, flags: &[&str]) -> Self {
         let mut child = Command::new(BIN)
             .args(["chat", "--name", name, "--server", url])
+            .args(flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -277,21 +283,21 @@ impl Chat {
         });
     }
 
-    /// Waits for an output line that contains `part`.
-    pub fn expect_containing(&mut self, part: &str) {
-        self.expect_line(part, |line| line.contains(part));
+    /// Waits for an output line that contains `part`, and returns it.
+    pub fn expect_containing(&mut self, part: &str) -> String {
+        self.expect_line(part, |line| line.contains(part))
     }
 
-    fn expect_line(&mut self, want: &str, matches: impl Fn(&str) -> bool) {
+    fn expect_line(&mut self, want: &str, matches: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     let found = matches(&line);
-                    self.seen.push(line);
+                    self.seen.push(line.clone());
                     if found {
-                        return;
+                        return line;
                     }
                 }
                 Err(_) => panic!("never saw {want:?}; saw {:#?}", self.seen),

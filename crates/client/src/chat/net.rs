@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use std::borrow::Cow;
 
-use super::{Dial, escape};
+use super::{Dial, escape, grant};
 use crate::protocol::{ByeReason, ClientMessage, ErrorCode};
 use crate::{Admission, ClientError, Connection, Event};
 
@@ -15,6 +15,20 @@ use crate::{Admission, ClientError, Connection, Event};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outgoing {
     Say(String),
+    /// A file the server stored, posted with a caption (possibly empty).
+    Attach {
+        text: String,
+        url: String,
+    },
+    Whisper {
+        to: String,
+        text: String,
+    },
+    /// A page of the chat log: `limit` messages with ids below `before`.
+    History {
+        before: Option<i64>,
+        limit: i64,
+    },
     Who,
     /// Leave: send `bye`, wait for the server's, stop.
     Bye,
@@ -151,6 +165,7 @@ async fn session(
 ) -> Ended {
     let dialled = Connection::builder()
         .trust(server.trust.clone())
+        .features(grant::asked())
         .dial(&server.server)
         .await;
     let mut connection = match dialled {
@@ -220,7 +235,31 @@ async fn session(
             },
             request = out.recv(), if !leaving => {
                 let sent = match request {
-                    Some(Outgoing::Say(text)) => writer.send(&ClientMessage::Say { text: Cow::Borrowed(&text), attachment: None, }).await,
+                    Some(Outgoing::Say(text)) => writer.send(&ClientMessage::say(text)).await,
+                    Some(Outgoing::Attach { text, url }) => {
+                        writer
+                            .send(&ClientMessage::Say {
+                                text: Cow::Owned(text),
+                                attachment: Some(Cow::Owned(url)),
+                            })
+                            .await
+                    }
+                    Some(Outgoing::Whisper { to, text }) => {
+                        writer
+                            .send(&ClientMessage::Whisper {
+                                to: Cow::Owned(to),
+                                text: Cow::Owned(text),
+                            })
+                            .await
+                    }
+                    Some(Outgoing::History { before, limit }) => {
+                        writer
+                            .send(&ClientMessage::History {
+                                before,
+                                limit: Some(limit),
+                            })
+                            .await
+                    }
                     Some(Outgoing::Who) => writer.send(&ClientMessage::Who).await,
                     None | Some(Outgoing::Bye) => {
                         leaving = true;

@@ -4,14 +4,24 @@
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::path::PathBuf;
 
-use super::escape;
+use super::backlog::{self, PageKind};
+use super::grant::Grant;
+use super::{escape, files};
+use crate::upload::WebBase;
 use crate::{Admission, Event};
 
 impl Entry {
     fn text_bytes(&self) -> usize {
         match self {
-            Entry::Message { from, text, .. } => from.len() + text.len(),
+            Entry::Message {
+                from,
+                text,
+                attachment,
+                ..
+            } => from.len() + text.len() + attachment.as_ref().map_or(0, String::len),
+            Entry::Whisper { from, to, text, .. } => from.len() + to.len() + text.len(),
             Entry::Notice { text, .. } => text.len(),
         }
     }
@@ -66,12 +76,20 @@ pub enum Entry {
         ts: u64,
         from: String,
         text: String,
+        /// A posted file, as [`files::describe`] shows it.
+        attachment: Option<String>,
+        /// From the chat log (`history`), not live.
+        earlier: bool,
     },
-    /// Something about the room or the connection (joins, leaves, errors).
-    Notice {
+    /// A direct message, sent or received.
+    Whisper {
         ts: u64,
+        from: String,
+        to: String,
         text: String,
     },
+    /// Something about the room or the connection (joins, leaves, errors).
+    Notice { ts: u64, text: String },
 }
 
 /// Everything the chat screen shows.
@@ -98,15 +116,38 @@ pub struct ChatState {
     pub scroll_back: usize,
     /// Bytes of text in `entries`, bounded by [`MAX_TOTAL_BYTES`].
     text_bytes: usize,
+    /// Bumped when entries are inserted at the top: the numbering of
+    /// entries starts afresh, see [`ChatState::generation`].
+    generation: u64,
+    /// The features and the upload ticket of this connection.
+    pub grant: Grant,
+    /// The web listener, for the links of attachments.
+    pub web: Option<WebBase>,
+    /// The file being sent and the percent sent.
+    pub upload: Option<(String, u64)>,
 }
 
 /// What the user asked for by pressing Enter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Say(String),
+    /// `/msg NAME TEXT`.
+    Whisper {
+        to: String,
+        text: String,
+    },
+    /// `/history [N]`: N earlier messages.
+    History(u32),
+    /// `/send PATH [CAPTION]`.
+    Send {
+        path: PathBuf,
+        caption: String,
+    },
     Who,
     Quit,
-    /// Handled locally (e.g. `/help`); nothing to send.
+    /// Nothing to send; show this instead (help, or why a command is wrong).
+    Notice(String),
+    /// Nothing to send.
     None,
 }
 
@@ -130,8 +171,7 @@ pub const MAX_TOTAL_BYTES: usize = 32 * 1024 * 1024;
 pub const MAX_ROSTER: usize = 100_000;
 
 /// The `/help` text.
-pub const HELP: &str =
-    "commands: /users lists the room, /quit leaves, /help shows this; PageUp/PageDown scroll";
+pub const HELP: &str = "commands: /users lists the room, /msg NAME TEXT whispers, /send PATH [CAPTION] posts a file, /history [N] shows earlier messages, /quit leaves, /help shows this; PageUp/PageDown scroll";
 
 impl ChatState {
     pub fn new(me: &str, server: &str) -> Self {
@@ -148,12 +188,16 @@ impl ChatState {
             history_pos: None,
             scroll_back: 0,
             text_bytes: 0,
+            generation: 0,
+            grant: Grant::default(),
+            web: None,
+            upload: None,
         }
     }
 
-    /// Adds an entry. Message entries come escaped from [`ChatState::apply`];
-    /// a notice is escaped here, whatever it quotes.
-    fn push(&mut self, entry: Entry) {
+    /// An entry as kept: a notice escaped (message entries come escaped from
+    /// [`ChatState::apply`]), and no text longer than [`MAX_ENTRY_BYTES`].
+    fn kept(entry: Entry) -> Entry {
         let mut entry = match entry {
             Entry::Notice { ts, text } => Entry::Notice {
                 ts,
@@ -161,11 +205,44 @@ impl ChatState {
             },
             message => message,
         };
-        let (Entry::Message { text, .. } | Entry::Notice { text, .. }) = &mut entry;
-        cap_text(text);
+        match &mut entry {
+            Entry::Message {
+                text, attachment, ..
+            } => {
+                cap_text(text);
+                if let Some(attachment) = attachment {
+                    cap_text(attachment);
+                }
+            }
+            Entry::Whisper { text, .. } | Entry::Notice { text, .. } => cap_text(text),
+        }
+        entry
+    }
+
+    /// Adds an entry at the bottom.
+    fn push(&mut self, entry: Entry) {
+        let entry = Self::kept(entry);
         self.text_bytes += entry.text_bytes();
         self.entries.push_back(entry);
-        // Drop the oldest beyond either bound, never the newest.
+        self.trim();
+    }
+
+    /// Inserts entries at the top, in their order: earlier messages paged
+    /// back. Beyond the bounds the oldest go first, so a page larger than
+    /// what is kept loses its own oldest lines, never the newest.
+    fn prepend(&mut self, entries: Vec<Entry>) {
+        for entry in entries.into_iter().rev() {
+            let entry = Self::kept(entry);
+            self.text_bytes += entry.text_bytes();
+            self.entries.push_front(entry);
+        }
+        self.generation += 1;
+        self.dropped = 0;
+        self.trim();
+    }
+
+    /// Drops the oldest beyond either bound, never the newest.
+    fn trim(&mut self) {
         while self.entries.len() > 1
             && (self.entries.len() > MAX_ENTRIES || self.text_bytes > MAX_TOTAL_BYTES)
         {
@@ -177,16 +254,23 @@ impl ChatState {
     }
 
     /// The conversation, oldest first. Entries never change once added;
-    /// they are only dropped from the front.
+    /// they are dropped from the front, and earlier messages are inserted
+    /// there (which starts a new [`ChatState::generation`]).
     pub fn entries(&self) -> &VecDeque<Entry> {
         &self.entries
     }
 
-    /// The sequence number of the first entry: entries are numbered from 0
-    /// in the order they were added, and `entries()[i]` is number
-    /// `first_seq() + i`.
+    /// The sequence number of the first entry: within one generation,
+    /// entries are numbered from 0 in the order they were added, and
+    /// `entries()[i]` is number `first_seq() + i`.
     pub fn first_seq(&self) -> u64 {
         self.dropped
+    }
+
+    /// Changes when entries were inserted at the top: a renderer that keeps
+    /// work per entry starts afresh.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The most members the roster may hold: the room's capacity when known.
@@ -219,16 +303,19 @@ impl ChatState {
 
     /// Applies the result of `hello`.
     pub fn admitted(&mut self, admission: &Admission) {
+        self.grant.admitted(admission);
         match admission {
             Admission::Welcome {
                 users,
                 capacity,
                 text,
+                ..
             } => self.entered(users, *capacity, text),
             Admission::Queued {
                 position,
                 waiting,
                 text,
+                ..
             } => {
                 self.status = Status::Queued {
                     position: *position,
@@ -246,8 +333,81 @@ impl ChatState {
         self.notice(text);
     }
 
+    /// A `message` as an entry, escaped; `None` for another event.
+    fn message_entry(&self, event: &Event, earlier: bool) -> Option<Entry> {
+        let Event::Message {
+            from,
+            text,
+            ts,
+            attachment,
+            ..
+        } = event
+        else {
+            return None;
+        };
+        Some(Entry::Message {
+            ts: *ts,
+            from: escape::name(from).into_owned(),
+            text: escape::text(text).into_owned(),
+            attachment: attachment
+                .as_ref()
+                .map(|a| files::describe(a, self.web.as_ref())),
+            earlier,
+        })
+    }
+
+    /// Shows a `history` frame: after `welcome` below what is shown (it
+    /// comes before anything live), in answer to `/history` at the top.
+    fn page(&mut self, messages: &[Event], more: bool, epoch: &str) {
+        let page = self.grant.backlog.page(messages, more, epoch);
+        let (kind, more) = (page.kind, page.more);
+        let entries: Vec<Entry> = page
+            .new
+            .iter()
+            .filter_map(|m| self.message_entry(m, true))
+            .collect();
+        let n = entries.len();
+        let ts = anteroom_protocol::unix_millis();
+        let header = Entry::Notice {
+            ts,
+            text: format!("— {n} earlier message{} —", plural(n)),
+        };
+        match kind {
+            PageKind::Join if n == 0 => {}
+            PageKind::Join => {
+                self.push(header);
+                for entry in entries {
+                    self.push(entry);
+                }
+            }
+            PageKind::Requested if n == 0 => self.notice(if more {
+                "no earlier messages in that page; /history again for older ones"
+            } else {
+                "no older messages"
+            }),
+            PageKind::Requested => {
+                let mut block = Vec::with_capacity(n + 2);
+                if !more {
+                    block.push(Entry::Notice {
+                        ts,
+                        text: "no older messages".into(),
+                    });
+                }
+                block.push(header);
+                block.extend(entries);
+                self.prepend(block);
+                self.notice(format!(
+                    "{n} earlier message{} added at the top (PageUp){}",
+                    plural(n),
+                    if more { "" } else { "; no older messages" }
+                ));
+            }
+        }
+    }
+
     /// Applies one server event.
     pub fn apply(&mut self, event: &Event) {
+        self.grant.event(event);
         match event {
             Event::Welcome {
                 users,
@@ -263,9 +423,21 @@ impl ChatState {
                     waiting: *waiting,
                 };
             }
-            Event::Message { from, text, ts, .. } => self.push(Entry::Message {
+            Event::Message { id, .. } => {
+                self.grant.backlog.live(*id);
+                if let Some(entry) = self.message_entry(event, false) {
+                    self.push(entry);
+                }
+            }
+            Event::History {
+                messages,
+                more,
+                epoch,
+            } => self.page(messages, *more, epoch),
+            Event::Whisper { from, to, text, ts } => self.push(Entry::Whisper {
                 ts: *ts,
                 from: escape::name(from).into_owned(),
+                to: escape::name(to).into_owned(),
                 text: escape::text(text).into_owned(),
             }),
             Event::Joined { name, ts } => {
@@ -301,13 +473,12 @@ impl ChatState {
                     "{missed} events were skipped while you were behind; refreshing the user list"
                 ));
             }
-            Event::Error { code, text } => self.notice(format!("error ({code}): {text}")),
+            Event::Error { code, text } => {
+                self.grant.backlog.refused();
+                self.notice(format!("error ({code}): {text}"));
+            }
             Event::Bye { text, .. } => self.notice(text.to_string()),
-            Event::Ping { .. }
-            | Event::Pong { .. }
-            | Event::History { .. }
-            | Event::Whisper { .. }
-            | Event::Unknown => {}
+            Event::Ping { .. } | Event::Pong { .. } | Event::Unknown => {}
         }
     }
 
@@ -324,9 +495,13 @@ impl ChatState {
             self.history.push(line.clone());
         }
         self.scroll_back = 0;
-        parse_command(trimmed)
-            .unwrap_or(Action::Say(line))
-            .then_local(self)
+        match parse_command(trimmed).unwrap_or(Action::Say(line)) {
+            Action::Notice(text) => {
+                self.notice(text);
+                Action::None
+            }
+            action => action,
+        }
     }
 
     /// Inserts a character at the cursor.
@@ -408,32 +583,84 @@ impl ChatState {
     }
 }
 
-fn parse_command(line: &str) -> Option<Action> {
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// The command a line of the full-screen client holds; `None` for a line
+/// to say.
+pub fn parse_command(line: &str) -> Option<Action> {
+    if let Some(action) = parse_feature_command(line) {
+        return Some(action);
+    }
     let command = line.strip_prefix('/')?;
     Some(match command.split_whitespace().next().unwrap_or("") {
         "users" | "who" => Action::Who,
         "quit" | "exit" => Action::Quit,
-        "help" => Action::None,
+        "help" => Action::Notice(HELP.into()),
         // `//text` sends a message starting with a slash.
         _ if command.starts_with('/') => Action::Say(command.to_string()),
-        _ => return Some(Action::Say(String::new())),
+        _ => Action::Notice(format!("unknown command; {HELP}")),
     })
 }
 
-impl Action {
-    /// Applies what a command does locally and returns what to send.
-    fn then_local(self, state: &mut ChatState) -> Action {
-        match self {
-            Action::None => {
-                state.notice(HELP);
-                Action::None
+/// `/msg`, `/send` and `/history`, the commands of version 1.1 features,
+/// which both modes know; `None` for any other line. A command used wrongly
+/// is [`Action::Notice`] saying how to use it.
+pub fn parse_feature_command(line: &str) -> Option<Action> {
+    let line = line.trim();
+    let (command, rest) = line
+        .split_once(char::is_whitespace)
+        .map_or((line, ""), |(c, r)| (c, r.trim_start()));
+    Some(match command {
+        "/msg" => match first_arg(rest) {
+            Some((to, text)) if !to.is_empty() && !text.is_empty() => Action::Whisper {
+                to: to.to_string(),
+                text: text.to_string(),
+            },
+            _ => {
+                Action::Notice("usage: /msg NAME TEXT (a name with spaces in double quotes)".into())
             }
-            Action::Say(text) if text.is_empty() => {
-                state.notice(format!("unknown command; {HELP}"));
-                Action::None
-            }
-            other => other,
-        }
+        },
+        "/history" => match rest.parse::<u32>() {
+            _ if rest.is_empty() => Action::History(backlog::DEFAULT_PAGE),
+            Ok(n) if n > 0 => Action::History(n.min(backlog::MAX_PAGE)),
+            _ => Action::Notice(format!(
+                "usage: /history [N], N from 1 to {} (default {})",
+                backlog::MAX_PAGE,
+                backlog::DEFAULT_PAGE
+            )),
+        },
+        "/send" => match first_arg(rest) {
+            Some((path, caption)) if !path.is_empty() => Action::Send {
+                path: expand_home(path),
+                caption: caption.to_string(),
+            },
+            _ => Action::Notice(
+                "usage: /send PATH [CAPTION] (a path with spaces in double quotes)".into(),
+            ),
+        },
+        _ => return None,
+    })
+}
+
+/// The first argument in `rest` and what follows it: a word, or words in
+/// double quotes (names and paths may hold spaces).
+fn first_arg(rest: &str) -> Option<(&str, &str)> {
+    let rest = rest.trim_start();
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let end = quoted.find('"')?;
+        return Some((&quoted[..end], quoted[end + 1..].trim_start()));
+    }
+    let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+    (end > 0).then(|| (&rest[..end], rest[end..].trim_start()))
+}
+
+/// `~/x` as the shell would read it.
+fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
     }
 }
 

@@ -6,20 +6,25 @@ use crossterm::event::{Event as TermEvent, EventStream, KeyCode, KeyEventKind, K
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::files::{self, Job, Transfer};
 use super::net::{self, Net, Outgoing, Retry};
 use super::state::{Action, ChatState, Status};
 use super::ui;
-use crate::Event;
+use crate::upload::human_size;
+use crate::{Event, Trust};
 
 /// Runs the interface until the user quits or the name is refused.
 pub async fn run(dial: super::Dial, name: String) -> Result<(), String> {
     let server = dial.shown();
     let mut state = ChatState::new(&name, &server);
+    state.web = dial.web_base();
+    let trust = dial.trust.clone();
     state.notice(format!(
         "connecting to {server} as {name}; {}",
         super::state::HELP
     ));
     let (out, mut events) = net::spawn(dial, name, Retry { when_full: true });
+    let (transfers_tx, mut transfers) = mpsc::channel(64);
     // Raw mode and the alternate screen; restored on return and on panic.
     let mut terminal = ratatui::init();
     let mut keys = EventStream::new();
@@ -39,21 +44,11 @@ pub async fn run(dial: super::Dial, name: String) -> Result<(), String> {
                             break Ok(());
                         }
                         KeyCode::Enter => match state.submit() {
-                            Action::Say(text) => {
-                                if matches!(state.status, Status::InRoom { .. }) {
-                                    let _ = out.send(Outgoing::Say(text)).await;
-                                } else {
-                                    state.notice("not in the room yet; message not sent");
-                                }
-                            }
-                            Action::Who => {
-                                let _ = out.send(Outgoing::Who).await;
-                            }
                             Action::Quit => {
                                 let _ = out.send(Outgoing::Bye).await;
                                 break Ok(());
                             }
-                            Action::None => {}
+                            action => act(&mut state, &out, &trust, &transfers_tx, action).await,
                         },
                         KeyCode::Char('u') if ctrl => {
                             state.input.clear();
@@ -104,6 +99,7 @@ pub async fn run(dial: super::Dial, name: String) -> Result<(), String> {
                     break done;
                 }
             }
+            Some(transfer) = transfers.recv() => on_transfer(&mut state, &out, transfer).await,
         }
     };
     // Give the goodbye a moment to reach the server.
@@ -121,6 +117,95 @@ pub async fn run(dial: super::Dial, name: String) -> Result<(), String> {
 
 /// Most events applied between two frames, so that keys stay responsive.
 const BATCH: usize = 256;
+
+/// Does what the user asked for (but quitting).
+async fn act(
+    state: &mut ChatState,
+    out: &mpsc::Sender<Outgoing>,
+    trust: &Trust,
+    transfers: &mpsc::Sender<Transfer>,
+    action: Action,
+) {
+    let in_room = matches!(state.status, Status::InRoom { .. });
+    let request = match action {
+        Action::Who => Ok(Outgoing::Who),
+        Action::Quit | Action::None | Action::Notice(_) => return,
+        _ if !in_room => Err("not in the room yet; nothing sent".to_string()),
+        Action::Say(text) => Ok(Outgoing::Say(text)),
+        Action::Whisper { to, text } => state.grant.whisper(to, text),
+        Action::History(limit) => state.grant.history(limit),
+        Action::Send { path, caption } => {
+            let ticket = state.grant.ticket();
+            let started = match (ticket, state.web.clone(), &state.upload) {
+                (_, _, Some((name, _))) => {
+                    Err(format!("{name} is still being sent; one file at a time"))
+                }
+                (Err(why), _, _) => Err(why),
+                (_, None, _) => Err("the web listener is not known; start with --web URL".into()),
+                (Ok(ticket), Some(web), None) => {
+                    let name = crate::upload::file_name(&path);
+                    files::start(
+                        Job {
+                            path,
+                            caption,
+                            web,
+                            trust: trust.clone(),
+                            ticket,
+                        },
+                        transfers.clone(),
+                    );
+                    state.upload = Some((name, 0));
+                    Ok(())
+                }
+            };
+            if let Err(why) = started {
+                state.notice(why);
+            }
+            return;
+        }
+    };
+    match request {
+        Ok(request) => {
+            let _ = out.send(request).await;
+        }
+        Err(why) => state.notice(why),
+    }
+}
+
+/// Shows how an upload goes; posts the file once stored.
+async fn on_transfer(state: &mut ChatState, out: &mpsc::Sender<Outgoing>, transfer: Transfer) {
+    match transfer {
+        Transfer::Progress { name, percent } => state.upload = Some((name, percent)),
+        Transfer::Done {
+            name,
+            caption,
+            result,
+        } => {
+            state.upload = None;
+            match result {
+                Ok(stored) if !matches!(state.status, Status::InRoom { .. }) => {
+                    state.notice(format!(
+                        "{name} was stored but not posted: not in the room; its link: {}",
+                        state
+                            .web
+                            .as_ref()
+                            .map_or(stored.url.clone(), |web| web.url(&stored.url))
+                    ));
+                }
+                Ok(stored) => {
+                    state.notice(format!("sent {name} ({})", human_size(stored.size)));
+                    let _ = out
+                        .send(Outgoing::Attach {
+                            text: caption,
+                            url: stored.url,
+                        })
+                        .await;
+                }
+                Err(why) => state.notice(format!("cannot send {name}: {why}")),
+            }
+        }
+    }
+}
 
 /// Applies what the connection reports; `Some` when the client is done.
 async fn on_net(

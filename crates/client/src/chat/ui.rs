@@ -43,6 +43,15 @@ fn clock(ts: u64) -> String {
         .map_or_else(|| "--:--".to_string(), |t| t.format("%H:%M").to_string())
 }
 
+/// The time of an earlier message: with its day, unless it is today.
+fn earlier_clock(ts: u64) -> String {
+    let today = Local::now().date_naive();
+    match Local.timestamp_millis_opt(ts as i64).single() {
+        Some(t) if t.date_naive() != today => t.format("%b %d %H:%M").to_string(),
+        _ => clock(ts),
+    }
+}
+
 /// Draws the whole screen with a fresh [`Screen`]: everything is wrapped
 /// anew. The terminal client keeps one `Screen` instead.
 pub fn draw(frame: &mut Frame<'_>, state: &ChatState) {
@@ -110,6 +119,8 @@ impl Screen {
 struct Conversation {
     /// The width `wrapped` was made for.
     width: usize,
+    /// The [`ChatState::generation`] `wrapped` was made for.
+    generation: u64,
     /// The sequence number (see [`ChatState::first_seq`]) of `wrapped[0]`.
     first: u64,
     /// Each entry's lines, as byte ranges of its [`Pieces`].
@@ -128,12 +139,15 @@ impl Conversation {
         let entries = state.entries();
         let first = state.first_seq();
         let cached_end = self.first + self.wrapped.len() as u64;
-        let stale =
-            width != self.width || self.first > first || cached_end > first + entries.len() as u64;
+        let stale = width != self.width
+            || state.generation() != self.generation
+            || self.first > first
+            || cached_end > first + entries.len() as u64;
         if stale {
             self.wrapped.clear();
             self.lines = 0;
             self.width = width;
+            self.generation = state.generation();
             self.first = first;
         }
         while self.first < first {
@@ -187,29 +201,75 @@ impl Conversation {
 }
 
 /// An entry as styled pieces of text, one after the other: the time, then
-/// the sender and the message, or the notice.
+/// the sender and the message (and its file), or the whisper, or the notice.
 struct Pieces<'a> {
     /// The time and a space.
     clock: String,
-    rest: [(&'a str, Style); 3],
+    rest: [(&'a str, Style); 5],
+}
+
+fn name_style(name: &str, me: &str) -> Style {
+    let style = Style::default()
+        .fg(colour_of(name))
+        .add_modifier(Modifier::BOLD);
+    if name == me {
+        style.add_modifier(Modifier::UNDERLINED)
+    } else {
+        style
+    }
 }
 
 impl<'a> Pieces<'a> {
     fn of(entry: &'a Entry, me: &str) -> Self {
+        let plain = Style::default();
         match entry {
-            Entry::Message { ts, from, text } => {
-                let mut name_style = Style::default()
-                    .fg(colour_of(from))
-                    .add_modifier(Modifier::BOLD);
-                if *from == me {
-                    name_style = name_style.add_modifier(Modifier::UNDERLINED);
+            Entry::Message {
+                ts,
+                from,
+                text,
+                attachment,
+                earlier,
+            } => {
+                // Earlier messages are dimmed, and dated unless from today.
+                let (time, dim) = if *earlier {
+                    (earlier_clock(*ts), Modifier::DIM)
+                } else {
+                    (clock(*ts), Modifier::empty())
+                };
+                let file = attachment.as_deref().unwrap_or("");
+                let gap = if text.is_empty() || file.is_empty() {
+                    ""
+                } else {
+                    " "
+                };
+                Pieces {
+                    clock: format!("{time} "),
+                    rest: [
+                        (from, name_style(from, me).add_modifier(dim)),
+                        (": ", plain),
+                        (text, plain.add_modifier(dim)),
+                        (gap, plain),
+                        (
+                            file,
+                            Style::default()
+                                .fg(Color::LightBlue)
+                                .add_modifier(Modifier::UNDERLINED | dim),
+                        ),
+                    ],
                 }
+            }
+            Entry::Whisper { ts, from, to, text } => {
+                let private = Style::default()
+                    .fg(Color::Magenta)
+                    .add_modifier(Modifier::ITALIC);
                 Pieces {
                     clock: format!("{} ", clock(*ts)),
                     rest: [
-                        (from, name_style),
-                        (": ", Style::default()),
-                        (text, Style::default()),
+                        (from, name_style(from, me)),
+                        (" → ", private),
+                        (to, name_style(to, me)),
+                        (" (private): ", private),
+                        (text, private),
                     ],
                 }
             }
@@ -219,7 +279,13 @@ impl<'a> Pieces<'a> {
                     .add_modifier(Modifier::ITALIC);
                 Pieces {
                     clock: format!("{} ", clock(*ts)),
-                    rest: [("* ", style), (text, style), ("", style)],
+                    rest: [
+                        ("* ", style),
+                        (text, style),
+                        ("", style),
+                        ("", style),
+                        ("", style),
+                    ],
                 }
             }
         }
@@ -345,10 +411,15 @@ fn draw_status(frame: &mut Frame<'_>, area: Rect, state: &ChatState) {
         ),
         Status::InRoom { capacity } => (
             format!(
-                "connected as {} to {} · {} in the room (capacity {capacity}) · /help",
+                "connected as {} to {} · {} in the room (capacity {capacity}){} · /help",
                 state.me,
                 state.server,
-                state.users.len()
+                state.users.len(),
+                state
+                    .upload
+                    .as_ref()
+                    .map(|(name, percent)| format!(" · sending {} {percent}%", escape::text(name)))
+                    .unwrap_or_default(),
             ),
             Color::Green,
         ),

@@ -1,4 +1,5 @@
 use super::*;
+use crate::protocol::Features;
 use crate::{Admission, Event};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -23,6 +24,8 @@ fn in_room() -> ChatState {
         users: vec!["bob".into(), "ann".into()],
         capacity: 10,
         text: "Welcome!".into(),
+        features: Features::NONE,
+        upload: None,
     });
     s.apply(&Event::Message {
         id: 1,
@@ -102,6 +105,8 @@ fn wrapped_lines_fit_and_lose_nothing_but_spaces() {
         ts: 0,
         from: "bob".into(),
         text: text.into(),
+        attachment: None,
+        earlier: false,
     };
     let mut seed = 7u64;
     let alphabet = ['a', 'b', ' ', ' ', 'é', '李', '🦀', '\u{301}', 'x'];
@@ -246,6 +251,7 @@ fn queued_shows_the_live_position() {
         position: 3,
         waiting: 7,
         text: "We are dealing with a large amount of users and you are at 3 in queue".into(),
+        features: Features::NONE,
     });
     let screen = render(&s, 100, 10);
     assert!(
@@ -311,4 +317,135 @@ fn the_newest_lines_stay_visible() {
     let screen = render(&s, 80, 10);
     assert!(screen.contains("line 49"), "{screen}");
     assert!(!screen.contains("line 10 "), "{screen}");
+}
+
+fn with_features() -> ChatState {
+    let mut s = ChatState::new("ann", "127.0.0.1:7878");
+    s.web = Some(crate::upload::WebBase::parse("http://127.0.0.1:7880").unwrap());
+    s.admitted(&Admission::Welcome {
+        users: vec!["bob".into(), "ann".into()],
+        capacity: 10,
+        text: "Welcome!".into(),
+        features: crate::chat::grant::asked(),
+        upload: Some(crate::upload::Ticket::new("t", 100)),
+    });
+    s
+}
+
+fn page(ids: std::ops::RangeInclusive<u64>, more: bool) -> Event {
+    Event::History {
+        messages: ids
+            .map(|id| Event::Message {
+                id,
+                from: "bob".into(),
+                text: format!("old {id}").into(),
+                ts: 0,
+                attachment: None,
+            })
+            .collect(),
+        more,
+        epoch: "e".into(),
+    }
+}
+
+#[test]
+fn whispers_name_both_ends_and_say_private() {
+    let mut s = with_features();
+    s.apply(&Event::Whisper {
+        from: "ann".into(),
+        to: "bob".into(),
+        text: "just between us".into(),
+        ts: 0,
+    });
+    let screen = render(&s, 80, 12);
+    assert!(
+        screen.contains("ann → bob (private): just between us"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn earlier_messages_come_under_a_header_and_paging_back_lands_on_top() {
+    let mut s = with_features();
+    s.apply(&page(3..=4, true));
+    s.apply(&Event::Message {
+        id: 5,
+        from: "bob".into(),
+        text: "now".into(),
+        ts: 0,
+        attachment: None,
+    });
+    let (width, height) = (80, 12);
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    let mut screen = Screen::default();
+    let text = |terminal: &Terminal<TestBackend>| {
+        let buffer = terminal.backend().buffer().clone();
+        (0..height)
+            .map(|y| {
+                (0..width)
+                    .map(|x| buffer[(x, y)].symbol())
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    terminal.draw(|f| screen.draw(f, &s)).unwrap();
+    let shown = text(&terminal);
+    let header = shown.find("— 2 earlier messages —").expect(&shown);
+    let old = shown.find("bob: old 3").expect(&shown);
+    let now = shown.find("bob: now").expect(&shown);
+    assert!(header < old && old < now, "{shown}");
+    // The answer to `/history`: at the top, the same screen kept.
+    s.grant.history(2).unwrap();
+    s.apply(&page(1..=2, false));
+    s.scroll_back = usize::MAX;
+    terminal.draw(|f| screen.draw(f, &s)).unwrap();
+    s.scroll_back = s.scroll_back.min(screen.max_scroll());
+    terminal.draw(|f| screen.draw(f, &s)).unwrap();
+    let top = text(&terminal);
+    let first = top.find("no older messages").expect(&top);
+    let one = top.find("bob: old 1").expect(&top);
+    let three = top.find("bob: old 3").expect(&top);
+    assert!(first < one && one < three, "{top}");
+    s.scroll_back = 0;
+    terminal.draw(|f| screen.draw(f, &s)).unwrap();
+    let bottom = text(&terminal);
+    assert!(
+        bottom.contains("2 earlier messages added at the top (PageUp)"),
+        "{bottom}"
+    );
+}
+
+#[test]
+fn an_attachment_shows_as_name_size_and_link() {
+    let mut s = with_features();
+    s.apply(&Event::Message {
+        id: 9,
+        from: "bob".into(),
+        text: "minutes".into(),
+        ts: 0,
+        attachment: Some(crate::protocol::Attachment {
+            url: "/files/0123456789abcdef0123456789abcdef".into(),
+            name: "notes.txt".into(),
+            size: 1536,
+            mime: "text/plain".into(),
+        }),
+    });
+    let screen = render(&s, 160, 12);
+    // The clip is two columns wide: the buffer holds it and a filler cell.
+    assert!(screen.contains("bob: minutes 📎"), "{screen}");
+    assert!(
+        screen.contains(
+            " notes.txt (1.5 KiB) http://127.0.0.1:7880/files/0123456789abcdef0123456789abcdef"
+        ),
+        "{screen}"
+    );
+}
+
+#[test]
+fn the_status_line_shows_how_far_a_file_has_gone() {
+    let mut s = with_features();
+    s.upload = Some(("notes.txt".into(), 42));
+    let screen = render(&s, 140, 10);
+    assert!(screen.contains("· sending notes.txt 42% ·"), "{screen}");
 }
