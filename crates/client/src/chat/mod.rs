@@ -1,7 +1,7 @@
 //! `anteroom chat`: the terminal client.
 //!
 //! On a terminal it is a full-screen interface ([`tui`]); when standard input
-//! or output is not a terminal it reads and prints lines ([`line`]), so it
+//! or output is not a terminal it reads and prints lines ([`mod@line`]), so it
 //! can be scripted: `echo hi | anteroom chat --name bot`.
 
 pub mod backlog;
