@@ -64,6 +64,20 @@ impl Running {
             .unwrap_or_else(|_| panic!("no address after {marker:?} in {line:?}"))
     }
 
+    /// The web listener's address, from its `web client on http://ADDR/`
+    /// line, for a server started with `--web-listen`.
+    pub async fn web_addr(&self) -> SocketAddr {
+        const MARKER: &str = "web client on http://";
+        self.wait_logged(MARKER, 1, Duration::from_secs(10)).await;
+        let line = self
+            .line_containing(MARKER)
+            .unwrap_or_else(|| panic!("the server never logged {MARKER:?}"));
+        let (_, rest) = line.split_once(MARKER).unwrap();
+        let addr = rest.split(['/', ' ']).next().unwrap_or_default();
+        addr.parse()
+            .unwrap_or_else(|_| panic!("no web address in {line:?}"))
+    }
+
     /// The child process.
     pub fn child(&mut self) -> &mut Child {
         self.child.as_mut().expect("an owned server")
@@ -175,14 +189,11 @@ fn lines_of(
 
 /// Starts the server on free ports and waits for its two address lines.
 pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut all = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-        "--web-listen",
-        "",
-    ];
+    let mut all = vec!["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"];
+    // The web listener is off unless the test turns it on.
+    if !args.contains(&"--web-listen") {
+        all.extend_from_slice(&["--web-listen", ""]);
+    }
     all.extend_from_slice(args);
     let mut child = command(&all, env)
         .stdout(Stdio::piped())
