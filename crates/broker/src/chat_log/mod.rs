@@ -19,6 +19,7 @@ pub mod store;
 pub mod writer;
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anteroom_protocol::{Attachment, Feature, Features, ServerMessage};
@@ -97,6 +98,8 @@ impl StoredFile {
 pub struct ChatLog {
     epoch: Arc<str>,
     recent: Mutex<Recent>,
+    /// The last id the committer is done with (written or given up on).
+    settled: AtomicU64,
     store: Arc<dyn LogStore>,
     page_max: usize,
     on_join: usize,
@@ -113,6 +116,7 @@ impl ChatLog {
                 std::mem::take(&mut opened.recent),
                 opened.older,
             )),
+            settled: AtomicU64::new(opened.last_id),
             store: opened.store.clone(),
             page_max: config.history_page_max,
             on_join: config.history_on_join,
@@ -126,14 +130,37 @@ impl ChatLog {
 
     /// Room delivery: a message was handed out.
     pub fn record(&self, message: Logged) {
-        self.recent().push(message);
+        let settled = self.settled.load(Ordering::Acquire);
+        self.recent().push(message, settled);
     }
 
-    /// The `history` frame a new member gets after its `welcome`.
+    /// The committer is done with every message up to `id`: memory may
+    /// let them go.
+    pub fn settle(&self, id: u64) {
+        self.settled.fetch_max(id, Ordering::AcqRel);
+        self.recent().trim(id);
+    }
+
+    /// After retention: if the store holds nothing older than memory's
+    /// oldest message, pages stop saying `more`.
+    pub async fn recheck_older(&self) -> Result<(), StoreError> {
+        let Some((oldest, true)) = self.recent().oldest() else {
+            return Ok(());
+        };
+        if self.store.page(oldest, 1).await?.is_empty() {
+            self.recent().none_older_than(oldest);
+        }
+        Ok(())
+    }
+
+    /// The `history` frame a new member gets after its `welcome`: built
+    /// once, and again only after the log changed, so a join storm encodes
+    /// it once.
     pub fn on_join_frame(&self) -> Bytes {
-        let recent = self.recent();
-        let (messages, more) = recent.newest(self.on_join);
-        history_frame(messages, more, &self.epoch)
+        self.recent().join_frame(|recent| {
+            let (messages, more) = recent.newest(self.on_join);
+            history_frame(messages, more, &self.epoch)
+        })
     }
 
     /// A `history` page for a request: `before` and `limit` as the client

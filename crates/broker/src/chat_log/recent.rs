@@ -3,7 +3,10 @@
 //! touching the store.
 //!
 //! Room delivery adds every message as it hands it out, so what a new member
-//! is sent here and the live messages that follow it meet exactly.
+//! is sent here and the live messages that follow it meet exactly. A
+//! message leaves memory only once the committer is done with it (written,
+//! or given up on): a page below memory then finds in the store everything
+//! the log will ever hold there.
 
 use std::collections::VecDeque;
 
@@ -16,6 +19,8 @@ pub struct Recent {
     capacity: usize,
     /// Whether the store holds messages older than the oldest here.
     older: bool,
+    /// The `history` frame for joining members, until something changes.
+    join_frame: Option<bytes::Bytes>,
 }
 
 /// A page as far as memory can answer it.
@@ -41,20 +46,57 @@ impl Recent {
             messages: VecDeque::with_capacity(capacity.min(4096)),
             capacity,
             older,
+            join_frame: None,
         };
         for message in messages {
-            recent.push(message);
+            recent.push(message, u64::MAX);
         }
         recent
     }
 
-    /// Adds the newest message, forgetting the oldest past the capacity.
-    pub fn push(&mut self, message: Logged) {
-        if self.messages.len() == self.capacity {
+    /// Adds the newest message, forgetting the oldest past the capacity
+    /// among those the committer is done with (ids up to `settled`).
+    pub fn push(&mut self, message: Logged, settled: u64) {
+        self.join_frame = None;
+        self.messages.push_back(message);
+        self.trim(settled);
+    }
+
+    /// Forgets the oldest messages past the capacity, as far as the
+    /// committer is done with them.
+    pub fn trim(&mut self, settled: u64) {
+        while self.messages.len() > self.capacity
+            && self.messages.front().is_some_and(|m| m.id <= settled)
+        {
             self.messages.pop_front();
             self.older = true;
+            self.join_frame = None;
         }
-        self.messages.push_back(message);
+    }
+
+    /// The cached `history` frame for joining members, built by `build`
+    /// when something changed since the last one.
+    pub fn join_frame(&mut self, build: impl FnOnce(&Recent) -> bytes::Bytes) -> bytes::Bytes {
+        if let Some(frame) = &self.join_frame {
+            return frame.clone();
+        }
+        let frame = build(self);
+        self.join_frame = Some(frame.clone());
+        frame
+    }
+
+    /// The oldest message's id, and whether older ones are thought to exist.
+    pub fn oldest(&self) -> Option<(u64, bool)> {
+        self.messages.front().map(|m| (m.id, self.older))
+    }
+
+    /// The store holds nothing older than `oldest` (as checked while it
+    /// was still the oldest here).
+    pub fn none_older_than(&mut self, oldest: u64) {
+        if self.messages.front().is_some_and(|m| m.id == oldest) {
+            self.older = false;
+            self.join_frame = None;
+        }
     }
 
     /// The newest `limit` messages and whether older ones exist.
@@ -90,6 +132,7 @@ impl Recent {
     pub fn forget_before(&mut self, ts: u64) {
         while self.messages.front().is_some_and(|m| m.ts < ts) {
             self.messages.pop_front();
+            self.join_frame = None;
         }
     }
 }
@@ -149,6 +192,23 @@ mod tests {
                 limit: 2
             }
         );
+    }
+
+    #[test]
+    fn messages_not_yet_committed_stay_past_the_capacity() {
+        let mut recent = Recent::new(3, Vec::new(), false);
+        for id in 1..=5 {
+            recent.push(message(id), 1);
+        }
+        // Only 1 was committed: 2 to 5 stay, and a page below 2 is whole
+        // in the store.
+        assert_eq!(recent.oldest(), Some((2, true)));
+        recent.trim(5);
+        assert_eq!(recent.oldest(), Some((3, true)));
+        recent.none_older_than(2);
+        assert_eq!(recent.oldest(), Some((3, true)));
+        recent.none_older_than(3);
+        assert_eq!(recent.oldest(), Some((3, false)));
     }
 
     #[test]

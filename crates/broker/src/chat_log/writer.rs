@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_broadcast::Receiver;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::store::{LogStore, Retention};
 use super::{ChatLog, Logged};
@@ -84,7 +84,7 @@ pub async fn run(
     settings: Settings,
 ) {
     let (queue, pending) = mpsc::channel(QUEUE);
-    let committer = commit(pending, store.clone(), settings.flush);
+    let committer = commit(pending, store.clone(), log.clone(), settings.flush);
     let subscriber = subscribe(room, Sequence::after(last_id), queue);
     let retention = retain(store.clone(), log, files, settings);
     let work = async { tokio::join!(subscriber, committer) };
@@ -141,7 +141,12 @@ async fn subscribe(
 }
 
 /// Commits what the subscriber queued, in batches.
-async fn commit(mut pending: mpsc::Receiver<Logged>, store: Arc<dyn LogStore>, flush: Duration) {
+async fn commit(
+    mut pending: mpsc::Receiver<Logged>,
+    store: Arc<dyn LogStore>,
+    log: Arc<ChatLog>,
+    flush: Duration,
+) {
     let m = metrics();
     let mut batch: Vec<Logged> = Vec::with_capacity(256);
     loop {
@@ -172,6 +177,9 @@ async fn commit(mut pending: mpsc::Receiver<Logged>, store: Arc<dyn LogStore>, f
                     warn!(%error, suppressed, lost = batch.len(), "chat log commit failed");
                 }
             }
+        }
+        if let Some(last) = batch.last() {
+            log.settle(last.id);
         }
         batch.clear();
     }
@@ -214,6 +222,9 @@ async fn retain(
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Err(error) = log.recheck_older().await {
+            debug!(%error, "the chat log could not be checked after retention");
         }
     }
 }

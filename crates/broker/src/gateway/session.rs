@@ -144,16 +144,22 @@ struct Session {
     who_full_at: Instant,
 }
 
-impl Drop for Session {
-    /// The upload token dies with the connection, however it ends (a panic
-    /// unwinding the session included).
-    fn drop(&mut self) {
+impl Session {
+    /// The upload token dies with the connection.
+    fn revoke_upload_token(&self) {
         if let (Some(files), Some(token)) = (
             &self.gateway.chat.files,
             self.peer.grant().and_then(|g| g.upload_token.as_deref()),
         ) {
             files.revoke(token);
         }
+    }
+}
+
+impl Drop for Session {
+    /// However the session ends, a panic unwinding it included.
+    fn drop(&mut self) {
+        self.revoke_upload_token();
     }
 }
 
@@ -427,6 +433,7 @@ impl Session {
         }
         self.claim.take();
         self.handshake.done();
+        self.revoke_upload_token();
 
         // Let the writer flush the goodbye, but never wait on a stalled peer.
         flush(writer_task).await;

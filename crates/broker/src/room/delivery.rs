@@ -39,9 +39,6 @@ pub struct RoomDelivery {
     ids: Sequence,
     /// Where handed-out messages are recorded for history.
     log: Option<Arc<ChatLog>>,
-    /// The `history` frame for the next member granted `history`, until a
-    /// message makes it stale: a join storm encodes it once.
-    join_history: Option<bytes::Bytes>,
     capacity: u64,
     skip: bool,
     /// `welcome.max_upload_bytes` for clients granted `files`.
@@ -61,7 +58,6 @@ impl RoomDelivery {
             members: Vec::new(),
             ids: Sequence::after(0),
             log: None,
-            join_history: None,
             capacity: capacity as u64,
             skip,
             max_upload_bytes: 0,
@@ -102,7 +98,6 @@ impl RoomDelivery {
                 self.append(&message.to_message(), Some(read_at));
                 if let Some(log) = &self.log {
                     log.record(message);
-                    self.join_history = None;
                 }
             }
             RoomEvent::MemberJoined {
@@ -147,11 +142,7 @@ impl RoomDelivery {
                 }
                 .to_frame();
                 let history = match &self.log {
-                    Some(log) if peer.features().has(Feature::History) => Some(
-                        self.join_history
-                            .get_or_insert_with(|| log.on_join_frame())
-                            .clone(),
-                    ),
+                    Some(log) if peer.features().has(Feature::History) => Some(log.on_join_frame()),
                     _ => None,
                 };
                 // A member from the moment its welcome can reach it: a
