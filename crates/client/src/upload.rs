@@ -23,7 +23,6 @@ use hyper::header::{
 };
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use rustls::version;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -290,30 +289,10 @@ pub fn guess_mime(name: &str) -> &'static str {
     }
 }
 
-/// Characters a `filename*` value may carry unencoded (RFC 8187's
-/// `attr-char`); everything else is percent-encoded from UTF-8.
-const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'!')
-    .remove(b'#')
-    .remove(b'$')
-    .remove(b'&')
-    .remove(b'+')
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'^')
-    .remove(b'_')
-    .remove(b'`')
-    .remove(b'|')
-    .remove(b'~');
-
-/// `Content-Disposition` for a file called `name`: any name, in any script,
-/// travels as percent-encoded UTF-8, so quotes, semicolons or line breaks in
-/// it cannot break the header.
+/// `Content-Disposition` for a file called `name` (see
+/// [`anteroom_protocol::disposition`]).
 pub fn content_disposition(name: &str) -> String {
-    format!(
-        "attachment; filename*=UTF-8''{}",
-        utf8_percent_encode(name, ATTR_CHAR)
-    )
+    anteroom_protocol::disposition::content_disposition(name)
 }
 
 /// The request for uploading `size` bytes of a file called `name`, with

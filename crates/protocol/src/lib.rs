@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod disposition;
 pub mod features;
 pub mod server;
 pub mod shape;

@@ -9,7 +9,6 @@ use http_body_util::{BodyDataStream, BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tracing::{debug, warn};
 
 use super::assets;
@@ -125,21 +124,6 @@ fn refused(refusal: Refusal, max: u64) -> Response<Body> {
     closing(response)
 }
 
-/// Characters kept as they are in `filename*`: RFC 5987's `attr-char`.
-const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'!')
-    .remove(b'#')
-    .remove(b'$')
-    .remove(b'&')
-    .remove(b'+')
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'^')
-    .remove(b'_')
-    .remove(b'`')
-    .remove(b'|')
-    .remove(b'~');
-
 /// Serves a file the room was sent: its bytes as uploaded, never
 /// interpreted by the browser in this origin.
 pub async fn download(id: &str, files: &Files, head: bool) -> Response<Body> {
@@ -153,21 +137,7 @@ pub async fn download(id: &str, files: &Files, head: bool) -> Response<Body> {
             return text(StatusCode::NOT_FOUND, "no such file\n".into());
         }
     };
-    let ascii: String = file
-        .name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let disposition = format!(
-        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
-        utf8_percent_encode(&file.name, ATTR_CHAR)
-    );
+    let disposition = anteroom_protocol::disposition::content_disposition(&file.name);
     let body: Body = if head {
         full(Bytes::new())
     } else {
