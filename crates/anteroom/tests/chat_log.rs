@@ -1,8 +1,8 @@
 //! Version 1.1's chat features over real sockets: version-1 clients left
 //! as they were, feature negotiation, history (from memory and from the
 //! SQLite store), whispers, files over the web listener, crash safety and
-//! damaged stores with real server processes, retention, and the store's
-//! metrics.
+//! damaged stores with real server processes, retention, the store's
+//! metrics, and the same log kept in PostgreSQL.
 
 mod support;
 
@@ -21,6 +21,8 @@ mod history;
 mod metrics;
 #[path = "chat_log/negotiation.rs"]
 mod negotiation;
+#[path = "chat_log/postgres.rs"]
+mod postgres;
 #[path = "chat_log/retention.rs"]
 mod retention;
 #[path = "chat_log/version1.rs"]

@@ -68,10 +68,16 @@ fn signal(running: &mut Running, signal: Signal) {
 }
 
 async fn killed_mid_stream_keeps_what_was_delivered(sync: &'static str) {
-    let _heavy = crate::heavy().await;
     let dir = TempDir::new("crash");
-    let args = server_args(&dir, sync);
-    let mut running = start(&args);
+    killed_mid_stream(&server_args(&dir, sync), &format!("store_sync = {sync}")).await;
+}
+
+/// A server started with `args` (a durable store, history pages of 1000)
+/// killed mid-stream keeps what was delivered more than `store_flush`
+/// before; `what` names the store in messages.
+pub async fn killed_mid_stream(args: &[String], what: &str) {
+    let _heavy = crate::heavy().await;
+    let mut running = start(args);
 
     let (reader, _, history) = join_with(running.addr, "reader", &["history"]).await;
     let epoch = check_history(history.as_ref().unwrap());
@@ -135,14 +141,14 @@ async fn killed_mid_stream_keeps_what_was_delivered(sync: &'static str) {
     );
 
     println!(
-        "store_sync = {sync}: {} received, {} more than {:?} before the kill",
+        "{what}: {} received, {} more than {:?} before the kill",
         seen.len(),
         must_keep.len(),
         STORE_FLUSH + MARGIN
     );
 
-    // The same data_dir again.
-    let running = start(&args);
+    // The same store again.
+    let running = start(args);
     let (mut auditor, _, history) = join_with(running.addr, "auditor", &["history"]).await;
     assert_eq!(
         check_history(history.as_ref().unwrap()),
@@ -180,7 +186,7 @@ async fn killed_mid_stream_keeps_what_was_delivered(sync: &'static str) {
         .collect();
     assert!(
         lost.is_empty(),
-        "store_sync = {sync}: {} of {} messages delivered more than store_flush + {MARGIN:?} \
+        "{what}: {} of {} messages delivered more than store_flush + {MARGIN:?} \
          before the kill are missing or changed; first: {:?}",
         lost.len(),
         must_keep.len(),

@@ -5,6 +5,9 @@
 #![allow(dead_code)]
 
 pub mod process;
+// One throwaway-server helper for the broker's store tests and these.
+#[path = "../../../broker/tests/support/postgres.rs"]
+pub mod postgres;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,6 +28,18 @@ pub fn required(tool: &str, why: &str) -> bool {
     assert!(!under_ci, "{tool} is required under CI: {why}");
     println!("skipped: {why}");
     false
+}
+
+/// A PostgreSQL server of the test's own, or `None` (the test is skipped)
+/// where the machine has none to start, outside CI.
+pub fn postgres_server() -> Option<postgres::Postgres> {
+    match postgres::Postgres::start() {
+        Ok(pg) => Some(pg),
+        Err(why) => {
+            required("PostgreSQL", &why);
+            None
+        }
+    }
 }
 
 /// How long a test waits for an expected frame before failing.

@@ -341,7 +341,7 @@ pub async fn open(config: &Config) -> Result<Opened, StoreError> {
     match &config.store {
         StoreKind::Memory => Ok(memory::open()),
         StoreKind::Sqlite => sqlite::open(config).await,
-        StoreKind::Postgres(url) => postgres::open(url).await,
+        StoreKind::Postgres(url) => postgres::open(url, config).await,
     }
 }
 

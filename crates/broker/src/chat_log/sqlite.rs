@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::memory::file_cutoff;
 use super::store::{ID_LEAD, LogStore, Opened, Pruned, Retention, StoreError, StoreResult};
@@ -156,7 +156,11 @@ fn open_blocking(config: &Config) -> StoreResult<Opened> {
         return Err(damaged(&path, check));
     }
 
-    let tx = conn.transaction().map_err(|e| checked(&path, e))?;
+    // It reads, then writes: taking the write lock first lets the busy
+    // timeout wait for another writer instead of failing on the upgrade.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| checked(&path, e))?;
     tx.execute_batch(SCHEMA).map_err(|e| checked(&path, e))?;
     let meta = |key: &str| -> rusqlite::Result<Option<rusqlite::types::Value>> {
         tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
