@@ -51,7 +51,7 @@ fn the_request_carries_every_header_the_server_needs() {
     assert_eq!(header(CONTENT_LENGTH), "42");
     assert_eq!(
         header(CONTENT_DISPOSITION),
-        "attachment; filename*=UTF-8''Photo.JPG"
+        "attachment; filename=\"Photo.JPG\"; filename*=UTF-8''Photo.JPG"
     );
     let v6 = WebBase::parse("https://[::1]:8443/").unwrap();
     let v6_request = super::request(&v6, &ticket, "x", 0, ()).unwrap();
@@ -62,15 +62,15 @@ fn the_request_carries_every_header_the_server_needs() {
 fn names_are_percent_encoded_utf8_that_cannot_break_the_header() {
     assert_eq!(
         content_disposition("résumé 2024.pdf"),
-        "attachment; filename*=UTF-8''r%C3%A9sum%C3%A9%202024.pdf"
+        "attachment; filename=\"r_sum_ 2024.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%202024.pdf"
     );
     assert_eq!(
         content_disposition("a\";b\r\nX-Evil: 1.txt"),
-        "attachment; filename*=UTF-8''a%22%3Bb%0D%0AX-Evil%3A%201.txt"
+        "attachment; filename=\"a_;b__X-Evil: 1.txt\"; filename*=UTF-8''a%22%3Bb%0D%0AX-Evil%3A%201.txt"
     );
     assert_eq!(
         content_disposition("李🦀~_-.!#$&+^`|.bin"),
-        "attachment; filename*=UTF-8''%E6%9D%8E%F0%9F%A6%80~_-.!#$&+^`|.bin"
+        "attachment; filename=\"__~_-.!#$&+^`|.bin\"; filename*=UTF-8''%E6%9D%8E%F0%9F%A6%80~_-.!#$&+^`|.bin"
     );
 }
 
@@ -320,7 +320,7 @@ async fn a_file_is_streamed_with_its_headers_and_progress() {
         "authorization: bearer tok",
         "content-type: application/octet-stream",
         "content-length: 300000",
-        "content-disposition: attachment; filename*=utf-8''donn%c3%a9es.bin",
+        "content-disposition: attachment; filename=\"donn_es.bin\"; filename*=utf-8''donn%c3%a9es.bin",
     ] {
         assert!(head.contains(line), "{line} not in {head}");
     }
