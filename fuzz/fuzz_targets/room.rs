@@ -138,13 +138,9 @@ async fn run(input: &[u8]) -> Vec<Vec<u8>> {
         match op % 9 {
             0 => {
                 let name = format!("c{}", op / 9 % 6);
-                send(
-                    client,
-                    &ClientMessage::Hello { name: name.into(), features: None, }.to_frame(),
-                )
-                .await
+                send(client, &ClientMessage::hello(name).to_frame()).await
             }
-            1 => send(client, &ClientMessage::Say { text: "hi".into(), attachment: None, }.to_frame()).await,
+            1 => send(client, &ClientMessage::say("hi").to_frame()).await,
             2 => send(client, &ClientMessage::Who.to_frame()).await,
             3 => {
                 let id = Some(PingId::Signed(i64::from(*op)));

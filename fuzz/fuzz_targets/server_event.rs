@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         let Ok(event) = Event::decode(&payload) else {
             continue;
         };
-        let _ = format_event(&event);
+        let _ = format_event(&event, None);
         state.apply(&event);
         applied += 1;
     }

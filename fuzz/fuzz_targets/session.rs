@@ -176,7 +176,14 @@ async fn converse(config: Config, seed: u8, input: Vec<u8>) -> Vec<u8> {
         chat,
         components,
     } = Room::start(&config, &shutdown);
-    let gateway = Arc::new(Gateway::new(config, bus.clone(), roster, shards, chat, shutdown));
+    let gateway = Arc::new(Gateway::new(
+        config,
+        bus.clone(),
+        roster,
+        shards,
+        chat,
+        shutdown,
+    ));
 
     let (client, server) = tokio::io::duplex(4096);
     let (server_read, server_write) = tokio::io::split(server);
