@@ -105,6 +105,14 @@ pub enum ServerMessage<'a> {
         /// Unix time in milliseconds.
         ts: u64,
     },
+    /// With `lagging`: this client's outbound buffer passed half of its
+    /// limit; sent ahead of what is queued, once per episode.
+    Lagging {
+        /// Frames waiting for this client.
+        queued: u64,
+        /// The buffer's limit (`outbox_limit`), past which it is cut off.
+        limit: u64,
+    },
     /// Another user entered the room.
     Joined {
         /// Who.

@@ -22,7 +22,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anteroom_protocol::{Attachment, Feature, Features, ServerMessage};
+use anteroom_protocol::{Attachment, ServerMessage};
 use bytes::Bytes;
 
 use crate::config::{Config, StoreKind};
@@ -308,15 +308,6 @@ impl Chat {
             store: opened.store,
             last_id: opened.last_id,
         })
-    }
-
-    /// The features this server grants: `files` only with the web listener.
-    pub fn offered(&self) -> Features {
-        let chat = Features::NONE.with(Feature::History).with(Feature::Whisper);
-        match self.files {
-            Some(_) => chat.with(Feature::Files),
-            None => chat,
-        }
     }
 }
 

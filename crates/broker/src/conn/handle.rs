@@ -61,6 +61,9 @@ impl Peer {
     /// Session: records what a `hello` asking for features was granted,
     /// before the connection arrives anywhere that reads it.
     pub fn set_grant(&self, grant: Grant) {
+        if grant.features.has(anteroom_protocol::Feature::Lagging) {
+            self.outbox.warn_when_lagging();
+        }
         let _ = self.grant.set(grant);
     }
 

@@ -64,11 +64,26 @@ struct State {
     member: bool,
     /// No more frames are accepted; the writer flushes what is queued and ends.
     closing: bool,
+    /// Where the connection stands with `lagging` warnings.
+    lagging: Lagging,
     /// Who writes next: the connection's writer shard while the socket
     /// keeps up, its own task once the socket has made a write wait.
     owner: Owner,
     /// The connection as its writer shard knows it, once attached.
     sweeper: Option<Weak<dyn Sweep>>,
+}
+
+/// A client granted `lagging` is warned once its buffer passes half of the
+/// limit, and again only after it has drained below a quarter.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Lagging {
+    /// Not granted.
+    #[default]
+    Off,
+    /// Warned at the next pass of half the limit.
+    Armed,
+    /// Warned in this episode.
+    Warned,
 }
 
 /// Who is woken when frames arrive for an idle connection.
@@ -204,8 +219,35 @@ impl Outbox {
             let gap = gap_frame(std::mem::take(&mut state.missed));
             self.enqueue(&mut state, Entry::event(gap));
         }
-        let depth = self.enqueue(&mut state, Entry::run(run.clone()));
+        let mut depth = self.enqueue(&mut state, Entry::run(run.clone()));
+        if state.lagging == Lagging::Armed && depth > self.limit / 2 {
+            depth = self.warn_lagging(&mut state);
+        }
         Push::Queued { depth }
+    }
+
+    /// Warns this connection when its buffer passes half of the limit (the
+    /// client asked for `lagging`).
+    pub fn warn_when_lagging(&self) {
+        let mut state = self.lock();
+        if state.lagging == Lagging::Off {
+            state.lagging = Lagging::Armed;
+        }
+    }
+
+    /// Puts a `lagging` frame ahead of everything queued.
+    fn warn_lagging(&self, state: &mut State) -> usize {
+        let frame = ServerMessage::Lagging {
+            queued: state.queued as u64,
+            limit: self.limit as u64,
+        }
+        .to_frame();
+        // Not counted in `queued`: the warning must not bring the cut-off
+        // closer.
+        state.bytes += frame.len();
+        state.frames.insert(0, Entry::reply(frame));
+        state.lagging = Lagging::Warned;
+        state.queued
     }
 
     /// Offers one room event on its own (see [`Outbox::push_events`]).
@@ -349,6 +391,10 @@ impl Outbox {
         // The batch is empty: the two buffers trade places.
         std::mem::swap(&mut batch.entries, &mut state.frames);
         state.queued = 0;
+        // Drained below a quarter: the next episode gets its warning.
+        if state.lagging == Lagging::Warned {
+            state.lagging = Lagging::Armed;
+        }
         // Everything queued is now in the batch, and held until the writer
         // comes back for more.
         state.in_flight = state.bytes;

@@ -90,7 +90,7 @@ impl Gateway {
             bus,
             names: Arc::new(Names::new()),
             roster,
-            offered: chat.offered(),
+            offered: offered(&chat),
             chat,
             shutdown,
             tracker: TaskTracker::new(),
@@ -98,6 +98,20 @@ impl Gateway {
             shards,
             refusals: Arc::new(tokio::sync::Semaphore::new(REFUSALS_IN_FLIGHT)),
         }
+    }
+}
+
+/// The features this server grants: `files` only with the web listener,
+/// which carries the uploads.
+fn offered(chat: &Chat) -> anteroom_protocol::Features {
+    use anteroom_protocol::{Feature, Features};
+    let always = Features::NONE
+        .with(Feature::History)
+        .with(Feature::Whisper)
+        .with(Feature::Lagging);
+    match chat.files {
+        Some(_) => always.with(Feature::Files),
+        None => always,
     }
 }
 

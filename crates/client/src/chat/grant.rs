@@ -11,9 +11,14 @@ use crate::{Admission, Event, granted};
 
 /// The features `anteroom chat` asks for: every one it shows.
 pub fn asked() -> Features {
-    [Feature::History, Feature::Whisper, Feature::Files]
-        .into_iter()
-        .collect()
+    [
+        Feature::History,
+        Feature::Whisper,
+        Feature::Files,
+        Feature::Lagging,
+    ]
+    .into_iter()
+    .collect()
 }
 
 /// The grant of the connection of the moment.

@@ -46,6 +46,7 @@ pub fn format_event(event: &Event, web: Option<&WebBase>) -> Option<String> {
         Event::Left { name, reason, .. } => format!("* {} left ({reason})", escape::name(name)),
         Event::Users { names } => format!("* in the room: {}", escape::names(names)),
         Event::Gap { missed } => format!("* {missed} events skipped"),
+        Event::Lagging { queued, limit } => format!("! {}", lagging(*queued, *limit)),
         Event::Error { code, text } => format!("! {code}: {}", escape::text(text)),
         Event::Bye { reason, text } => format!("* bye ({reason}): {}", escape::text(text)),
         Event::Ping { .. } | Event::Pong { .. } | Event::History { .. } | Event::Unknown => {
@@ -126,6 +127,13 @@ fn welcome<S: AsRef<str>>(text: &str, users: &[S]) -> String {
         "* {}\n* in the room: {}",
         escape::text(text),
         escape::names(users)
+    )
+}
+
+/// The warning shown for `lagging`, in both modes.
+pub fn lagging(queued: u64, limit: u64) -> String {
+    format!(
+        "falling behind: the server holds {queued} events for you and cuts the connection off at {limit}"
     )
 }
 

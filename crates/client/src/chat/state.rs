@@ -434,6 +434,9 @@ impl ChatState {
                 more,
                 epoch,
             } => self.page(messages, *more, epoch),
+            Event::Lagging { queued, limit } => {
+                self.notice(super::line::lagging(*queued, *limit));
+            }
             Event::Whisper { from, to, text, ts } => self.push(Entry::Whisper {
                 ts: *ts,
                 from: escape::name(from).into_owned(),

@@ -145,3 +145,61 @@ async fn bytes_held_by_queue_and_batch_never_exceed_the_cap_and_a_frame() {
     assert!(held <= CAP + 3, "{held} bytes held under a cap of {CAP}");
     writer.abort();
 }
+
+/// The frames of a batch, decoded where they are server messages.
+fn lagging_in(batch: &Batch) -> Vec<(u64, u64)> {
+    batch
+        .entries
+        .iter()
+        .filter_map(|e| match e.bytes().get(4..).map(ServerMessage::decode) {
+            Some(Ok(ServerMessage::Lagging { queued, limit })) => Some((queued, limit)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn lagging_goes_ahead_once_per_episode_and_never_moves_the_cut_off() {
+    let outbox = Outbox::new(8);
+    outbox.warn_when_lagging();
+    for n in 0..8 {
+        assert!(matches!(
+            outbox.push_event(frame(n), None, false),
+            Push::Queued { .. }
+        ));
+    }
+    // The ninth is over the limit, warning or not.
+    assert_eq!(outbox.push_event(frame(8), None, false), Push::Overflow);
+    let mut batch = Batch::default();
+    outbox.next_batch(&mut batch).await;
+    // Past half (the fifth frame): one warning, ahead of everything queued.
+    assert_eq!(lagging_in(&batch), vec![(5, 8)]);
+    assert_eq!(
+        batch.entries[0].bytes()[4..],
+        ServerMessage::Lagging {
+            queued: 5,
+            limit: 8
+        }
+        .to_frame()[4..]
+    );
+    assert_eq!(batch.entries.len(), 9);
+
+    // Drained: the next episode is warned again.
+    for n in 0..5 {
+        outbox.push_event(frame(n), None, false);
+    }
+    outbox.next_batch(&mut batch).await;
+    assert_eq!(lagging_in(&batch), vec![(5, 8)]);
+}
+
+#[tokio::test]
+async fn without_the_feature_there_is_no_warning() {
+    let outbox = Outbox::new(8);
+    for n in 0..8 {
+        outbox.push_event(frame(n), None, false);
+    }
+    let mut batch = Batch::default();
+    outbox.next_batch(&mut batch).await;
+    assert!(lagging_in(&batch).is_empty());
+    assert_eq!(batch.entries.len(), 8);
+}
