@@ -36,7 +36,7 @@ async fn unknown_names_are_ignored_and_only_implemented_features_are_granted() {
     .await;
     assert_eq!(
         sorted(granted(&welcome)),
-        ["files", "history", "whisper"],
+        ["files", "history", "lagging", "whisper"],
         "{welcome}"
     );
     assert!(history.is_some());
