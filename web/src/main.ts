@@ -379,6 +379,12 @@ function onFrame(frame: ServerFrame): void {
       notice(`${frame.missed} events were skipped while you were behind; refreshing the user list`, "problem");
       state.session?.send({ type: "who" });
       return;
+    case "lagging":
+      notice(
+        `falling behind: the server holds ${frame.queued} events for this page and disconnects it at ${frame.limit}`,
+        "problem",
+      );
+      return;
     case "error":
       notice(errorText(frame.code, frame.text), "problem");
       if (state.screen === "queue") {

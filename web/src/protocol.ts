@@ -10,7 +10,7 @@ export const SUBPROTOCOL = "anteroom.v1";
 export const MAX_SERVER_FRAME = 16 * 1024 * 1024;
 
 /** The version 1.1 features this client asks for; `welcome.features` says which it got. */
-export const WANTED_FEATURES = ["history", "whisper", "files"] as const;
+export const WANTED_FEATURES = ["history", "whisper", "files", "lagging"] as const;
 
 export type Feature = (typeof WANTED_FEATURES)[number];
 
@@ -63,6 +63,7 @@ export type ServerFrame =
   | { type: "left"; name: string; reason: string; ts: number }
   | { type: "users"; names: string[] }
   | { type: "gap"; missed: number }
+  | { type: "lagging"; queued: number; limit: number }
   | { type: "error"; code: string; text: string }
   | { type: "ping"; id: unknown }
   | { type: "bye"; reason: string; text: string };
@@ -181,6 +182,8 @@ export function decodeFrame(data: ArrayBuffer): ServerFrame | null {
       return strs(f.names) ? { type: "users", names: f.names } : null;
     case "gap":
       return num(f.missed) ? { type: "gap", missed: f.missed } : null;
+    case "lagging":
+      return num(f.queued) && num(f.limit) ? { type: "lagging", queued: f.queued, limit: f.limit } : null;
     case "error":
       return str(f.code) ? { type: "error", code: f.code, text: str(f.text) ? f.text : "" } : null;
     case "ping":
