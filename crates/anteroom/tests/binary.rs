@@ -21,12 +21,28 @@ async fn capacity_of(running: &Running) -> u64 {
     c.recv_type("welcome").await["capacity"].as_u64().unwrap()
 }
 
-fn temp_config(contents: &str) -> std::path::PathBuf {
+/// A configuration file of a test's own, removed when the test ends.
+struct TempConfig(std::path::PathBuf);
+
+impl std::ops::Deref for TempConfig {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn temp_config(contents: &str) -> TempConfig {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!("anteroom-test-{}-{n}.toml", std::process::id()));
     std::fs::write(&path, contents).unwrap();
-    path
+    TempConfig(path)
 }
 
 #[tokio::test]
