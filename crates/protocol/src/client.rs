@@ -183,7 +183,10 @@ impl ClientMessage<'static> {
             "bye" => Ok(ClientMessage::Bye),
             other => Err(DecodeError::new(
                 ErrorCode::UnknownType,
-                format!("unknown message type `{}`", truncate(other, 64)),
+                format!(
+                    "unknown message type `{}`",
+                    super::text::truncate(other, 64)
+                ),
             )),
         }
     }
@@ -272,13 +275,6 @@ impl Fields<'_> {
                 format!("`{key}` must be an integer"),
             )),
         }
-    }
-}
-
-fn truncate(s: &str, max_chars: usize) -> &str {
-    match s.char_indices().nth(max_chars) {
-        Some((i, _)) => &s[..i],
-        None => s,
     }
 }
 

@@ -58,6 +58,15 @@ pub fn is_forbidden_in_name(c: char) -> bool {
     c.is_control() || is_format(c) || is_line_separator(c)
 }
 
+/// At most `max_chars` characters of `s`: how much of a client's own text
+/// an error message quotes back.
+pub fn truncate(s: &str, max_chars: usize) -> &str {
+    match s.char_indices().nth(max_chars) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,9 +38,14 @@ struct Seen {
 }
 
 fn server_args(dir: &TempDir, sync: &'static str) -> Vec<String> {
+    store_args("sqlite", dir, sync)
+}
+
+/// A server on `store` that takes a flood and shows it all in one history.
+pub(super) fn store_args(store: &str, dir: &TempDir, sync: &str) -> Vec<String> {
     let mut args: Vec<String> = [
         "--store",
-        "sqlite",
+        store,
         "--data-dir",
         dir.as_str(),
         "--store-sync",

@@ -9,7 +9,7 @@ use anteroom_broker::chat_log::store::ID_LEAD;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::kit::{TempDir, UNLIMITED, ask_history, check_history, ids, join_with, texts};
+use crate::kit::{TempDir, ask_history, check_history, ids, join_with, texts};
 use crate::support::process::{Running, spawn};
 use crate::support::{Client, postgres_server};
 
@@ -96,19 +96,6 @@ async fn a_killed_server_keeps_in_postgres_every_message_delivered_before_store_
     };
     let url = pg.database("crash");
     let dir = TempDir::new("postgres-crash");
-    let mut args: Vec<String> = [
-        "--store",
-        &url,
-        "--data-dir",
-        dir.as_str(),
-        "--history-on-join",
-        "1000",
-        "--history-page-max",
-        "1000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(UNLIMITED.iter().map(|s| s.to_string()));
+    let args = crate::crash::store_args(&url, &dir, "normal");
     crate::crash::killed_mid_stream(&args, "PostgreSQL").await;
 }

@@ -8,14 +8,6 @@ use anteroom_protocol::{Feature, Features};
 use super::*;
 use crate::conn::handle::Grant;
 
-/// A name as quoted back in an error: at most 64 characters of it.
-fn truncate_name(name: &str) -> &str {
-    match name.char_indices().nth(64) {
-        Some((i, _)) => &name[..i],
-        None => name,
-    }
-}
-
 impl Session {
     /// Queues a direct reply; a client that never reads its replies is cut off.
     pub(super) fn reply(&self, frame: Bytes) {
@@ -166,7 +158,10 @@ impl Session {
         let Some((to, peer)) = recipient else {
             self.refuse(
                 ErrorCode::NoSuchUser,
-                &format!("no member is called `{}`", truncate_name(to)),
+                &format!(
+                    "no member is called `{}`",
+                    anteroom_protocol::text::truncate(to, 64)
+                ),
             );
             return;
         };
