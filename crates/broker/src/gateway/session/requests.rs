@@ -160,7 +160,11 @@ impl Session {
             .gateway
             .names
             .holder(to)
-            .filter(|(_, peer)| peer.phase() == Phase::Active);
+            // A held place's connection is closed: it does not count.
+            .filter(|(_, peer)| {
+                let state = peer.state();
+                state.phase == Phase::Active && state.closed.is_none()
+            });
         let Some((to, peer)) = recipient else {
             self.refuse(
                 ErrorCode::NoSuchUser,
