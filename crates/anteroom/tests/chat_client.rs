@@ -43,8 +43,9 @@ async fn two_chat_clients_talk_and_a_third_waits_its_turn() {
     ann.finish();
     cid.expect("* A spot has opened up! You are now connected to the chat.");
     cid.expect("* in the room: bob, cid");
-    bob.expect("* ann left (bye)");
-    bob.expect("* cid joined");
+    // The client asks for presence batches: one leave and one join, close
+    // together, come as one line.
+    bob.expect("* ann left (bye); cid joined");
     cid.type_line("made it");
     bob.expect("<cid> made it");
     cid.finish();
@@ -697,4 +698,70 @@ fn token_of(ticket: &anteroom_client::upload::Ticket) -> String {
     let request = anteroom_client::upload::request(&base, ticket, "n", 0, ()).unwrap();
     let header = request.headers()["authorization"].to_str().unwrap();
     header.strip_prefix("Bearer ").unwrap().to_string()
+}
+
+/// A TCP relay in front of the server whose connections can be cut at
+/// once, as a network drop cuts them: both ends see the connection end,
+/// and new connections go through again.
+struct Relay {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start(server: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut cuts = cuts.clone();
+                cuts.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(server).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, cut }
+    }
+
+    /// Drops every connection through the relay.
+    fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_network_drop_the_client_takes_its_seat_back_silently() {
+    let server = TestServer::start(|c| c.resume_grace = Duration::from_secs(20)).await;
+    let relay = Relay::start(server.addr).await;
+    let mut bob = server.join("bob").await;
+    let mut ann = Chat::start(relay.addr, "ann");
+    ann.expect("* in the room: bob, ann");
+    assert_eq!(bob.recv_type("joined").await["name"].as_str(), Some("ann"));
+    bob.say("before").await;
+    ann.expect("<bob> before");
+    bob.next_message().await;
+
+    relay.cut();
+    let lost = ann.expect_containing("* connection lost");
+    assert!(lost.contains("your place is held for"), "{lost}");
+    bob.say("while you were away").await;
+    bob.next_message().await;
+    ann.expect("* reconnected; your place was kept");
+    // The missed message, once, from the history of what was missed.
+    ann.expect_containing("<bob> while you were away");
+    bob.say("and now").await;
+    ann.expect("<bob> and now");
+    // bob never saw ann leave or come back.
+    assert_eq!(bob.next_message().await["text"].as_str(), Some("and now"));
+    bob.expect_silence(Duration::from_millis(300)).await;
+    ann.finish();
+    server.stop().await;
 }

@@ -74,6 +74,10 @@ pub enum Admission {
         features: Features,
         /// With `files`: what [`upload::upload`] needs.
         upload: Option<Ticket>,
+        /// With `resume`: what takes this seat back after a drop.
+        resume: Option<Resume>,
+        /// Whether a held seat was taken back ([`Connection::rejoin`]).
+        resumed: bool,
     },
     /// Waiting in the queue at `position`.
     Queued {
@@ -83,7 +87,33 @@ pub enum Admission {
         /// The features the server granted; the `welcome` that ends the
         /// wait repeats them.
         features: Features,
+        /// With `eta`: seconds until the expected promotion, once known.
+        eta_s: Option<u64>,
+        /// With `resume`: what takes this place back after a drop.
+        resume: Option<Resume>,
+        /// Whether a held place was taken back ([`Connection::rejoin`]).
+        resumed: bool,
     },
+}
+
+/// A resume token and how long the server holds a dropped place for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// Sent back in the `hello` of [`Connection::rejoin`].
+    pub token: String,
+    /// `resume_grace`, as the server said it (0 if it did not).
+    pub grace: Duration,
+}
+
+impl Resume {
+    /// The token of a `welcome` or `queued`, with the grace if it carries
+    /// one (only the first does).
+    pub fn from_frame(token: Option<&str>, grace_s: Option<u64>) -> Option<Resume> {
+        Some(Resume {
+            token: token?.to_string(),
+            grace: Duration::from_secs(grace_s.unwrap_or(0)),
+        })
+    }
 }
 
 /// The features named in a `welcome` or `queued`; names this version does
@@ -301,12 +331,33 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
     /// come.
     pub async fn join(&mut self, name: &str) -> Result<Admission, ClientError> {
         let limit = self.join_timeout;
-        tokio::time::timeout(limit, self.join_now(name))
+        tokio::time::timeout(limit, self.join_now(name, None))
             .await
             .map_err(|_| ClientError::Timeout(limit))?
     }
 
-    async fn join_now(&mut self, name: &str) -> Result<Admission, ClientError> {
+    /// [`Connection::join`] that asks to take back the place a dropped
+    /// connection held under `token`; `last_id` is the last message seen.
+    /// The answer says whether it did (`resumed`); if not, this is an
+    /// ordinary join. Needs features ([`Builder::features`]), `resume`
+    /// among them to stay resumable.
+    pub async fn rejoin(
+        &mut self,
+        name: &str,
+        token: &str,
+        last_id: Option<u64>,
+    ) -> Result<Admission, ClientError> {
+        let limit = self.join_timeout;
+        tokio::time::timeout(limit, self.join_now(name, Some((token, last_id))))
+            .await
+            .map_err(|_| ClientError::Timeout(limit))?
+    }
+
+    async fn join_now(
+        &mut self,
+        name: &str,
+        resume: Option<(&str, Option<u64>)>,
+    ) -> Result<Admission, ClientError> {
         let features = (!self.features.is_empty()).then(|| {
             self.features
                 .names()
@@ -317,8 +368,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         self.send(&ClientMessage::Hello {
             name: Cow::Borrowed(name),
             features,
-            last_id: None,
-            resume: None,
+            resume: resume.map(|(token, _)| Cow::Borrowed(token)),
+            last_id: resume.and_then(|(_, last_id)| last_id),
         })
         .await?;
         loop {
@@ -330,6 +381,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                     features,
                     upload_token,
                     max_upload_bytes,
+                    resume,
+                    resumed,
+                    resume_grace_s,
                     ..
                 } => {
                     return Ok(Admission::Welcome {
@@ -338,6 +392,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                         text: text.into_owned(),
                         features: granted(features.as_deref()),
                         upload: Ticket::from_welcome(upload_token.as_deref(), max_upload_bytes),
+                        resume: Resume::from_frame(resume.as_deref(), resume_grace_s),
+                        resumed: resumed == Some(true),
                     });
                 }
                 Event::Queued {
@@ -345,13 +401,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
                     waiting,
                     text,
                     features,
-                    ..
+                    eta_s,
+                    resume,
+                    resumed,
+                    resume_grace_s,
                 } => {
                     return Ok(Admission::Queued {
                         position,
                         waiting,
                         text: text.into_owned(),
                         features: granted(features.as_deref()),
+                        eta_s,
+                        resume: Resume::from_frame(resume.as_deref(), resume_grace_s),
+                        resumed: resumed == Some(true),
                     });
                 }
                 Event::Error { code, text } => {

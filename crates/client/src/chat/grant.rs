@@ -15,6 +15,9 @@ pub fn asked() -> Features {
         Feature::History,
         Feature::Whisper,
         Feature::Files,
+        Feature::Resume,
+        Feature::Eta,
+        Feature::PresenceBatch,
         Feature::Lagging,
     ]
     .into_iter()

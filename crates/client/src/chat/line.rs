@@ -27,7 +27,7 @@ use crate::{Admission, Event};
 pub fn format_event(event: &Event, web: Option<&WebBase>) -> Option<String> {
     Some(match event {
         Event::Welcome { text, users, .. } => welcome(text, users),
-        Event::Queued { text, .. } => format!("* {}", escape::text(text)),
+        Event::Queued { text, eta_s, .. } => format!("* {}", queued(text, *eta_s)),
         Event::Message {
             from,
             text,
@@ -49,29 +49,25 @@ pub fn format_event(event: &Event, web: Option<&WebBase>) -> Option<String> {
         Event::Lagging { queued, limit } => format!("! {}", lagging(*queued, *limit)),
         Event::Error { code, text } => format!("! {code}: {}", escape::text(text)),
         Event::Bye { reason, text } => format!("* bye ({reason}): {}", escape::text(text)),
-        Event::Presence { .. }
-        | Event::Ping { .. }
-        | Event::Pong { .. }
-        | Event::History { .. }
-        | Event::Unknown => {
+        Event::Presence { joined, left, .. } => format!("* {}", presence(joined, left)?),
+        Event::Ping { .. } | Event::Pong { .. } | Event::History { .. } | Event::Unknown => {
             return None;
         }
     })
 }
 
-/// One line for a `presence` frame: who left, who joined; `None` when it
-/// carries nothing.
+/// One line for a `presence` frame: who left (and why), who joined;
+/// `None` when it carries nothing.
 pub fn presence(
     joined: &[std::borrow::Cow<'_, str>],
     left: &[crate::protocol::PresenceLeft<'_>],
 ) -> Option<String> {
-    let mut parts = Vec::new();
+    let mut parts: Vec<String> = left
+        .iter()
+        .map(|l| format!("{} left ({})", escape::name(&l.name), l.reason))
+        .collect();
     if !joined.is_empty() {
         parts.push(format!("{} joined", escape::names(joined)));
-    }
-    if !left.is_empty() {
-        let names: Vec<&str> = left.iter().map(|l| &*l.name).collect();
-        parts.push(format!("{} left", escape::names(&names)));
     }
     (!parts.is_empty()).then(|| parts.join("; "))
 }
@@ -150,6 +146,32 @@ fn welcome<S: AsRef<str>>(text: &str, users: &[S]) -> String {
         escape::names(users)
     )
 }
+
+/// An estimated wait, roughly: `about 40 s`, `about 3 min`, `about 2 h`.
+pub fn eta(seconds: u64) -> String {
+    match seconds {
+        0..90 => format!("about {seconds} s"),
+        90..5400 => format!("about {} min", seconds.div_ceil(60)),
+        _ => format!("about {} h", seconds.div_ceil(3600)),
+    }
+}
+
+/// The queue's text, with the estimate beside it when there is one.
+pub fn queued(text: &str, eta_s: Option<u64>) -> String {
+    match eta_s {
+        Some(s) => format!("{} ({})", escape::text(text), eta(s)),
+        None => escape::text(text).into_owned(),
+    }
+}
+
+/// What the screen says while the server holds our place.
+pub fn held(until: std::time::Instant) -> String {
+    let left = until.saturating_duration_since(std::time::Instant::now());
+    format!("reconnecting, your place is held for {} s", left.as_secs())
+}
+
+/// The line for taking a held place back.
+pub const RESUMED: &str = "reconnected; your place was kept";
 
 /// The warning shown for `lagging`, in both modes.
 pub fn lagging(queued: u64, limit: u64) -> String {
@@ -349,11 +371,15 @@ pub async fn run(dial: super::Dial, name: String) -> Result<(), String> {
                 Some(Net::Admitted(admission)) => {
                     client.grant.admitted(&admission);
                     match &admission {
+                        Admission::Welcome { resumed: true, .. } | Admission::Queued { resumed: true, .. } => {
+                            print(&format!("* {RESUMED}"));
+                            in_room = matches!(admission, Admission::Welcome { .. });
+                        }
                         Admission::Welcome { users, text, .. } => {
                             print(&welcome(text, users));
                             in_room = true;
                         }
-                        Admission::Queued { text, .. } => print(&format!("* {}", escape::text(text))),
+                        Admission::Queued { text, eta_s, .. } => print(&format!("* {}", queued(text, *eta_s))),
                     }
                 }
                 Some(Net::Event(event)) => {
@@ -394,10 +420,13 @@ pub async fn run(dial: super::Dial, name: String) -> Result<(), String> {
                         print(&line);
                     }
                 }
-                Some(Net::Lost { reason, retry_in, .. }) => {
+                Some(Net::Lost { reason, retry_in, held_until, .. }) => {
                     in_room = false;
                     client.unechoed = 0;
-                    print(&format!("* disconnected ({reason}); reconnecting in {:.1}s", retry_in.as_secs_f64()));
+                    match held_until.filter(|until| *until > std::time::Instant::now()) {
+                        Some(until) => print(&format!("* connection lost ({reason}); {}", held(until))),
+                        None => print(&format!("* disconnected ({reason}); reconnecting in {:.1}s", retry_in.as_secs_f64())),
+                    }
                 }
                 Some(Net::Finished { reason: None }) => return Ok(()),
                 Some(Net::Finished { reason: Some(reason) }) => return Err(reason),
@@ -579,6 +608,8 @@ mod tests {
             text: "hi".into(),
             features: super::super::grant::asked(),
             upload: None,
+            resume: None,
+            resumed: false,
         });
         let join = Event::History {
             messages: vec![said(4), said(5)],

@@ -1,7 +1,7 @@
 //! The chat client's connection: joins, forwards events, sends requests,
 //! and on loss reconnects with backoff under the same name.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use super::{Dial, escape, grant};
 use crate::protocol::{ByeReason, ClientMessage, ErrorCode};
-use crate::{Admission, ClientError, Connection, Event};
+use crate::{Admission, ClientError, Connection, Event, Resume};
 
 /// What the user wants sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,8 @@ pub enum Net {
         reason: String,
         attempt: u32,
         retry_in: Duration,
+        /// Until when the server holds our seat or queue place, if it does.
+        held_until: Option<Instant>,
     },
     /// Giving up (a refused name, or the user left).
     Finished {
@@ -79,8 +81,93 @@ pub fn spawn(
 
 enum Ended {
     Left,
-    Lost(String),
+    /// `held`: the server holds the place for a resume (a drop, not a
+    /// goodbye it said for another reason).
+    Lost {
+        reason: String,
+        held: bool,
+    },
     Fatal(String),
+}
+
+impl Ended {
+    fn lost(reason: impl Into<String>) -> Self {
+        Ended::Lost {
+            reason: reason.into(),
+            held: false,
+        }
+    }
+
+    fn dropped(reason: impl Into<String>) -> Self {
+        Ended::Lost {
+            reason: reason.into(),
+            held: true,
+        }
+    }
+}
+
+/// What carries over from one connection to the next: whether this stay
+/// has ever joined, and what takes a dropped place back (the newest token
+/// and the last message seen).
+#[derive(Debug, Default)]
+struct Comeback {
+    joined: bool,
+    resume: Option<Resume>,
+    last_id: Option<u64>,
+}
+
+impl Comeback {
+    /// Takes in the tokens and message ids of what the server sent.
+    fn saw(&mut self, event: &Event) {
+        match event {
+            Event::Welcome {
+                resume: Some(token),
+                resume_grace_s,
+                ..
+            }
+            | Event::Queued {
+                resume: Some(token),
+                resume_grace_s,
+                ..
+            } => self.token(token, *resume_grace_s),
+            Event::Message { id, .. } => self.message(*id),
+            Event::History { messages, .. } => {
+                for message in messages {
+                    if let Event::Message { id, .. } = message {
+                        self.message(*id);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn admitted(&mut self, admission: &Admission) {
+        let (Admission::Welcome { resume, .. } | Admission::Queued { resume, .. }) = admission;
+        if let Some(resume) = resume {
+            self.token(
+                &resume.token,
+                Some(resume.grace.as_secs()).filter(|s| *s > 0),
+            );
+        }
+    }
+
+    /// A newer token replaces the last; the grace is said only now and
+    /// then, so it is kept.
+    fn token(&mut self, token: &str, grace_s: Option<u64>) {
+        let grace = grace_s
+            .map(Duration::from_secs)
+            .or(self.resume.as_ref().map(|r| r.grace))
+            .unwrap_or_default();
+        self.resume = Some(Resume {
+            token: token.to_string(),
+            grace,
+        });
+    }
+
+    fn message(&mut self, id: u64) {
+        self.last_id = Some(self.last_id.map_or(id, |last| last.max(id)));
+    }
 }
 
 async fn run(
@@ -92,7 +179,8 @@ async fn run(
 ) {
     let mut attempt = 0u32;
     let mut backoff = FIRST_BACKOFF;
-    let mut ever_joined = false;
+    let mut comeback = Comeback::default();
+    let mut held_until: Option<Instant> = None;
     loop {
         attempt += 1;
         let _ = net.send(Net::Connecting { attempt }).await;
@@ -100,10 +188,10 @@ async fn run(
             &server,
             &name,
             retry,
-            &mut ever_joined,
             &mut out,
             &net,
             &mut backoff,
+            &mut comeback,
         )
         .await;
         let reason = match ended {
@@ -121,7 +209,18 @@ async fn run(
             }
             // A reason may quote the server (a refusal's text, a frame
             // that failed to decode): it is shown, so it is escaped.
-            Ended::Lost(reason) => escape::text(&reason).into_owned(),
+            Ended::Lost { reason, held } => {
+                if backoff == FIRST_BACKOFF {
+                    // The connection just lost had joined: its place is
+                    // held from now, if the server holds places.
+                    held_until = comeback
+                        .resume
+                        .as_ref()
+                        .filter(|r| held && !r.grace.is_zero())
+                        .map(|r| Instant::now() + r.grace);
+                }
+                escape::text(&reason).into_owned()
+            }
         };
         if backoff == FIRST_BACKOFF {
             // The connection that was just lost had joined: count afresh.
@@ -132,6 +231,7 @@ async fn run(
                 reason,
                 attempt: attempt + 1,
                 retry_in: backoff,
+                held_until,
             })
             .await;
         // Wait out the backoff, but leave at once if asked to.
@@ -158,10 +258,10 @@ async fn session(
     server: &Dial,
     name: &str,
     retry: Retry,
-    joined_before: &mut bool,
     out: &mut mpsc::Receiver<Outgoing>,
     net: &mpsc::Sender<Net>,
     backoff: &mut Duration,
+    comeback: &mut Comeback,
 ) -> Ended {
     let dialled = Connection::builder()
         .trust(server.trust.clone())
@@ -181,20 +281,29 @@ async fn session(
         Err(
             error @ (ClientError::Tls { .. } | ClientError::Trust { .. } | ClientError::Address(_)),
         ) => return Ended::Fatal(error.to_string()),
-        Err(error) => return Ended::Lost(error.to_string()),
+        Err(error) => return Ended::lost(error.to_string()),
     };
-    match connection.join(name).await {
+    // Back after a drop: take the held place back, silently.
+    let joined = match &comeback.resume {
+        Some(resume) => {
+            let token = resume.token.clone();
+            connection.rejoin(name, &token, comeback.last_id).await
+        }
+        None => connection.join(name).await,
+    };
+    match joined {
         Ok(admission) => {
             *backoff = FIRST_BACKOFF;
-            *joined_before = true;
+            comeback.joined = true;
+            comeback.admitted(&admission);
             let _ = net.send(Net::Admitted(admission)).await;
         }
         // Rejoining, our old connection may not be gone yet: try again.
         Err(ClientError::Refused {
             code: ErrorCode::NameTaken,
             ..
-        }) if *joined_before => {
-            return Ended::Lost("the name is still held by the old connection".into());
+        }) if comeback.joined => {
+            return Ended::lost("the name is still held by the old connection");
         }
         Err(ClientError::Refused { code, text }) => return Ended::Fatal(format!("{code}: {text}")),
         Err(ClientError::Bye {
@@ -204,7 +313,7 @@ async fn session(
             let reason = ByeReason::ServerFull;
             return Ended::Fatal(format!("{reason}: {text}"));
         }
-        Err(error) => return Ended::Lost(error.to_string()),
+        Err(error) => return Ended::lost(error.to_string()),
     }
     let (mut reader, mut writer) = connection.split();
     let mut leaving = false;
@@ -214,24 +323,28 @@ async fn session(
                 Ok(event) if event.answer().is_some() => {
                     let Some(pong) = event.answer() else { continue };
                     if let Err(error) = writer.send(&pong).await {
-                        return Ended::Lost(error.to_string());
+                        return Ended::dropped(error.to_string());
                     }
                 }
                 Ok(Event::Bye { reason, text }) => {
                     let _ = net.send(Net::Event(Event::Bye { reason, text })).await;
+                    let why = format!("server closed the connection: {reason}");
                     return match reason {
                         _ if leaving => Ended::Left,
                         ByeReason::Bye => Ended::Left,
-                        _ => Ended::Lost(format!("server closed the connection: {reason}")),
+                        // The server holds places for these.
+                        ByeReason::SlowConsumer | ByeReason::IdleTimeout => Ended::dropped(why),
+                        _ => Ended::lost(why),
                     };
                 }
                 Ok(event) => {
+                    comeback.saw(&event);
                     if net.send(Net::Event(event)).await.is_err() {
                         return Ended::Left;
                     }
                 }
                 Err(_) if leaving => return Ended::Left,
-                Err(error) => return Ended::Lost(error.to_string()),
+                Err(error) => return Ended::dropped(error.to_string()),
             },
             request = out.recv(), if !leaving => {
                 let sent = match request {
@@ -267,7 +380,7 @@ async fn session(
                     }
                 };
                 if let Err(error) = sent {
-                    return if leaving { Ended::Left } else { Ended::Lost(error.to_string()) };
+                    return if leaving { Ended::Left } else { Ended::dropped(error.to_string()) };
                 }
             }
             // Do not wait forever for the server's goodbye.

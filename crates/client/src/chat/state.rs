@@ -57,6 +57,8 @@ pub enum Status {
     Queued {
         position: u64,
         waiting: u64,
+        /// The server's estimate, in seconds, if it gives one.
+        eta_s: Option<u64>,
     },
     InRoom {
         capacity: u64,
@@ -66,6 +68,8 @@ pub enum Status {
         attempt: u32,
         retry_in_ms: u64,
         reason: String,
+        /// Until when the server holds our place, if it does.
+        held_until: Option<std::time::Instant>,
     },
 }
 
@@ -309,19 +313,30 @@ impl ChatState {
                 users,
                 capacity,
                 text,
+                resumed,
                 ..
-            } => self.entered(users, *capacity, text),
+            } => {
+                let text = if *resumed { super::line::RESUMED } else { text };
+                self.entered(users, *capacity, text);
+            }
             Admission::Queued {
                 position,
                 waiting,
                 text,
+                eta_s,
+                resumed,
                 ..
             } => {
                 self.status = Status::Queued {
                     position: *position,
                     waiting: *waiting,
+                    eta_s: *eta_s,
                 };
-                self.notice(text.clone());
+                self.notice(if *resumed {
+                    super::line::RESUMED.to_string()
+                } else {
+                    text.clone()
+                });
             }
         }
     }
@@ -416,11 +431,15 @@ impl ChatState {
                 ..
             } => self.entered(users, *capacity, text),
             Event::Queued {
-                position, waiting, ..
+                position,
+                waiting,
+                eta_s,
+                ..
             } => {
                 self.status = Status::Queued {
                     position: *position,
                     waiting: *waiting,
+                    eta_s: *eta_s,
                 };
             }
             Event::Message { id, .. } => {

@@ -230,12 +230,20 @@ async fn on_net(
             reason,
             attempt,
             retry_in,
+            held_until,
         } => {
-            state.notice(format!("disconnected: {reason}"));
+            match held_until.filter(|until| *until > std::time::Instant::now()) {
+                Some(until) => state.notice(format!(
+                    "connection lost: {reason}; {}",
+                    super::line::held(until)
+                )),
+                None => state.notice(format!("disconnected: {reason}")),
+            }
             state.status = Status::Reconnecting {
                 attempt,
                 retry_in_ms: retry_in.as_millis() as u64,
                 reason,
+                held_until,
             };
         }
         Net::Finished { reason: None } => return Some(Ok(())),

@@ -403,9 +403,16 @@ fn draw_users(frame: &mut Frame<'_>, area: Rect, state: &ChatState) {
 fn draw_status(frame: &mut Frame<'_>, area: Rect, state: &ChatState) {
     let (text, colour) = match &state.status {
         Status::Connecting => (format!("connecting to {}…", state.server), Color::Yellow),
-        Status::Queued { position, waiting } => (
+        Status::Queued {
+            position,
+            waiting,
+            eta_s,
+        } => (
             format!(
-                "We are dealing with a large amount of users and you are at {position} in queue ({waiting} waiting)"
+                "We are dealing with a large amount of users and you are at {position} in queue ({waiting} waiting{})",
+                eta_s
+                    .map(|s| format!(", {}", super::line::eta(s)))
+                    .unwrap_or_default()
             ),
             Color::Yellow,
         ),
@@ -424,9 +431,18 @@ fn draw_status(frame: &mut Frame<'_>, area: Rect, state: &ChatState) {
             Color::Green,
         ),
         Status::Reconnecting {
+            held_until: Some(until),
+            attempt,
+            ..
+        } if *until > std::time::Instant::now() => (
+            format!("{} (attempt {attempt})", super::line::held(*until)),
+            Color::Red,
+        ),
+        Status::Reconnecting {
             attempt,
             retry_in_ms,
             reason,
+            ..
         } => (
             format!(
                 "disconnected ({reason}); reconnecting in {:.1}s (attempt {attempt})",

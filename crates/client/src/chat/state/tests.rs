@@ -11,6 +11,8 @@ fn events_update_users_and_conversation() {
         text: "hi".into(),
         features: Features::NONE,
         upload: None,
+        resume: None,
+        resumed: false,
     });
     assert_eq!(s.status, Status::InRoom { capacity: 5 });
     s.apply(&Event::Joined {
@@ -71,6 +73,8 @@ fn the_roster_is_bounded_by_the_room_capacity() {
         text: "hi".into(),
         features: Features::NONE,
         upload: None,
+        resume: None,
+        resumed: false,
     });
     assert_eq!(s.users, ["ann", "bob", "cid"]);
     s.apply(&Event::Left {
@@ -101,6 +105,8 @@ fn the_roster_has_a_hard_bound_whatever_the_server_says() {
         text: "hi".into(),
         features: Features::NONE,
         upload: None,
+        resume: None,
+        resumed: false,
     });
     assert_eq!(s.users.len(), MAX_ROSTER);
     s.apply(&Event::Joined {
@@ -293,6 +299,8 @@ fn joined_with(features: Features) -> ChatState {
         text: "hi".into(),
         features,
         upload: Some(Ticket::new("t", 1000)),
+        resume: None,
+        resumed: false,
     });
     s
 }
@@ -371,6 +379,8 @@ fn history_on_join_comes_above_the_live_talk_and_paging_back_inserts_at_the_top(
         text: "hi".into(),
         features: all_features(),
         upload: None,
+        resume: None,
+        resumed: false,
     });
     s.apply(&history(9..=12, true));
     assert_eq!(

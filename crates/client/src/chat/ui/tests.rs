@@ -26,6 +26,8 @@ fn in_room() -> ChatState {
         text: "Welcome!".into(),
         features: Features::NONE,
         upload: None,
+        resume: None,
+        resumed: false,
     });
     s.apply(&Event::Message {
         id: 1,
@@ -252,6 +254,9 @@ fn queued_shows_the_live_position() {
         waiting: 7,
         text: "We are dealing with a large amount of users and you are at 3 in queue".into(),
         features: Features::NONE,
+        eta_s: None,
+        resume: None,
+        resumed: false,
     });
     let screen = render(&s, 100, 10);
     assert!(
@@ -282,6 +287,7 @@ fn disconnected_says_so() {
         attempt: 2,
         retry_in_ms: 4000,
         reason: "connection lost".into(),
+        held_until: None,
     };
     let screen = render(&s, 80, 10);
     assert!(
@@ -332,6 +338,8 @@ fn with_features() -> ChatState {
         text: "Welcome!".into(),
         features: crate::chat::grant::asked(),
         upload: Some(crate::upload::Ticket::new("t", 100)),
+        resume: None,
+        resumed: false,
     });
     s
 }
