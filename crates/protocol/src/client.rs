@@ -164,12 +164,25 @@ impl ClientMessage<'static> {
             }
         };
         match kind {
-            "hello" => Ok(ClientMessage::Hello {
-                name: fields.string("name")?.into(),
-                features: fields.optional_strings("features")?,
-                resume: fields.optional_string("resume")?.map(Cow::Owned),
-                last_id: fields.optional_u64("last_id")?,
-            }),
+            "hello" => {
+                let name = fields.string("name")?.into();
+                let features = fields.optional_strings("features")?;
+                // Without `features` this is a version-1 `hello`, for which
+                // these keys are unknown, and ignored.
+                let (resume, last_id) = match features {
+                    Some(_) => (
+                        fields.optional_string("resume")?.map(Cow::Owned),
+                        fields.optional_u64("last_id")?,
+                    ),
+                    None => (None, None),
+                };
+                Ok(ClientMessage::Hello {
+                    name,
+                    features,
+                    resume,
+                    last_id,
+                })
+            }
             "say" => Ok(ClientMessage::Say {
                 text: fields.string("text")?.into(),
                 attachment: fields.optional_string("attachment")?.map(Cow::Owned),
@@ -325,6 +338,43 @@ mod tests {
 
     fn code(payload: &[u8]) -> ErrorCode {
         ClientMessage::decode(payload).unwrap_err().code
+    }
+
+    #[test]
+    fn resume_keys_count_only_in_a_hello_with_features() {
+        let v1 = encode(map(&[
+            ("type", "hello".into()),
+            ("name", "ann".into()),
+            ("resume", 5.into()),
+            ("last_id", (-1).into()),
+        ]));
+        assert_eq!(
+            ClientMessage::decode(&v1).unwrap(),
+            ClientMessage::hello("ann")
+        );
+        let with = |resume: Value, last_id: Value| {
+            encode(map(&[
+                ("type", "hello".into()),
+                ("name", "ann".into()),
+                ("features", Value::Array(vec![])),
+                ("resume", resume),
+                ("last_id", last_id),
+            ]))
+        };
+        assert_eq!(
+            ClientMessage::decode(&with("tok".into(), 7.into())).unwrap(),
+            ClientMessage::Hello {
+                name: "ann".into(),
+                features: Some(vec![]),
+                resume: Some("tok".into()),
+                last_id: Some(7),
+            }
+        );
+        assert_eq!(code(&with(5.into(), Value::Nil)), ErrorCode::BadRequest);
+        assert_eq!(
+            code(&with("tok".into(), (-1).into())),
+            ErrorCode::BadRequest
+        );
     }
 
     #[test]

@@ -49,7 +49,6 @@ pub(super) fn duration(raw: Raw<'_>) -> Result<Duration, String> {
         })
 }
 
-/// Like [`duration`], for ages of days and months.
 /// A duration where `"0s"` turns the feature off.
 pub(super) fn duration_or_off(raw: Raw<'_>) -> Result<Duration, String> {
     text_of(raw)
@@ -64,6 +63,7 @@ pub(super) fn duration_or_off(raw: Raw<'_>) -> Result<Duration, String> {
         })
 }
 
+/// Like [`duration`], for ages of days and months.
 pub(super) fn age(raw: Raw<'_>) -> Result<Duration, String> {
     text_of(raw)
         .and_then(|s| humantime::parse_duration(s).ok())

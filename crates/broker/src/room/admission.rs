@@ -11,7 +11,7 @@
 //! a seat keeps it, but its `MemberJoined` waits its turn. Room delivery then
 //! stays ahead of churn, whoever drives it and from however many addresses.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -319,6 +319,9 @@ struct Actor {
     /// When each held place is released, in order: the grace is the same
     /// for every place. A resumed one stays here until its turn, ignored.
     expiries: VecDeque<(tokio::time::Instant, ConnId)>,
+    /// Held queue places whose turn came: they have their seat, but
+    /// nobody is told they joined unless they come back for it.
+    unseen: HashSet<ConnId>,
 }
 
 /// The admission actor. Runs until the `presence` topic closes.
@@ -340,6 +343,7 @@ pub async fn run(
         shared,
         holding: HashMap::new(),
         expiries: VecDeque::new(),
+        unseen: HashSet::new(),
     };
     loop {
         let next = actor.entries.next_at();
@@ -527,6 +531,12 @@ impl Actor {
         match place {
             Place::Seat => {
                 metrics().resumed_seat.increment(1);
+                // Promoted while away: it enters now, and the others see it
+                // join now.
+                if self.unseen.remove(&old) {
+                    self.entries.hold(peer.id, true);
+                    return Ok(());
+                }
                 // Still waiting for its turn to enter: it enters on the new
                 // connection, and the others see it join then.
                 if self.entries.replace(old, peer.id) {
@@ -574,9 +584,11 @@ impl Actor {
                 if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
                     info!(conn_id = id, name = %gone.name, reason = reason.as_str(), suppressed, "left the room");
                 }
-                // A client that leaves while its entry waits was never seen
-                // to join: nobody is told it left.
-                if !self.entries.forget(id) {
+                // A client that leaves while its entry waits, or that was
+                // promoted while its place was held, was never seen to
+                // join: nobody is told it left.
+                let unseen = self.unseen.remove(&id);
+                if !self.entries.forget(id) && !unseen {
                     self.bus
                         .room
                         .publish(RoomEvent::MemberLeft {
@@ -608,7 +620,17 @@ impl Actor {
                         .queue
                         .publish(QueueEvent::ClientPromoted { id, waited })
                         .await?;
-                    self.entries.hold(id, true);
+                    match self.holding.get_mut(&id) {
+                        // Its turn came while it was away: the seat is kept
+                        // for it, unannounced, until it comes back.
+                        Some(holding) => {
+                            held_gauge(holding.seat).decrement(1.0);
+                            holding.seat = true;
+                            held_gauge(true).increment(1.0);
+                            self.unseen.insert(id);
+                        }
+                        None => self.entries.hold(id, true),
+                    }
                 }
             }
             Departure::Queued => {

@@ -346,16 +346,23 @@ impl RoomDelivery {
         if self.batched == 0 {
             return;
         }
-        metrics()
-            .presence_batch_changes
-            .record(flushed.changes() as f64);
-        let shared = EventRun::new(flushed.shared.clone(), 1, Vec::new());
+        if flushed.shared.is_some() {
+            metrics()
+                .presence_batch_changes
+                .record(flushed.changes() as f64);
+        }
+        let shared = flushed
+            .shared
+            .clone()
+            .map(|frame| EventRun::new(frame, 1, Vec::new()));
         let skip = self.skip;
         for member in self.members.iter_mut().filter(|m| m.batched) {
             let own = member.mark.take().and_then(|mark| flushed.for_member(mark));
-            let pushed = match own {
-                Some(frame) => member.peer.outbox.push_event(frame, None, skip),
-                None => member.peer.outbox.push_events(&shared, skip),
+            let pushed = match (own, &shared) {
+                (Some(frame), _) => member.peer.outbox.push_event(frame, None, skip),
+                (None, Some(shared)) => member.peer.outbox.push_events(shared, skip),
+                // Nothing changed for this one.
+                (None, None) => continue,
             };
             match pushed {
                 Push::Queued { depth } => self.deepest = self.deepest.max(depth),

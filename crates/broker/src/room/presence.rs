@@ -47,8 +47,8 @@ pub struct PresenceBatch {
 #[derive(Debug)]
 pub struct Flushed {
     /// The frame for every member that was in the room when the batch
-    /// opened.
-    pub shared: Bytes,
+    /// opened; `None` when the changes cancelled out (nothing changed).
+    pub shared: Option<Bytes>,
     /// Names that entered and left again within the batch, with the change
     /// index of their first entry and of their last departure.
     vanished: Vec<(Arc<str>, usize, usize, LeftReason)>,
@@ -141,7 +141,8 @@ impl PresenceBatch {
                 (false, Some(reason)) => vanished.push((name, first, last, reason)),
             }
         }
-        let shared = encode(&joined, &left, &[], ts);
+        let shared =
+            (!joined.is_empty() || !left.is_empty()).then(|| encode(&joined, &left, &[], ts));
         Some(Flushed {
             shared,
             vanished,
@@ -153,9 +154,9 @@ impl PresenceBatch {
 }
 
 impl Flushed {
-    /// The frame for a member that entered at `mark` during this batch: the
-    /// shared one, unless names it was given in its `welcome` vanished
-    /// again within the batch.
+    /// The frame of its own for a member that entered at `mark` during
+    /// this batch, if it needs one: when names it was given in its
+    /// `welcome` vanished again within the batch.
     pub fn for_member(&self, mark: usize) -> Option<Bytes> {
         // Entered before the member and left after it: the member has it.
         let extra: Vec<(Arc<str>, LeftReason)> = self
@@ -230,7 +231,7 @@ mod tests {
         b.left("dee".into(), LeftReason::Disconnected);
         b.joined("dee".into());
         let f = b.flush(7).unwrap();
-        let (joined, left) = decode(&f.shared);
+        let (joined, left) = decode(f.shared.as_ref().unwrap());
         assert_eq!(joined, ["ann", "dee"]);
         assert_eq!(
             left,
@@ -261,7 +262,8 @@ mod tests {
         let mark = b.mark();
         b.left("ann".into(), LeftReason::Bye);
         let f = b.flush(1).unwrap();
-        assert_eq!(decode(&f.shared), (vec![], vec![]));
+        // Nothing changed for a member there from the start: no frame.
+        assert!(f.shared.is_none());
         let own = f.for_member(mark).unwrap();
         assert_eq!(decode(&own).1, [("ann".to_string(), LeftReason::Bye)]);
         // One who entered before ann did not have her.
@@ -293,8 +295,9 @@ mod tests {
             }
             let Some(f) = b.flush(0) else { return Ok(()) };
             for (mark, mut users) in entered {
-                let frame = f.for_member(mark).unwrap_or_else(|| f.shared.clone());
-                apply(&mut users, &frame);
+                if let Some(frame) = f.for_member(mark).or_else(|| f.shared.clone()) {
+                    apply(&mut users, &frame);
+                }
                 prop_assert_eq!(&users, &room);
             }
         }

@@ -365,3 +365,82 @@ async fn a_held_queue_place_keeps_its_turn() {
     }
     assert_eq!(bob2.phase(), crate::conn::state::Phase::Waiting);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_held_place_whose_turn_comes_enters_only_when_back() {
+    let (bus, subscriptions) = Bus::new();
+    let mut room = subscriptions.room_delivery;
+    let mut queue = subscriptions.waitlist;
+    let _roster = subscriptions.roster;
+    let shared = shared(Duration::from_secs(30));
+    let held = shared.held.clone();
+    tokio::spawn(run(
+        subscriptions.admission,
+        bus.clone(),
+        1,
+        10,
+        Entries::new(None),
+        shared,
+        CancellationToken::new(),
+    ));
+    let ann = resumable("a");
+    let arrived = PresenceEvent::ClientArrived {
+        peer: ann.clone(),
+        name: "ann".into(),
+    };
+    bus.presence.publish(arrived).await.unwrap();
+    assert!(matches!(
+        room.recv().await.unwrap(),
+        RoomEvent::MemberJoined { .. }
+    ));
+    let bob = resumable("b");
+    let arrived = PresenceEvent::ClientArrived {
+        peer: bob.clone(),
+        name: "bob".into(),
+    };
+    bus.presence.publish(arrived).await.unwrap();
+    assert!(matches!(
+        queue.recv().await.unwrap(),
+        QueueEvent::ClientQueued { .. }
+    ));
+    // bob drops while queued; ann leaves: bob's turn comes while away.
+    held.hold("b", held_place(&bob, "bob"));
+    let dropped = PresenceEvent::ClientDropped {
+        id: bob.id,
+        reason: LeftReason::Disconnected,
+    };
+    bus.presence.publish(dropped).await.unwrap();
+    let bye = PresenceEvent::ClientDeparted {
+        id: ann.id,
+        reason: LeftReason::Bye,
+    };
+    bus.presence.publish(bye).await.unwrap();
+    assert!(matches!(
+        room.recv().await.unwrap(),
+        RoomEvent::MemberLeft { .. }
+    ));
+    assert!(
+        matches!(queue.recv().await.unwrap(), QueueEvent::ClientPromoted { id, .. } if id == bob.id)
+    );
+    // Nobody is told bob joined while it is away.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(room.try_recv().is_err());
+    // Back: it enters now, seen by all.
+    let bob2 = resumable("b2");
+    let resumed = PresenceEvent::ClientResumed {
+        old: held.take("b", "bob").unwrap().id,
+        peer: bob2.clone(),
+        name: "bob".into(),
+        after: 0,
+    };
+    bus.presence.publish(resumed).await.unwrap();
+    match room.recv().await.unwrap() {
+        RoomEvent::MemberJoined {
+            peer, from_queue, ..
+        } => {
+            assert_eq!(peer.id, bob2.id);
+            assert!(from_queue);
+        }
+        other => panic!("{other:?}"),
+    }
+}
