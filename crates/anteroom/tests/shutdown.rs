@@ -112,6 +112,7 @@ async fn a_session_waiting_on_a_full_topic_still_sees_the_shutdown() {
         Arc::new(Roster::new()),
         anteroom_broker::conn::shards::Shards::for_current_runtime(),
         anteroom_broker::chat_log::Chat::memory(&Config::default()),
+        Arc::new(anteroom_broker::room::held::HeldPlaces::new()),
         shutdown.clone(),
     ));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -134,6 +135,9 @@ async fn a_session_waiting_on_a_full_topic_still_sees_the_shutdown() {
             features: None,
             max_upload_bytes: None,
             upload_token: None,
+            resume: None,
+            resume_grace_s: None,
+            resumed: None,
         }
         .to_frame(),
         None,

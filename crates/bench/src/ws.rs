@@ -119,6 +119,8 @@ async fn join_now(
         &ClientMessage::Hello {
             name: name.into(),
             features: None,
+            last_id: None,
+            resume: None,
         },
     );
     stream.write_all(&hello).await?;

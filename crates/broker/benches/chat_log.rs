@@ -143,6 +143,8 @@ async fn joins_with_history(joins: usize) -> (f64, u64) {
         peer.set_grant(Grant {
             features: history,
             upload_token: None,
+            resume: None,
+            resumed: None,
         });
         delivery.handle(RoomEvent::MemberJoined {
             peer: peer.clone(),

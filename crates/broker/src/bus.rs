@@ -51,6 +51,15 @@ pub enum RoomEvent {
         from_queue: bool,
         ts: u64,
     },
+    /// A member whose connection dropped came back on `peer` within the
+    /// grace: it takes the place of connection `old`, and nobody is told.
+    MemberResumed {
+        old: ConnId,
+        peer: Arc<Peer>,
+        name: Arc<str>,
+        /// With `history`: the missed messages are those after this id.
+        after: u64,
+    },
     /// A member left the room.
     MemberLeft {
         id: ConnId,
@@ -67,13 +76,33 @@ pub enum PresenceEvent {
     ClientArrived { peer: Arc<Peer>, name: Arc<str> },
     /// A connection that had arrived is gone.
     ClientDeparted { id: ConnId, reason: LeftReason },
+    /// A connection granted `resume` dropped for `reason`: its place is
+    /// held, under its token, for `resume_grace`, and released as a
+    /// departure for `reason` if nobody takes it back.
+    ClientDropped { id: ConnId, reason: LeftReason },
+    /// `peer` took back the held place of connection `old` with its token.
+    ClientResumed {
+        old: ConnId,
+        peer: Arc<Peer>,
+        name: Arc<str>,
+        /// The missed messages are those after this id.
+        after: u64,
+    },
 }
 
 /// Changes to the waiting queue, in queue order.
 #[derive(Debug, Clone)]
 pub enum QueueEvent {
-    /// A client joined the back of the queue.
-    ClientQueued { peer: Arc<Peer> },
+    /// A client joined the back of the queue, and was told `eta_s`.
+    ClientQueued { peer: Arc<Peer>, eta_s: Option<u64> },
+    /// `peer` took back the held place of connection `old`, at `position`,
+    /// and was told `eta_s`.
+    ClientResumed {
+        old: ConnId,
+        peer: Arc<Peer>,
+        position: u64,
+        eta_s: Option<u64>,
+    },
     /// The head of the queue entered the room after waiting `waited`.
     ClientPromoted { id: ConnId, waited: Duration },
     /// A queued client left before being promoted.

@@ -175,6 +175,10 @@ declare_config! {
     max_upload_bytes: usize = "8388608", count(1, MAX_UPLOAD_BYTES);
     /// Uploads per minute per connection; over it HTTP 429.
     upload_rate: u32 = "10", burst;
+    /// How long a dropped `resume` client keeps its seat or place; `"0s"` turns it off.
+    resume_grace: Duration = "\"30s\"", duration_or_off;
+    /// The longest a `presence_batch` client waits for a `presence` frame.
+    presence_interval: Duration = "\"1s\"", duration;
 }
 
 /// Largest `history_on_join` and `history_page_max`: a page must fit in a

@@ -360,6 +360,7 @@ impl Server {
             roster,
             shards,
             chat,
+            held,
             mut components,
         } = Room::start_with(&config, &shutdown, chat);
 
@@ -385,6 +386,7 @@ impl Server {
             roster,
             shards,
             chat,
+            held,
             shutdown.clone(),
         ));
         let mut failure = None;

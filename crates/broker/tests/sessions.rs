@@ -39,6 +39,7 @@ impl Broker {
             room.roster,
             room.shards,
             room.chat,
+            room.held,
             shutdown,
         ));
         Self { gateway }
@@ -91,6 +92,8 @@ impl Client {
         self.send(ClientMessage::Hello {
             name: Cow::Borrowed(name),
             features: None,
+            last_id: None,
+            resume: None,
         })
         .await;
     }
@@ -199,6 +202,8 @@ fn hello(name: &str) -> Bytes {
     ClientMessage::Hello {
         name: Cow::Borrowed(name),
         features: None,
+        last_id: None,
+        resume: None,
     }
     .to_frame()
 }

@@ -65,6 +65,8 @@ async fn a_component_panic_ends_the_server_with_an_error() {
     let hello = ClientMessage::Hello {
         name: Cow::Borrowed("ann"),
         features: None,
+        last_id: None,
+        resume: None,
     };
     client.write_all(&hello.to_frame()).await.unwrap();
 

@@ -317,6 +317,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<R, W> {
         self.send(&ClientMessage::Hello {
             name: Cow::Borrowed(name),
             features,
+            last_id: None,
+            resume: None,
         })
         .await?;
         loop {

@@ -31,6 +31,13 @@ pub enum ClientMessage<'a> {
         /// Version 1.1 features asked for; absent for a version-1 client.
         #[serde(skip_serializing_if = "Option::is_none")]
         features: Option<Vec<Cow<'a, str>>>,
+        /// With `resume`: the token of a held place to take back.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resume: Option<Cow<'a, str>>,
+        /// With `resume`: the id of the last `message` the client saw, so
+        /// that it is sent only the ones it missed.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_id: Option<u64>,
     },
     /// A chat line for the room (length not yet checked against the limit).
     Say {
@@ -98,6 +105,8 @@ impl<'a> ClientMessage<'a> {
         ClientMessage::Hello {
             name: name.into(),
             features: None,
+            resume: None,
+            last_id: None,
         }
     }
 
@@ -158,6 +167,8 @@ impl ClientMessage<'static> {
             "hello" => Ok(ClientMessage::Hello {
                 name: fields.string("name")?.into(),
                 features: fields.optional_strings("features")?,
+                resume: fields.optional_string("resume")?.map(Cow::Owned),
+                last_id: fields.optional_u64("last_id")?,
             }),
             "say" => Ok(ClientMessage::Say {
                 text: fields.string("text")?.into(),
@@ -262,6 +273,20 @@ impl Fields<'_> {
         }))
     }
 
+    /// An optional integer that cannot be negative; `nil` counts as absent.
+    fn optional_u64(&self, key: &str) -> Result<Option<u64>, DecodeError> {
+        match self.optional_int(key)? {
+            None => Ok(None),
+            Some(PingId::Unsigned(n)) => Ok(Some(n)),
+            Some(PingId::Signed(n)) => u64::try_from(n).map(Some).map_err(|_| {
+                DecodeError::new(
+                    ErrorCode::BadRequest,
+                    format!("`{key}` must not be negative"),
+                )
+            }),
+        }
+    }
+
     /// An optional integer field (any MessagePack integer); `nil` counts as absent.
     fn optional_int(&self, key: &str) -> Result<Option<PingId>, DecodeError> {
         match self.get(key) {
@@ -318,7 +343,9 @@ mod tests {
             ClientMessage::decode(&hello).unwrap(),
             ClientMessage::Hello {
                 name: "ann".into(),
-                features: Some(vec!["history".into(), "x".into()])
+                features: Some(vec!["history".into(), "x".into()]),
+                last_id: None,
+                resume: None,
             }
         );
         let history = encode(map(&[

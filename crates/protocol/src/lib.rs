@@ -14,7 +14,8 @@ pub use client::{ClientMessage, DecodeError};
 pub use codec::{FrameDecoder, FrameError, frame_codec};
 pub use features::{Feature, Features};
 pub use server::{
-    Attachment, ByeReason, ErrorCode, LeftReason, PingId, ServerDecodeError, ServerMessage,
+    Attachment, ByeReason, ErrorCode, LeftReason, PingId, PresenceLeft, ServerDecodeError,
+    ServerMessage,
 };
 
 /// Unix time in milliseconds, the unit of every `ts` field.

@@ -57,6 +57,17 @@ pub enum ServerMessage<'a> {
         /// With `files`: the largest upload accepted, in bytes.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_upload_bytes: Option<u64>,
+        /// With `resume`: the token that takes this seat back after a drop.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<Cow<'a, str>>,
+        /// Answering a `hello` that carried a token: whether it took back
+        /// a held seat.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resumed: Option<bool>,
+        /// With `resume`: how long a dropped seat is held (`resume_grace`),
+        /// so the client can say how long it has to come back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_grace_s: Option<u64>,
     },
     /// Waiting in the queue; sent on entry and whenever the position changes.
     Queued {
@@ -70,6 +81,21 @@ pub enum ServerMessage<'a> {
         /// features: the ones granted.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         features: Option<Vec<Cow<'a, str>>>,
+        /// With `resume`: the token that takes this place back after a drop.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<Cow<'a, str>>,
+        /// In the first `queued` answering a `hello` that carried a token:
+        /// whether it took back a held place.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resumed: Option<bool>,
+        /// With `resume`, in the first `queued` only: how long a dropped
+        /// place is held (`resume_grace`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_grace_s: Option<u64>,
+        /// With `eta`: seconds until the expected promotion, once the
+        /// promotion rate is known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        eta_s: Option<u64>,
     },
     /// A member said something.
     Message {
@@ -112,6 +138,16 @@ pub enum ServerMessage<'a> {
         queued: u64,
         /// The buffer's limit (`outbox_limit`), past which it is cut off.
         limit: u64,
+    },
+    /// With `presence_batch`: the room's changes since the last one;
+    /// `left` applies before `joined`.
+    Presence {
+        /// Who entered.
+        joined: Vec<Cow<'a, str>>,
+        /// Who left, and why.
+        left: Vec<PresenceLeft<'a>>,
+        /// Unix time in milliseconds.
+        ts: u64,
     },
     /// Another user entered the room.
     Joined {
@@ -231,6 +267,15 @@ pub struct Attachment<'a> {
     pub size: u64,
     /// Its media type, as uploaded.
     pub mime: Cow<'a, str>,
+}
+
+/// One departure in a `presence` frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceLeft<'a> {
+    /// Who.
+    pub name: Cow<'a, str>,
+    /// Why, as in `left`.
+    pub reason: LeftReason,
 }
 
 /// The `code` of an `error` frame.

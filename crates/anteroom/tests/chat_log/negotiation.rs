@@ -36,13 +36,25 @@ async fn unknown_names_are_ignored_and_only_implemented_features_are_granted() {
     .await;
     assert_eq!(
         sorted(granted(&welcome)),
-        ["files", "history", "lagging", "whisper"],
+        [
+            "eta",
+            "files",
+            "history",
+            "lagging",
+            "presence_batch",
+            "resume",
+            "whisper"
+        ],
         "{welcome}"
     );
     assert!(history.is_some());
     let token = welcome["upload_token"].as_str().expect("an upload token");
     assert!(!token.is_empty());
     assert_eq!(welcome["max_upload_bytes"].as_u64(), Some(12_345));
+    assert!(welcome["resume"].as_str().is_some_and(|t| t.len() >= 32));
+    assert_eq!(welcome["resume_grace_s"].as_u64(), Some(30));
+    // A `hello` without a token is not answered `resumed`.
+    assert!(!has_key(&welcome, "resumed"), "{welcome}");
     // Each connection gets its own token.
     let (_d, other, _) = join_with(s.addr, "bob", &["files"]).await;
     assert_eq!(granted(&other), ["files"]);

@@ -99,6 +99,9 @@ fn anteroom_frames_read_the_same_at_every_cut() {
             features: None,
             max_upload_bytes: None,
             upload_token: None,
+            resume: None,
+            resume_grace_s: None,
+            resumed: None,
         },
         ServerMessage::Joined {
             name: "text".into(),
@@ -215,6 +218,9 @@ fn websocket_frames_read_the_same_at_every_cut() {
             features: None,
             max_upload_bytes: None,
             upload_token: None,
+            resume: None,
+            resume_grace_s: None,
+            resumed: None,
         },
         false,
     );

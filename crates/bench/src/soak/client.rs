@@ -44,6 +44,8 @@ impl Session {
             self.send(&ClientMessage::Hello {
                 name: (&name).into(),
                 features: None,
+                last_id: None,
+                resume: None,
             })
             .await;
             match self.admission().await {

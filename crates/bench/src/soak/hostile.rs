@@ -91,6 +91,8 @@ impl Session {
         self.send(&ClientMessage::Hello {
             name: (bad).into(),
             features: None,
+            last_id: None,
+            resume: None,
         })
         .await;
         match self.admission().await {
@@ -120,6 +122,8 @@ impl Session {
             self.send(&ClientMessage::Hello {
                 name: (&taken).into(),
                 features: None,
+                last_id: None,
+                resume: None,
             })
             .await;
             match self.admission().await {
@@ -167,6 +171,8 @@ impl Session {
                 self.send(&ClientMessage::Hello {
                     name: (&name).into(),
                     features: None,
+                    last_id: None,
+                    resume: None,
                 })
                 .await;
                 false

@@ -355,7 +355,10 @@ impl Session {
             }
             // The soak's clients ask for no feature: a version-1 client
             // must never see these.
-            Event::History { .. } | Event::Whisper { .. } | Event::Lagging { .. } => {
+            Event::History { .. }
+            | Event::Whisper { .. }
+            | Event::Lagging { .. }
+            | Event::Presence { .. } => {
                 self.report(
                     Kind::Protocol,
                     "a version 1.1 frame sent to a version-1 client",

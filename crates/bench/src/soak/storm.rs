@@ -122,6 +122,8 @@ async fn cycle(server: SocketAddr, n: u64) -> std::io::Result<Outcome> {
     let mut frames = ClientMessage::Hello {
         name: name.as_str().into(),
         features: None,
+        last_id: None,
+        resume: None,
     }
     .to_frame()
     .to_vec();

@@ -163,6 +163,16 @@ impl ChatLog {
         })
     }
 
+    /// The `history` frame for a resumed member: the messages after
+    /// `after`, the newest `history_page_max` of them, `more` when older
+    /// ones it missed were left out. Memory holds every page size, so this
+    /// never waits for the store.
+    pub fn missed_frame(&self, after: u64) -> Bytes {
+        let recent = self.recent();
+        let (messages, more) = recent.since(after, self.page_max);
+        history_frame(messages, more, &self.epoch)
+    }
+
     /// A `history` page for a request: `before` and `limit` as the client
     /// sent them (absent: the newest; `limit` clamped to `1..history_page_max`).
     pub async fn page(&self, before: Option<i64>, limit: Option<i64>) -> Result<Bytes, StoreError> {

@@ -105,6 +105,20 @@ impl Recent {
         (self.messages.iter().skip(skip), skip > 0 || self.older)
     }
 
+    /// The newest `limit` messages with an id above `after`, and whether
+    /// older ones above it may exist (here, or in the store below memory).
+    pub fn since(&self, after: u64, limit: usize) -> (impl Iterator<Item = &Logged>, bool) {
+        let first = self.messages.partition_point(|m| m.id <= after);
+        let missed = self.messages.len() - first;
+        let skip = first + missed.saturating_sub(limit);
+        let below_memory =
+            first == 0 && self.older && self.messages.front().is_some_and(|m| m.id > after + 1);
+        (
+            self.messages.iter().skip(skip),
+            missed > limit || below_memory,
+        )
+    }
+
     /// The newest `limit` messages with an id below `before`.
     pub fn page(&self, before: u64, limit: usize) -> Lookup {
         // Messages are in id order: the ones below `before` are a prefix.
@@ -155,6 +169,23 @@ mod tests {
 
     fn ids(messages: &[Logged]) -> Vec<u64> {
         messages.iter().map(|m| m.id).collect()
+    }
+
+    #[test]
+    fn what_a_resumed_member_missed() {
+        let recent = Recent::new(5, (1..=8).map(message).collect(), false);
+        let since = |after, limit| {
+            let (messages, more) = recent.since(after, limit);
+            (messages.map(|m| m.id).collect::<Vec<_>>(), more)
+        };
+        assert_eq!(since(6, 10), (vec![7, 8], false));
+        assert_eq!(since(8, 10), (vec![], false));
+        // More missed than a page: the newest, and `more`.
+        assert_eq!(since(4, 2), (vec![7, 8], true));
+        // Right at memory's edge: nothing below it was missed.
+        assert_eq!(since(3, 10), (vec![4, 5, 6, 7, 8], false));
+        // Below memory: the store may hold missed ones.
+        assert_eq!(since(1, 10), (vec![4, 5, 6, 7, 8], true));
     }
 
     #[test]

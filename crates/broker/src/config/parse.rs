@@ -50,6 +50,20 @@ pub(super) fn duration(raw: Raw<'_>) -> Result<Duration, String> {
 }
 
 /// Like [`duration`], for ages of days and months.
+/// A duration where `"0s"` turns the feature off.
+pub(super) fn duration_or_off(raw: Raw<'_>) -> Result<Duration, String> {
+    text_of(raw)
+        .and_then(|s| humantime::parse_duration(s).ok())
+        .filter(|d| d.is_zero() || (MIN_DURATION..=MAX_DURATION).contains(d))
+        .ok_or_else(|| {
+            format!(
+                "expected a duration like \"30s\", from {} to {}, or \"0s\" for off",
+                humantime::format_duration(MIN_DURATION),
+                humantime::format_duration(MAX_DURATION)
+            )
+        })
+}
+
 pub(super) fn age(raw: Raw<'_>) -> Result<Duration, String> {
     text_of(raw)
         .and_then(|s| humantime::parse_duration(s).ok())

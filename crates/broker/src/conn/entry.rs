@@ -16,15 +16,24 @@ pub struct EventRun {
     /// When the `say` behind each `message` of the run was read, for the
     /// delivery latency histogram.
     posted: Vec<Instant>,
+    /// The id of the run's last `message` (0: none): once the run is
+    /// written, what a resuming client is known to have been sent.
+    pub(super) last_id: u64,
 }
 
 impl EventRun {
     /// `bytes` holds `count` complete frames, back to back.
     pub fn new(bytes: Bytes, count: usize, posted: Vec<Instant>) -> Arc<Self> {
+        Self::up_to(bytes, count, posted, 0)
+    }
+
+    /// [`EventRun::new`] for a run whose last `message` has id `last_id`.
+    pub fn up_to(bytes: Bytes, count: usize, posted: Vec<Instant>, last_id: u64) -> Arc<Self> {
         Arc::new(Self {
             bytes,
             count,
             posted,
+            last_id,
         })
     }
 
@@ -92,6 +101,14 @@ impl Entry {
         match &self.0 {
             Body::Own { event, .. } => u64::from(*event),
             Body::Run(run) => run.count as u64,
+        }
+    }
+
+    /// The id of the entry's last `message`, 0 for none.
+    pub(crate) fn last_id(&self) -> u64 {
+        match &self.0 {
+            Body::Own { .. } => 0,
+            Body::Run(run) => run.last_id,
         }
     }
 

@@ -39,6 +39,20 @@ pub struct Grant {
     pub features: Features,
     /// With `files`: its bearer token for uploads.
     pub upload_token: Option<Box<str>>,
+    /// With `resume`: what takes this connection's place back after a drop.
+    pub resume: Option<ResumeGrant>,
+    /// The `hello` carried a resume token: whether it took a held place
+    /// back (`resumed` in the `welcome` or first `queued`).
+    pub resumed: Option<bool>,
+}
+
+/// A connection's resume token and how long its place would be held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeGrant {
+    /// Unguessable; names the place once it is held.
+    pub token: Box<str>,
+    /// `resume_grace` in whole seconds, for the client's countdown.
+    pub grace_s: u64,
 }
 
 impl Peer {

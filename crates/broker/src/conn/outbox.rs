@@ -12,7 +12,7 @@
 //! per system call (see [`super::writer`]). Every push is bounded; what happens on overflow is the
 //! caller's policy (see [`Push`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -106,6 +106,9 @@ pub struct Outbox {
     /// Set by a close that dropped the pending frames; read by the writer
     /// between system calls, without the lock.
     discarded: AtomicBool,
+    /// The id of the last `message` written to the socket: where a resumed
+    /// client that does not say what it saw is taken up again.
+    written_id: AtomicU64,
 }
 
 /// Entries a member's two buffers keep between batches: room delivery adds
@@ -151,6 +154,7 @@ impl Outbox {
             limit,
             max_bytes,
             discarded: AtomicBool::new(false),
+            written_id: AtomicU64::new(0),
         }
     }
 
@@ -353,6 +357,7 @@ impl Outbox {
     /// there is nothing to write and the outbox is open. Like
     /// [`Outbox::next_batch`], it means the previous batch has been written.
     pub(crate) fn take(&self, batch: &mut Batch) -> bool {
+        self.note_written(batch);
         Self::recycle(batch);
         let mut state = self.lock();
         self.take_locked(&mut state, batch)
@@ -366,8 +371,23 @@ impl Outbox {
         if state.owner != Owner::Shard {
             return None;
         }
+        self.note_written(batch);
         Self::recycle(batch);
         Some(self.take_locked(&mut state, batch))
+    }
+
+    /// The entries of `batch` are written: remembers their last message.
+    fn note_written(&self, batch: &Batch) {
+        if let Some(id) = batch.entries.iter().map(Entry::last_id).max()
+            && id > 0
+        {
+            self.written_id.fetch_max(id, Ordering::Relaxed);
+        }
+    }
+
+    /// The id of the last `message` written to the socket (0: none).
+    pub fn written_id(&self) -> u64 {
+        self.written_id.load(Ordering::Relaxed)
     }
 
     /// Empties the batch for the next take, keeping a member's buffer.
@@ -424,6 +444,7 @@ impl Outbox {
     /// its entries (shared runs among them) are let go now rather than when
     /// the next batch is taken.
     pub(crate) fn written(&self, batch: &mut Batch) {
+        self.note_written(batch);
         batch.entries.clear();
         let mut state = self.lock();
         state.bytes -= std::mem::take(&mut state.in_flight);

@@ -26,6 +26,7 @@ use crate::chat_log::Chat;
 use crate::config::Config;
 use crate::conn::shards::Shards;
 use crate::rate::Rate;
+use crate::room::held::HeldPlaces;
 use crate::room::names::Names;
 use crate::room::roster::Roster;
 
@@ -37,6 +38,8 @@ pub struct Gateway {
     pub roster: Arc<Roster>,
     /// History, and the files uploaded to the room.
     pub chat: Chat,
+    /// Places held for dropped `resume` clients, taken back by `hello`.
+    pub held: Arc<HeldPlaces>,
     /// The version 1.1 features this server grants to clients asking.
     pub offered: anteroom_protocol::Features,
     /// Cancelled when the broker shuts down.
@@ -71,6 +74,7 @@ impl Gateway {
         roster: Arc<Roster>,
         shards: Arc<Shards>,
         chat: Chat,
+        held: Arc<HeldPlaces>,
         shutdown: CancellationToken,
     ) -> Self {
         let quota = rate_quota(&config);
@@ -85,34 +89,41 @@ impl Gateway {
         Self {
             who_rate: Rate::new(config.who_rate, config.who_burst),
             request_rate: Rate::new(config.request_rate, config.request_burst),
-            config,
             limits,
             bus,
             names: Arc::new(Names::new()),
             roster,
-            offered: offered(&chat),
+            offered: offered(&chat, &config),
             chat,
+            held,
             shutdown,
             tracker: TaskTracker::new(),
             quota,
             shards,
             refusals: Arc::new(tokio::sync::Semaphore::new(REFUSALS_IN_FLIGHT)),
+            config,
         }
     }
 }
 
 /// The features this server grants: `files` only with the web listener,
-/// which carries the uploads.
-fn offered(chat: &Chat) -> anteroom_protocol::Features {
+/// which carries the uploads, and `resume` only with a grace to hold
+/// places for.
+fn offered(chat: &Chat, config: &Config) -> anteroom_protocol::Features {
     use anteroom_protocol::{Feature, Features};
-    let always = Features::NONE
+    let mut offered = Features::NONE
         .with(Feature::History)
         .with(Feature::Whisper)
+        .with(Feature::Eta)
+        .with(Feature::PresenceBatch)
         .with(Feature::Lagging);
-    match chat.files {
-        Some(_) => always.with(Feature::Files),
-        None => always,
+    if chat.files.is_some() {
+        offered = offered.with(Feature::Files);
     }
+    if !config.resume_grace.is_zero() {
+        offered = offered.with(Feature::Resume);
+    }
+    offered
 }
 
 /// The token bucket of `say` for a configuration: one message per

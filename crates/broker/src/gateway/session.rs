@@ -30,6 +30,7 @@ use crate::conn::outbox::Push;
 use crate::conn::shards::run_sharded_writer;
 use crate::conn::state::{ConnState, Phase};
 use crate::conn::writer::WriteError;
+use crate::room::held::HeldPlace;
 use crate::room::names::{self, NameClaim, NameError};
 use crate::supervisor::panic_message;
 use crate::telemetry::log_budget::{self, Verdict};
@@ -153,6 +154,40 @@ impl Session {
         ) {
             files.revoke(token);
         }
+    }
+}
+
+impl Session {
+    /// Holds this connection's place under its resume token if it ended
+    /// in a way the contract holds places for: a drop, an idle timeout or a
+    /// slow consumer cut off; never a `bye`, a protocol error or a
+    /// shutdown. The name claim goes with the place, so the name stays
+    /// taken. Returns whether the place is held.
+    fn hold_place(&mut self, left: LeftReason) -> bool {
+        let Some(resume) = self.peer.grant().and_then(|g| g.resume.as_ref()) else {
+            return false;
+        };
+        let dropped = matches!(
+            left,
+            LeftReason::Disconnected | LeftReason::IdleTimeout | LeftReason::SlowConsumer
+        );
+        let (true, false, Some(name)) = (
+            dropped,
+            self.gateway.shutdown.is_cancelled(),
+            self.name.clone(),
+        ) else {
+            return false;
+        };
+        self.gateway.held.hold(
+            &resume.token,
+            HeldPlace {
+                id: self.peer.id,
+                name,
+                claim: self.claim.take(),
+                written_id: self.peer.outbox.written_id(),
+            },
+        );
+        true
     }
 }
 
@@ -423,13 +458,20 @@ impl Session {
         };
         debug!(reason = left.as_str(), "closing");
 
-        // Free the seat (or queue place) before anything slow happens.
+        // Free the seat (or queue place) before anything slow happens, or
+        // hold it for a resume.
         if self.peer.phase().holds_a_place() {
-            let departed = PresenceEvent::ClientDeparted {
-                id: self.peer.id,
-                reason: left,
+            let event = match self.hold_place(left) {
+                true => PresenceEvent::ClientDropped {
+                    id: self.peer.id,
+                    reason: left,
+                },
+                false => PresenceEvent::ClientDeparted {
+                    id: self.peer.id,
+                    reason: left,
+                },
             };
-            let _ = self.gateway.bus.presence.publish(departed).await;
+            let _ = self.gateway.bus.presence.publish(event).await;
         }
         self.claim.take();
         self.handshake.done();

@@ -14,19 +14,22 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_broadcast::Receiver;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::bus::{Bus, PresenceEvent, QueueEvent, RoomEvent};
+use crate::bus::{Bus, BusClosed, PresenceEvent, QueueEvent, RoomEvent};
 use crate::conn::handle::{ConnId, Peer};
 use crate::rate::Rate;
+use crate::room::eta::{WaitEstimate, eta_seconds};
+use crate::room::held::HeldPlaces;
+use crate::room::waitlist::queued_frame;
 use crate::telemetry::log_budget::{MEMBERSHIP, Verdict};
 use crate::telemetry::metrics;
-use anteroom_protocol::LeftReason;
 use anteroom_protocol::unix_millis;
+use anteroom_protocol::{Feature, LeftReason};
 
 /// The outcome of an arrival.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,15 @@ pub enum Departure<K> {
     Queued,
     /// Not known (never arrived, or was rejected).
     Unknown,
+}
+
+/// Where a resumed connection found itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// In the room.
+    Seat,
+    /// In the queue at this 1-based position.
+    Queue { position: usize },
 }
 
 /// The admission rules: at most `max_active` members, at most `max_waiting`
@@ -113,6 +125,27 @@ impl<K: Copy + Eq + Hash> Admission<K> {
         } else {
             Departure::Unknown
         }
+    }
+
+    /// Gives `old`'s seat or queue place to `new`, a resumed connection,
+    /// keeping its turn. `None` when `old` holds nothing.
+    pub fn replace(&mut self, old: &K, new: K) -> Option<Place> {
+        if self.active.remove(old).is_some() {
+            self.active.insert(new, ());
+            Some(Place::Seat)
+        } else if let Some(ticket) = self.tickets.remove(old) {
+            self.tickets.insert(new, ticket);
+            self.queue.insert(ticket, new);
+            let position = self.queue.range(..ticket).count() + 1;
+            Some(Place::Queue { position })
+        } else {
+            None
+        }
+    }
+
+    /// Whether `key` has a seat.
+    pub fn is_active(&self, key: &K) -> bool {
+        self.active.contains_key(key)
     }
 
     /// Closes the room for shutdown: nobody is admitted or promoted any more,
@@ -198,6 +231,18 @@ impl Entries {
         true
     }
 
+    /// A resumed connection takes over `old`'s entry; returns whether
+    /// `old` was waiting for its turn to enter.
+    fn replace(&mut self, old: ConnId, new: ConnId) -> bool {
+        match self.held.iter_mut().find(|(held, _)| *held == old) {
+            Some(entry) => {
+                entry.0 = new;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Drops every held entry: during shutdown nobody enters.
     fn clear(&mut self) {
         self.held.clear();
@@ -214,7 +259,7 @@ impl Entries {
         &mut self,
         known: &HashMap<ConnId, Known>,
         bus: &Bus,
-    ) -> Result<(), crate::bus::BusClosed> {
+    ) -> Result<(), BusClosed> {
         let now = tokio::time::Instant::now();
         while let Some(&(id, from_queue)) = self.held.front() {
             if let Some(rate) = &self.rate
@@ -243,20 +288,62 @@ impl Entries {
     }
 }
 
+/// What admission shares with the rest of the room for resumes and
+/// estimates.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// Places held for dropped `resume` clients, by token.
+    pub held: Arc<HeldPlaces>,
+    /// How long a place is held (`resume_grace`).
+    pub grace: Duration,
+    /// The promotion rate behind every `eta_s`.
+    pub estimate: Arc<WaitEstimate>,
+}
+
+/// A place held for a dropped connection, as admission tracks it.
+struct Holding {
+    token: Box<str>,
+    reason: LeftReason,
+    seat: bool,
+}
+
+/// The admission actor's state: the rules, the clients it knows, entries
+/// waiting for their turn and places held for resumes.
+struct Actor {
+    rules: Admission<ConnId>,
+    known: HashMap<ConnId, Known>,
+    entries: Entries,
+    bus: Bus,
+    shared: Shared,
+    holding: HashMap<ConnId, Holding>,
+    /// When each held place is released, in order: the grace is the same
+    /// for every place. A resumed one stays here until its turn, ignored.
+    expiries: VecDeque<(tokio::time::Instant, ConnId)>,
+}
+
 /// The admission actor. Runs until the `presence` topic closes.
 pub async fn run(
     mut presence: Receiver<PresenceEvent>,
     bus: Bus,
     max_active: usize,
     max_waiting: usize,
-    mut entries: Entries,
+    entries: Entries,
+    shared: Shared,
     shutdown: CancellationToken,
 ) {
     let m = metrics();
-    let mut rules = Admission::new(max_active, max_waiting);
-    let mut known: HashMap<ConnId, Known> = HashMap::new();
+    let mut actor = Actor {
+        rules: Admission::new(max_active, max_waiting),
+        known: HashMap::new(),
+        entries,
+        bus,
+        shared,
+        holding: HashMap::new(),
+        expiries: VecDeque::new(),
+    };
     loop {
-        let next = entries.next_at();
+        let next = actor.entries.next_at();
+        let expiry = actor.expiries.front().map(|(at, _)| *at);
         let event = tokio::select! {
             event = presence.recv_direct() => match event {
                 Ok(event) => Some(event),
@@ -264,75 +351,288 @@ pub async fn run(
             },
             // The next held entry's turn.
             _ = tokio::time::sleep_until(next.unwrap_or_else(tokio::time::Instant::now)), if next.is_some() => None,
+            // The next held place's grace is over.
+            _ = tokio::time::sleep_until(expiry.unwrap_or_else(tokio::time::Instant::now)), if expiry.is_some() => None,
         };
         if shutdown.is_cancelled() {
-            rules.close();
-            entries.clear();
+            actor.rules.close();
+            actor.entries.clear();
         }
         let published = match event {
-            Some(PresenceEvent::ClientArrived { peer, name }) => {
-                arrive(&mut rules, &mut known, &mut entries, &bus, peer, name).await
-            }
-            Some(PresenceEvent::ClientDeparted { id, reason }) => {
-                depart(&mut rules, &mut known, &mut entries, &bus, id, reason).await
-            }
-            None => Ok(()),
+            Some(PresenceEvent::ClientArrived { peer, name }) => actor.arrive(peer, name).await,
+            Some(PresenceEvent::ClientDeparted { id, reason }) => actor.depart(id, reason).await,
+            Some(PresenceEvent::ClientDropped { id, reason }) => actor.hold(id, reason).await,
+            Some(PresenceEvent::ClientResumed {
+                old,
+                peer,
+                name,
+                after,
+            }) => actor.resume(old, peer, name, after).await,
+            None => actor.release_expired().await,
         };
-        if published.is_err() || entries.release(&known, &bus).await.is_err() {
+        if published.is_err()
+            || actor
+                .entries
+                .release(&actor.known, &actor.bus)
+                .await
+                .is_err()
+        {
             break;
         }
-        m.conn_active.set(rules.active_len() as f64);
-        m.conn_waiting.set(rules.waiting_len() as f64);
+        actor.shared.estimate.waiting(actor.rules.waiting_len() > 0);
+        m.conn_active.set(actor.rules.active_len() as f64);
+        m.conn_waiting.set(actor.rules.waiting_len() as f64);
         m.lag_admission.set(presence.len() as f64);
     }
 }
 
-async fn arrive(
-    rules: &mut Admission<ConnId>,
-    known: &mut HashMap<ConnId, Known>,
-    entries: &mut Entries,
-    bus: &Bus,
-    peer: Arc<Peer>,
-    name: Arc<str>,
-) -> Result<(), crate::bus::BusClosed> {
-    match rules.arrive(peer.id) {
-        Decision::Admitted => {
-            known.insert(
-                peer.id,
-                Known {
-                    peer: peer.clone(),
-                    name: name.clone(),
-                    queued_at: None,
-                },
-            );
-            entries.hold(peer.id, false);
+impl Actor {
+    /// The estimate a client at `position` is told, if it asked for one.
+    fn eta(&self, peer: &Peer, position: u64) -> Option<u64> {
+        if !peer.features().has(Feature::Eta) {
+            return None;
         }
-        Decision::Queued { position } => {
-            if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
-                info!(conn_id = peer.id, %name, position, suppressed, "queued");
-            }
-            known.insert(
-                peer.id,
-                Known {
-                    peer: peer.clone(),
-                    name: name.clone(),
-                    queued_at: Some(Instant::now()),
-                },
-            );
-            // The first `queued` is part of the decision: queued before any
-            // `welcome` can be, so even a client promoted at once sees it.
-            let position = position as u64;
-            let first = crate::room::waitlist::queued_frame(
-                position,
-                rules.waiting_len() as u64,
-                peer.grant().map(|g| g.features),
-            );
-            peer.queue(first);
-            bus.queue.publish(QueueEvent::ClientQueued { peer }).await?;
-        }
-        Decision::Rejected => peer.reject(),
+        let rate = self.shared.estimate.per_second()?;
+        Some(eta_seconds(position, rate))
     }
-    Ok(())
+
+    /// Sends a client its first `queued` (the one answering its `hello`)
+    /// at `position`; returns the estimate it was told.
+    fn tell_queued(&self, peer: &Peer, position: usize) -> Option<u64> {
+        let position = position as u64;
+        let eta_s = self.eta(peer, position);
+        let waiting = self.rules.waiting_len() as u64;
+        peer.queue(queued_frame(peer, position, waiting, eta_s, true));
+        eta_s
+    }
+
+    async fn arrive(&mut self, peer: Arc<Peer>, name: Arc<str>) -> Result<(), BusClosed> {
+        match self.rules.arrive(peer.id) {
+            Decision::Admitted => {
+                self.known.insert(
+                    peer.id,
+                    Known {
+                        peer: peer.clone(),
+                        name: name.clone(),
+                        queued_at: None,
+                    },
+                );
+                self.entries.hold(peer.id, false);
+            }
+            Decision::Queued { position } => {
+                if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
+                    info!(conn_id = peer.id, %name, position, suppressed, "queued");
+                }
+                self.known.insert(
+                    peer.id,
+                    Known {
+                        peer: peer.clone(),
+                        name: name.clone(),
+                        queued_at: Some(Instant::now()),
+                    },
+                );
+                // The first `queued` is part of the decision: queued before
+                // any `welcome` can be, so even a client promoted at once
+                // sees it.
+                let eta_s = self.tell_queued(&peer, position);
+                self.bus
+                    .queue
+                    .publish(QueueEvent::ClientQueued { peer, eta_s })
+                    .await?;
+            }
+            Decision::Rejected => peer.reject(),
+        }
+        Ok(())
+    }
+
+    /// A `resume` client dropped: its place is held, and nobody is told.
+    async fn hold(&mut self, id: ConnId, reason: LeftReason) -> Result<(), BusClosed> {
+        // Not known: a resume already took the place over.
+        let Some(entry) = self.known.get(&id) else {
+            return Ok(());
+        };
+        let Some(token) = entry.peer.grant().and_then(|g| g.resume.as_ref()) else {
+            return self.depart(id, reason).await;
+        };
+        let seat = self.rules.is_active(&id);
+        if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
+            info!(conn_id = id, name = %entry.name, reason = reason.as_str(), seat, suppressed, "dropped; place held");
+        }
+        self.holding.insert(
+            id,
+            Holding {
+                token: token.token.clone(),
+                reason,
+                seat,
+            },
+        );
+        held_gauge(seat).increment(1.0);
+        self.expiries
+            .push_back((tokio::time::Instant::now() + self.shared.grace, id));
+        Ok(())
+    }
+
+    /// Releases the held places whose grace is over, as departures.
+    async fn release_expired(&mut self) -> Result<(), BusClosed> {
+        let now = tokio::time::Instant::now();
+        while let Some(&(at, id)) = self.expiries.front() {
+            if at > now {
+                break;
+            }
+            self.expiries.pop_front();
+            let Some(holding) = self.holding.remove(&id) else {
+                continue;
+            };
+            held_gauge(holding.seat).decrement(1.0);
+            // Taken by a `hello` a moment ago: its resume is on the way.
+            let Some(place) = self.shared.held.release(&holding.token) else {
+                continue;
+            };
+            // The name is free again from here.
+            drop(place);
+            self.depart(id, holding.reason).await?;
+        }
+        Ok(())
+    }
+
+    /// `peer` took back the place of `old`: it keeps the seat or the turn,
+    /// and nobody is told anything.
+    async fn resume(
+        &mut self,
+        old: ConnId,
+        peer: Arc<Peer>,
+        name: Arc<str>,
+        after: u64,
+    ) -> Result<(), BusClosed> {
+        if let Some(holding) = self.holding.remove(&old) {
+            held_gauge(holding.seat).decrement(1.0);
+        }
+        let (Some(entry), Some(place)) =
+            (self.known.remove(&old), self.rules.replace(&old, peer.id))
+        else {
+            // Nothing to take back: an ordinary arrival.
+            return self.arrive(peer, name).await;
+        };
+        if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
+            info!(conn_id = peer.id, old_conn_id = old, %name, suppressed, "resumed");
+        }
+        self.known.insert(
+            peer.id,
+            Known {
+                peer: peer.clone(),
+                name: name.clone(),
+                queued_at: entry.queued_at,
+            },
+        );
+        match place {
+            Place::Seat => {
+                metrics().resumed_seat.increment(1);
+                // Still waiting for its turn to enter: it enters on the new
+                // connection, and the others see it join then.
+                if self.entries.replace(old, peer.id) {
+                    return Ok(());
+                }
+                self.bus
+                    .room
+                    .publish(RoomEvent::MemberResumed {
+                        old,
+                        peer,
+                        name,
+                        after,
+                    })
+                    .await
+            }
+            Place::Queue { position } => {
+                metrics().resumed_queue.increment(1);
+                let eta_s = self.tell_queued(&peer, position);
+                let position = position as u64;
+                self.bus
+                    .queue
+                    .publish(QueueEvent::ClientResumed {
+                        old,
+                        peer,
+                        position,
+                        eta_s,
+                    })
+                    .await
+            }
+        }
+    }
+
+    async fn depart(&mut self, id: ConnId, reason: LeftReason) -> Result<(), BusClosed> {
+        let Some(gone) = self.known.remove(&id) else {
+            return Ok(());
+        };
+        // Released by a departure while held (a second drop cannot happen,
+        // but a panic's recovery can): no longer held.
+        if let Some(holding) = self.holding.remove(&id) {
+            held_gauge(holding.seat).decrement(1.0);
+            self.shared.held.release(&holding.token);
+        }
+        match self.rules.depart(&id) {
+            Departure::Member { promoted } => {
+                if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
+                    info!(conn_id = id, name = %gone.name, reason = reason.as_str(), suppressed, "left the room");
+                }
+                // A client that leaves while its entry waits was never seen
+                // to join: nobody is told it left.
+                if !self.entries.forget(id) {
+                    self.bus
+                        .room
+                        .publish(RoomEvent::MemberLeft {
+                            id,
+                            name: gone.name,
+                            reason,
+                            ts: unix_millis(),
+                        })
+                        .await?;
+                }
+                if let Some(next) = promoted.and_then(|p| self.known.get_mut(&p)) {
+                    let waited = next
+                        .queued_at
+                        .take()
+                        .map(|t| t.elapsed())
+                        .unwrap_or_default();
+                    if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
+                        info!(
+                            conn_id = next.peer.id,
+                            name = %next.name,
+                            waited_ms = waited.as_millis() as u64,
+                            suppressed,
+                            "promoted from the queue"
+                        );
+                    }
+                    self.shared.estimate.promoted();
+                    let id = next.peer.id;
+                    self.bus
+                        .queue
+                        .publish(QueueEvent::ClientPromoted { id, waited })
+                        .await?;
+                    self.entries.hold(id, true);
+                }
+            }
+            Departure::Queued => {
+                if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
+                    info!(conn_id = id, name = %gone.name, reason = reason.as_str(), suppressed, "left the queue");
+                }
+                let waited = gone.queued_at.map(|t| t.elapsed()).unwrap_or_default();
+                self.bus
+                    .queue
+                    .publish(QueueEvent::ClientAbandoned { id, waited })
+                    .await?;
+            }
+            Departure::Unknown => {}
+        }
+        Ok(())
+    }
+}
+
+fn held_gauge(seat: bool) -> &'static metrics::Gauge {
+    if seat {
+        &metrics().held_seat
+    } else {
+        &metrics().held_queue
+    }
 }
 
 /// Publishes the join. Room delivery makes the client a member as it takes
@@ -343,7 +643,7 @@ async fn admit(
     peer: Arc<Peer>,
     name: Arc<str>,
     from_queue: bool,
-) -> Result<(), crate::bus::BusClosed> {
+) -> Result<(), BusClosed> {
     if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
         info!(conn_id = peer.id, %name, from_queue, suppressed, "joined the room");
     }
@@ -355,72 +655,6 @@ async fn admit(
             ts: unix_millis(),
         })
         .await?;
-    Ok(())
-}
-
-async fn depart(
-    rules: &mut Admission<ConnId>,
-    known: &mut HashMap<ConnId, Known>,
-    entries: &mut Entries,
-    bus: &Bus,
-    id: ConnId,
-    reason: LeftReason,
-) -> Result<(), crate::bus::BusClosed> {
-    let Some(gone) = known.remove(&id) else {
-        return Ok(());
-    };
-    match rules.depart(&id) {
-        Departure::Member { promoted } => {
-            if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
-                info!(conn_id = id, name = %gone.name, reason = reason.as_str(), suppressed, "left the room");
-            }
-            // A client that leaves while its entry waits was never seen to
-            // join: nobody is told it left.
-            if !entries.forget(id) {
-                bus.room
-                    .publish(RoomEvent::MemberLeft {
-                        id,
-                        name: gone.name,
-                        reason,
-                        ts: unix_millis(),
-                    })
-                    .await?;
-            }
-            if let Some(next) = promoted.and_then(|p| known.get_mut(&p)) {
-                let waited = next
-                    .queued_at
-                    .take()
-                    .map(|t| t.elapsed())
-                    .unwrap_or_default();
-                if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
-                    info!(
-                        conn_id = next.peer.id,
-                        name = %next.name,
-                        waited_ms = waited.as_millis() as u64,
-                        suppressed,
-                        "promoted from the queue"
-                    );
-                }
-                bus.queue
-                    .publish(QueueEvent::ClientPromoted {
-                        id: next.peer.id,
-                        waited,
-                    })
-                    .await?;
-                entries.hold(next.peer.id, true);
-            }
-        }
-        Departure::Queued => {
-            if let Verdict::Write { suppressed } = MEMBERSHIP.take() {
-                info!(conn_id = id, name = %gone.name, reason = reason.as_str(), suppressed, "left the queue");
-            }
-            let waited = gone.queued_at.map(|t| t.elapsed()).unwrap_or_default();
-            bus.queue
-                .publish(QueueEvent::ClientAbandoned { id, waited })
-                .await?;
-        }
-        Departure::Unknown => {}
-    }
     Ok(())
 }
 

@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_broadcast::Receiver;
 use bytes::BytesMut;
@@ -23,6 +23,7 @@ use crate::chat_log::{ChatLog, Logged};
 use crate::conn::handle::{ConnId, Peer};
 use crate::conn::outbox::{EventRun, Push};
 use crate::conn::shards::Shards;
+use crate::room::presence::PresenceBatch;
 use crate::telemetry::metrics;
 use anteroom_protocol::server::{WELCOME_DIRECT, WELCOME_FROM_QUEUE};
 use anteroom_protocol::{Feature, ServerMessage};
@@ -31,6 +32,10 @@ struct Member {
     id: ConnId,
     name: Arc<str>,
     peer: Arc<Peer>,
+    /// Takes `presence` frames instead of `joined` and `left`.
+    batched: bool,
+    /// Entered while the pending presence batch was open, at this mark.
+    mark: Option<usize>,
 }
 
 /// Room delivery's state: members in join order and the last message id.
@@ -49,6 +54,19 @@ pub struct RoomDelivery {
     pending: BytesMut,
     pending_count: usize,
     pending_posted: Vec<Instant>,
+    /// The id of the pass's last message (0: none yet).
+    pending_last_id: u64,
+    /// The pass as `presence_batch` members take it (its messages, not its
+    /// joins and leaves), once the two differ; until then they share
+    /// `pending`.
+    batch_view: Option<(BytesMut, usize)>,
+    /// Joins and leaves not yet told to `presence_batch` members.
+    presence: PresenceBatch,
+    /// When the pending presence batch opened.
+    presence_opened: Option<tokio::time::Instant>,
+    presence_interval: Duration,
+    /// Members taking `presence` frames.
+    batched: usize,
 }
 
 impl RoomDelivery {
@@ -65,6 +83,12 @@ impl RoomDelivery {
             pending: BytesMut::new(),
             pending_count: 0,
             pending_posted: Vec::new(),
+            pending_last_id: 0,
+            batch_view: None,
+            presence: PresenceBatch::new(),
+            presence_opened: None,
+            presence_interval: Duration::from_secs(1),
+            batched: 0,
         }
     }
 
@@ -74,6 +98,13 @@ impl RoomDelivery {
         self.log = Some(log);
         self.max_upload_bytes = max_upload_bytes;
         self.ids = Sequence::after(last_id);
+        self
+    }
+
+    /// `presence_batch` members get at most one `presence` frame per
+    /// `interval`.
+    pub fn with_presence_interval(mut self, interval: Duration) -> Self {
+        self.presence_interval = interval;
         self
     }
 
@@ -88,6 +119,12 @@ impl RoomDelivery {
                 attachment,
                 read_at,
             } => {
+                // A member's `joined` reaches everyone before its first
+                // message, in a batch too.
+                if self.presence.holds_join_of(&from) {
+                    self.flush();
+                    self.flush_presence();
+                }
                 let message = Logged {
                     id: self.ids.issue(),
                     from,
@@ -95,7 +132,13 @@ impl RoomDelivery {
                     ts,
                     attachment,
                 };
+                self.pending_last_id = message.id;
+                let start = self.pending.len();
                 self.append(&message.to_message(), Some(read_at));
+                if let Some((view, count)) = &mut self.batch_view {
+                    view.extend_from_slice(&self.pending[start..]);
+                    *count += 1;
+                }
                 if let Some(log) = &self.log {
                     log.record(message);
                 }
@@ -112,35 +155,15 @@ impl RoomDelivery {
                 };
                 // Everything so far goes to the members before this one:
                 // its stream starts with its welcome.
-                self.append(&joined, None);
+                self.append_membership(&joined);
                 self.flush();
-                self.members.push(Member {
-                    id: peer.id,
-                    name: name.clone(),
-                    peer: peer.clone(),
-                });
-                let grant = peer.grant();
-                let welcome = ServerMessage::Welcome {
-                    name: Cow::Borrowed(&name),
-                    users: self
-                        .members
-                        .iter()
-                        .map(|m| Cow::Borrowed(&*m.name))
-                        .collect(),
-                    capacity: self.capacity,
-                    text: Cow::Borrowed(if from_queue {
-                        WELCOME_FROM_QUEUE
-                    } else {
-                        WELCOME_DIRECT
-                    }),
-                    features: grant
-                        .map(|g| g.features.names().into_iter().map(Cow::Borrowed).collect()),
-                    upload_token: grant.and_then(|g| g.upload_token.as_deref().map(Cow::Borrowed)),
-                    max_upload_bytes: grant
-                        .filter(|g| g.features.has(Feature::Files))
-                        .map(|_| self.max_upload_bytes),
+                if self.batched > 0 {
+                    self.presence.joined(name.clone());
+                    self.presence_opened
+                        .get_or_insert_with(tokio::time::Instant::now);
                 }
-                .to_frame();
+                self.add_member(peer.clone(), name.clone());
+                let welcome = self.welcome(&peer, &name, from_queue);
                 let history = match &self.log {
                     Some(log) if peer.features().has(Feature::History) => Some(log.on_join_frame()),
                     _ => None,
@@ -148,6 +171,31 @@ impl RoomDelivery {
                 // A member from the moment its welcome can reach it: a
                 // promoted client's session is already reading, and a `say`
                 // or `who` sent on the welcome must not find it still queued.
+                peer.admit(welcome, history);
+            }
+            RoomEvent::MemberResumed {
+                old,
+                peer,
+                name,
+                after,
+            } => {
+                // What came before goes to the others; the one resuming
+                // gets it from the history of what it missed.
+                self.flush();
+                let Some(i) = self.members.iter().position(|m| m.id == old) else {
+                    return;
+                };
+                let gone = self.members.remove(i);
+                self.batched -= usize::from(gone.batched);
+                // Back in its place in join order.
+                self.insert_member(i, peer.clone(), name.clone());
+                let welcome = self.welcome(&peer, &name, false);
+                let history = match &self.log {
+                    Some(log) if peer.features().has(Feature::History) => {
+                        Some(log.missed_frame(after))
+                    }
+                    _ => None,
+                };
                 peer.admit(welcome, history);
             }
             RoomEvent::MemberLeft {
@@ -160,16 +208,72 @@ impl RoomDelivery {
                 // leaving, as it would have one event at a time.
                 self.flush();
                 if let Some(i) = self.members.iter().position(|m| m.id == id) {
-                    self.members.remove(i);
+                    let gone = self.members.remove(i);
+                    self.batched -= usize::from(gone.batched);
                 }
                 let left = ServerMessage::Left {
                     name: Cow::Borrowed(&name),
                     reason,
                     ts,
                 };
-                self.append(&left, None);
+                self.append_membership(&left);
+                if self.batched > 0 {
+                    self.presence.left(name, reason);
+                    self.presence_opened
+                        .get_or_insert_with(tokio::time::Instant::now);
+                }
             }
         }
+    }
+
+    fn add_member(&mut self, peer: Arc<Peer>, name: Arc<str>) {
+        let at = self.members.len();
+        self.insert_member(at, peer, name);
+    }
+
+    fn insert_member(&mut self, at: usize, peer: Arc<Peer>, name: Arc<str>) {
+        let batched = peer.features().has(Feature::PresenceBatch);
+        self.batched += usize::from(batched);
+        let mark = (batched && !self.presence.is_empty()).then(|| self.presence.mark());
+        self.members.insert(
+            at,
+            Member {
+                id: peer.id,
+                name,
+                peer,
+                batched,
+                mark,
+            },
+        );
+    }
+
+    /// The `welcome` for a member just (re)entered; it lists everyone.
+    fn welcome(&self, peer: &Peer, name: &str, from_queue: bool) -> bytes::Bytes {
+        let grant = peer.grant();
+        let resume = grant.and_then(|g| g.resume.as_ref());
+        ServerMessage::Welcome {
+            name: Cow::Borrowed(name),
+            users: self
+                .members
+                .iter()
+                .map(|m| Cow::Borrowed(&*m.name))
+                .collect(),
+            capacity: self.capacity,
+            text: Cow::Borrowed(if from_queue {
+                WELCOME_FROM_QUEUE
+            } else {
+                WELCOME_DIRECT
+            }),
+            features: grant.map(|g| g.features.names().into_iter().map(Cow::Borrowed).collect()),
+            upload_token: grant.and_then(|g| g.upload_token.as_deref().map(Cow::Borrowed)),
+            max_upload_bytes: grant
+                .filter(|g| g.features.has(Feature::Files))
+                .map(|_| self.max_upload_bytes),
+            resume: resume.map(|r| Cow::Borrowed(&*r.token)),
+            resumed: grant.and_then(|g| g.resumed),
+            resume_grace_s: resume.map(|r| r.grace_s),
+        }
+        .to_frame()
     }
 
     fn append(&mut self, event: &ServerMessage<'_>, posted: Option<Instant>) {
@@ -178,25 +282,85 @@ impl RoomDelivery {
         self.pending_posted.extend(posted);
     }
 
+    /// Appends a `joined` or `left`, which `presence_batch` members do not
+    /// take: from here on the pass is theirs without it.
+    fn append_membership(&mut self, event: &ServerMessage<'_>) {
+        if self.batched > 0 && self.batch_view.is_none() {
+            self.batch_view = Some((BytesMut::from(&self.pending[..]), self.pending_count));
+        }
+        self.append(event, None);
+    }
+
     /// Hands the events held since the last flush to every member, as one
-    /// run of frames shared by all of them.
+    /// run of frames shared by all of them (and one more for
+    /// `presence_batch` members, if the pass held joins or leaves).
     pub fn flush(&mut self) {
         if self.pending_count == 0 {
             return;
         }
-        let run = EventRun::new(
+        let posted = std::mem::take(&mut self.pending_posted);
+        let last_id = std::mem::take(&mut self.pending_last_id);
+        let batch_run = self
+            .batch_view
+            .take()
+            .map(|(view, count)| EventRun::up_to(view.freeze(), count, posted.clone(), last_id));
+        let run = EventRun::up_to(
             self.pending.split().freeze(),
             std::mem::take(&mut self.pending_count),
-            std::mem::take(&mut self.pending_posted),
+            posted,
+            last_id,
         );
+        let skip = self.skip;
         for member in &self.members {
-            match member.peer.outbox.push_events(&run, self.skip) {
+            let run = match &batch_run {
+                Some(batch_run) if member.batched => batch_run,
+                _ => &run,
+            };
+            if run.is_empty() {
+                continue;
+            }
+            match member.peer.outbox.push_events(run, skip) {
                 Push::Queued { depth } => self.deepest = self.deepest.max(depth),
                 Push::Overflow => member.peer.cut_off_slow(),
                 Push::Skipped => {
                     debug!(conn_id = member.id, "events skipped for slow consumer");
                 }
                 Push::Closed => {}
+            }
+        }
+    }
+
+    /// When the pending presence batch is due, if one is pending.
+    pub fn presence_due(&self) -> Option<tokio::time::Instant> {
+        self.presence_opened.map(|at| at + self.presence_interval)
+    }
+
+    /// Sends the pending presence batch to the `presence_batch` members: one
+    /// frame encoded once for all, and one of its own for a member that
+    /// entered during the batch and needs more (see [`PresenceBatch`]).
+    pub fn flush_presence(&mut self) {
+        self.presence_opened = None;
+        let Some(flushed) = self.presence.flush(anteroom_protocol::unix_millis()) else {
+            return;
+        };
+        if self.batched == 0 {
+            return;
+        }
+        metrics()
+            .presence_batch_changes
+            .record(flushed.changes() as f64);
+        let shared = EventRun::new(flushed.shared.clone(), 1, Vec::new());
+        let skip = self.skip;
+        for member in self.members.iter_mut().filter(|m| m.batched) {
+            let own = member.mark.take().and_then(|mark| flushed.for_member(mark));
+            let pushed = match own {
+                Some(frame) => member.peer.outbox.push_event(frame, None, skip),
+                None => member.peer.outbox.push_events(&shared, skip),
+            };
+            match pushed {
+                Push::Queued { depth } => self.deepest = self.deepest.max(depth),
+                Push::Overflow => member.peer.cut_off_slow(),
+                Push::Skipped | Push::Closed => {}
             }
         }
     }
@@ -241,6 +405,7 @@ pub async fn run(
     let mut sample = tokio::time::interval(LAG_SAMPLE);
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let presence_due = delivery.presence_due();
         let event = tokio::select! {
             event = room.recv_direct() => match event {
                 Ok(event) => event,
@@ -250,6 +415,10 @@ pub async fn run(
             // back to zero as writers drain.
             _ = sample.tick() => {
                 m.lag_room_delivery.set((room.len() + delivery.deepest_now()) as f64);
+                continue;
+            }
+            _ = tokio::time::sleep_until(presence_due.unwrap_or_else(tokio::time::Instant::now)), if presence_due.is_some() => {
+                delivery.flush_presence();
                 continue;
             }
         };
@@ -273,6 +442,12 @@ pub async fn run(
             }
         }
         delivery.flush();
+        if delivery
+            .presence_due()
+            .is_some_and(|due| due <= tokio::time::Instant::now())
+        {
+            delivery.flush_presence();
+        }
         // One gauge update per batch, not per event.
         let deepest = delivery.take_deepest();
         m.lag_room_delivery.set((room.len() + deepest) as f64);

@@ -4,12 +4,18 @@
 //! * [`admission`]: who enters, who waits (strict FIFO), who is turned away;
 //! * [`delivery`]: the room's sequencer, fanning every event out to members;
 //! * [`roster`]: who is in the room, for `who`;
-//! * [`waitlist`]: queued clients' positions, conflated;
+//! * [`waitlist`]: queued clients' positions and estimates, conflated;
+//! * [`eta`]: the promotion rate behind the wait estimates;
+//! * [`presence`]: joins and leaves batched for `presence_batch` members;
+//! * [`held`]: places held for dropped `resume` clients;
 //! * [`names`]: the name rule and the claims that keep names unique.
 
 pub mod admission;
 pub mod delivery;
+pub mod eta;
+pub mod held;
 pub mod names;
+pub mod presence;
 pub mod roster;
 pub mod waitlist;
 
@@ -37,6 +43,8 @@ pub struct Room {
     pub shards: Arc<Shards>,
     /// The chat log and files, for the sessions.
     pub chat: Chat,
+    /// Places held for dropped `resume` clients: sessions take them back.
+    pub held: Arc<held::HeldPlaces>,
     /// Admission, delivery, roster, waitlist and the chat log.
     pub components: Vec<Component>,
 }
@@ -56,16 +64,20 @@ impl Room {
         let roster = Arc::new(roster::Roster::new());
         let shards = Shards::for_current_runtime();
         let skip = config.slow_consumer == SlowConsumerPolicy::Skip;
+        let held = Arc::new(held::HeldPlaces::new());
+        let estimate = Arc::new(eta::WaitEstimate::new());
         let components = vec![
             Component::spawn(
                 "room_delivery",
                 delivery::run(
                     subscriptions.room_delivery,
-                    delivery::RoomDelivery::new(config.max_active, skip).with_log(
-                        chat.log.clone(),
-                        chat.last_id,
-                        config.max_upload_bytes as u64,
-                    ),
+                    delivery::RoomDelivery::new(config.max_active, skip)
+                        .with_log(
+                            chat.log.clone(),
+                            chat.last_id,
+                            config.max_upload_bytes as u64,
+                        )
+                        .with_presence_interval(config.presence_interval),
                     config.outbox_limit,
                     shards.clone(),
                 ),
@@ -82,12 +94,17 @@ impl Room {
                         config.join_rate,
                         config.join_burst,
                     )),
+                    admission::Shared {
+                        held: held.clone(),
+                        grace: config.resume_grace,
+                        estimate: estimate.clone(),
+                    },
                     shutdown.clone(),
                 ),
             ),
             Component::spawn(
                 "waitlist",
-                waitlist::run(subscriptions.waitlist, waitlist::Waitlist::new()),
+                waitlist::run(subscriptions.waitlist, waitlist::Waitlist::new(estimate)),
             ),
             Component::spawn(
                 "chat_log",
@@ -110,6 +127,7 @@ impl Room {
             roster,
             shards,
             chat,
+            held,
             components,
         }
     }

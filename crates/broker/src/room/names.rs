@@ -137,6 +137,21 @@ pub struct NameClaim {
     owner: ConnId,
 }
 
+impl NameClaim {
+    /// The same claim, now held by `peer`: a resumed connection takes its
+    /// name over without ever letting it go.
+    pub fn hand_over(mut self, peer: &Arc<Peer>) -> NameClaim {
+        if let Some(mut held) = self.names.held.get_mut(&self.key)
+            && held.owner == self.owner
+        {
+            held.owner = peer.id;
+            held.peer = Arc::downgrade(peer);
+        }
+        self.owner = peer.id;
+        self
+    }
+}
+
 impl Drop for NameClaim {
     fn drop(&mut self) {
         self.names

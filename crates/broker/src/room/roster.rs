@@ -57,6 +57,17 @@ impl Roster {
         self.changed.notify_waiters();
     }
 
+    /// A resumed member keeps its place in join order under its new
+    /// connection.
+    pub fn rename(&self, old: ConnId, new: ConnId) {
+        let mut inner = self.lock();
+        if let Some(seq) = inner.seq_of.remove(&old) {
+            inner.seq_of.insert(new, seq);
+        }
+        drop(inner);
+        self.changed.notify_waiters();
+    }
+
     /// Records a member leaving the room.
     pub fn leave(&self, id: ConnId) {
         let mut inner = self.lock();
@@ -129,6 +140,7 @@ pub async fn run(mut room: Receiver<RoomEvent>, roster: Arc<Roster>) {
         match event {
             RoomEvent::MemberJoined { peer, name, .. } => roster.join(peer.id, name),
             RoomEvent::MemberLeft { id, .. } => roster.leave(id),
+            RoomEvent::MemberResumed { old, peer, .. } => roster.rename(old, peer.id),
             RoomEvent::MessagePosted { .. } => {}
         }
         m.lag_roster.set(room.len() as f64);

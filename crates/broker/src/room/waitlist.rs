@@ -15,6 +15,7 @@
 //! updates stay within [`UPDATES_PER_SECOND`]; beyond that, each client gets
 //! one every [`CONFLATE_MAX`].
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,9 +25,10 @@ use tokio::time::Instant;
 
 use crate::bus::QueueEvent;
 use crate::conn::handle::{ConnId, Peer};
+use crate::room::eta::{WaitEstimate, eta_seconds, materially_changed};
 use crate::telemetry::metrics;
 use anteroom_protocol::server::queued_text;
-use anteroom_protocol::{Features, ServerMessage};
+use anteroom_protocol::{Feature, ServerMessage};
 
 /// Shortest time between two position recomputations.
 pub const CONFLATE: Duration = Duration::from_millis(200);
@@ -53,20 +55,37 @@ struct Waiting {
     peer: Arc<Peer>,
     /// The position this client was last told.
     told: u64,
+    /// The estimate it was last told, with `eta`.
+    told_eta: Option<u64>,
 }
 
 /// The waitlist's mirror of the queue.
-#[derive(Default)]
 pub struct Waitlist {
     by_ticket: BTreeMap<u64, Waiting>,
     ticket_of: HashMap<ConnId, u64>,
     next_ticket: u64,
     dirty: bool,
+    estimate: Arc<WaitEstimate>,
+    /// Clients granted `eta`: while there are some, estimates are checked
+    /// every [`ETA_CHECK`] even when nobody moves.
+    with_eta: usize,
 }
 
+/// How often estimates are checked while the queue stands still: a queue
+/// whose head does not move still needs its estimates to grow.
+pub const ETA_CHECK: Duration = Duration::from_secs(1);
+
 impl Waitlist {
-    pub fn new() -> Self {
-        Self::default()
+    /// A waitlist telling estimates from the shared promotion rate.
+    pub fn new(estimate: Arc<WaitEstimate>) -> Self {
+        Self {
+            by_ticket: BTreeMap::new(),
+            ticket_of: HashMap::new(),
+            next_ticket: 0,
+            dirty: false,
+            estimate,
+            with_eta: 0,
+        }
     }
 
     /// Applies one queue event. Admission already told an entering client
@@ -75,18 +94,43 @@ impl Waitlist {
     pub fn handle(&mut self, event: QueueEvent) {
         let m = metrics();
         match event {
-            QueueEvent::ClientQueued { peer } => {
+            QueueEvent::ClientQueued { peer, eta_s } => {
                 let ticket = self.next_ticket;
                 self.next_ticket += 1;
                 let position = self.by_ticket.len() as u64 + 1;
                 self.ticket_of.insert(peer.id, ticket);
+                self.with_eta += usize::from(peer.features().has(Feature::Eta));
                 self.by_ticket.insert(
                     ticket,
                     Waiting {
                         peer,
                         told: position,
+                        told_eta: eta_s,
                     },
                 );
+            }
+            QueueEvent::ClientResumed {
+                old,
+                peer,
+                position,
+                eta_s,
+            } => {
+                let Some(ticket) = self.ticket_of.remove(&old) else {
+                    return;
+                };
+                let Some(entry) = self.by_ticket.get_mut(&ticket) else {
+                    return;
+                };
+                self.with_eta -= usize::from(entry.peer.features().has(Feature::Eta));
+                self.with_eta += usize::from(peer.features().has(Feature::Eta));
+                self.ticket_of.insert(peer.id, ticket);
+                *entry = Waiting {
+                    peer,
+                    told: position,
+                    told_eta: eta_s,
+                };
+                // Admission's position may be ahead of this mirror's.
+                self.dirty = true;
             }
             QueueEvent::ClientPromoted { id, waited } => {
                 self.remove(id);
@@ -102,7 +146,9 @@ impl Waitlist {
 
     fn remove(&mut self, id: ConnId) {
         if let Some(ticket) = self.ticket_of.remove(&id) {
-            self.by_ticket.remove(&ticket);
+            if let Some(gone) = self.by_ticket.remove(&ticket) {
+                self.with_eta -= usize::from(gone.peer.features().has(Feature::Eta));
+            }
             self.dirty = true;
         }
     }
@@ -112,20 +158,37 @@ impl Waitlist {
         self.dirty
     }
 
-    /// Sends every client whose position changed its new position. Returns
-    /// how many frames were sent.
+    /// Whether some client is told estimates.
+    pub fn tells_estimates(&self) -> bool {
+        self.with_eta > 0
+    }
+
+    /// Sends every client whose position or estimate changed (by the
+    /// contract's rule) its new standing. Returns how many frames were
+    /// sent.
     pub fn flush(&mut self) -> usize {
         self.dirty = false;
         let waiting = self.by_ticket.len() as u64;
+        let rate = self.estimate.per_second();
+        metrics()
+            .queue_estimated_wait
+            .set(rate.map_or(0, |r| eta_seconds(waiting, r)) as f64);
         let mut sent = 0;
         for (i, entry) in self.by_ticket.values_mut().enumerate() {
             let position = i as u64 + 1;
-            if entry.told != position {
+            let eta = rate
+                .filter(|_| entry.peer.features().has(Feature::Eta))
+                .map(|r| eta_seconds(position, r));
+            if entry.told != position || materially_changed(entry.told_eta, eta) {
                 entry.told = position;
-                entry
-                    .peer
-                    .outbox
-                    .set_position(queued_frame(position, waiting, None));
+                entry.told_eta = eta;
+                entry.peer.outbox.set_position(queued_frame(
+                    &entry.peer,
+                    position,
+                    waiting,
+                    eta,
+                    false,
+                ));
                 sent += 1;
             }
         }
@@ -143,14 +206,28 @@ impl Waitlist {
     }
 }
 
-/// A `queued` frame for `position` in a queue of `waiting`; the first one
-/// a client asking for features gets lists those granted.
-pub fn queued_frame(position: u64, waiting: u64, features: Option<Features>) -> bytes::Bytes {
+/// A `queued` frame for `peer` at `position` in a queue of `waiting`. A
+/// client granted features gets its resume token in every one; the first
+/// (`first`) also lists the features granted and answers a resume attempt.
+pub fn queued_frame(
+    peer: &Peer,
+    position: u64,
+    waiting: u64,
+    eta_s: Option<u64>,
+    first: bool,
+) -> bytes::Bytes {
+    let grant = peer.grant();
+    let first_grant = grant.filter(|_| first);
+    let resume = grant.and_then(|g| g.resume.as_ref());
     ServerMessage::Queued {
         position,
         waiting,
         text: queued_text(position).into(),
-        features: features.map(|f| f.names().into_iter().map(Into::into).collect()),
+        features: first_grant.map(|g| g.features.names().into_iter().map(Into::into).collect()),
+        resume: resume.map(|r| Cow::Borrowed(&*r.token)),
+        resumed: first_grant.and_then(|g| g.resumed),
+        resume_grace_s: resume.filter(|_| first).map(|r| r.grace_s),
+        eta_s: eta_s.filter(|_| peer.features().has(Feature::Eta)),
     }
     .to_frame()
 }
@@ -159,8 +236,11 @@ pub fn queued_frame(position: u64, waiting: u64, features: Option<Features>) -> 
 pub async fn run(mut queue: Receiver<QueueEvent>, mut waitlist: Waitlist) {
     let m = metrics();
     let mut last_flush = Instant::now() - CONFLATE_MAX;
+    let mut eta_check = tokio::time::interval(ETA_CHECK);
+    eta_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next_flush = last_flush + interval(waitlist.len());
+        let mut checked = false;
         tokio::select! {
             event = queue.recv_direct() => {
                 let Ok(event) = event else { break };
@@ -172,13 +252,21 @@ pub async fn run(mut queue: Receiver<QueueEvent>, mut waitlist: Waitlist) {
             }
             // Recompute positions once the conflation interval has passed.
             _ = tokio::time::sleep_until(next_flush), if waitlist.is_dirty() => {}
+            // Estimates move with the rate even while nobody moves.
+            _ = eta_check.tick() => checked = true,
         }
         let now = Instant::now();
-        if waitlist.is_dirty() && now >= last_flush + interval(waitlist.len()) {
+        let due = waitlist.is_dirty() && now >= last_flush + interval(waitlist.len());
+        if due || (checked && waitlist.tells_estimates()) {
             // Timed from the start of the flush, so the time a long queue
             // takes to recompute is not added to the interval.
             last_flush = now;
             waitlist.flush();
+        } else if checked {
+            let rate = waitlist.estimate.per_second();
+            let waiting = waitlist.len() as u64;
+            m.queue_estimated_wait
+                .set(rate.map_or(0, |r| eta_seconds(waiting, r)) as f64);
         }
     }
 }
@@ -202,10 +290,13 @@ mod tests {
 
     #[test]
     fn positions_follow_departures_conflated() {
-        let mut w = Waitlist::new();
+        let mut w = Waitlist::new(Arc::new(WaitEstimate::new()));
         let peers: Vec<Arc<Peer>> = (0..5).map(|_| Arc::new(Peer::new(16))).collect();
         for p in &peers {
-            w.handle(QueueEvent::ClientQueued { peer: p.clone() });
+            w.handle(QueueEvent::ClientQueued {
+                peer: p.clone(),
+                eta_s: None,
+            });
         }
         // Entry positions are told by admission, not repeated here.
         assert!(peers.iter().all(|p| position_of(p).is_none()));

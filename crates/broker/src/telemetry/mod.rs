@@ -133,6 +133,12 @@ pub struct Metrics {
     pub store_dropped: Counter,
     pub store_commit_seconds: Histogram,
     pub whispers: Counter,
+    pub held_seat: Gauge,
+    pub held_queue: Gauge,
+    pub resumed_seat: Counter,
+    pub resumed_queue: Counter,
+    pub queue_estimated_wait: Gauge,
+    pub presence_batch_changes: Histogram,
     uploads: Vec<(&'static str, Counter)>,
     rejected: Vec<(&'static str, Counter)>,
     /// Indexed like [`Transport::ALL`].
@@ -200,6 +206,22 @@ impl Metrics {
         );
         describe_counter!("anteroom_whispers_total", "Direct messages delivered.");
         describe_counter!(
+            "anteroom_resumed_total",
+            "Held places taken back by a resuming client, by place (seat, queue)."
+        );
+        describe_gauge!(
+            "anteroom_held",
+            "Places held for dropped clients now, by place (seat, queue)."
+        );
+        describe_gauge!(
+            "anteroom_queue_estimated_wait_seconds",
+            "The eta_s the last client in the queue would be told (0 while there is no estimate)."
+        );
+        describe_histogram!(
+            "anteroom_presence_batch_changes",
+            "Joins and leaves in each presence frame sent to presence_batch members."
+        );
+        describe_counter!(
             "anteroom_uploads_total",
             "Upload requests, by result (stored, too_large, unauthorized, rate_limited, bad_request; failed when the server could not store a file)."
         );
@@ -260,6 +282,12 @@ impl Metrics {
             store_dropped: counter!("anteroom_store_dropped_total"),
             store_commit_seconds: histogram!("anteroom_store_commit_seconds"),
             whispers: counter!("anteroom_whispers_total"),
+            held_seat: gauge!("anteroom_held", "place" => "seat"),
+            held_queue: gauge!("anteroom_held", "place" => "queue"),
+            resumed_seat: counter!("anteroom_resumed_total", "place" => "seat"),
+            resumed_queue: counter!("anteroom_resumed_total", "place" => "queue"),
+            queue_estimated_wait: gauge!("anteroom_queue_estimated_wait_seconds"),
+            presence_batch_changes: histogram!("anteroom_presence_batch_changes"),
             uploads: UPLOAD_RESULTS
                 .iter()
                 .map(|r| (*r, counter!("anteroom_uploads_total", "result" => *r)))
@@ -281,6 +309,9 @@ impl Metrics {
             &m.conn_active,
             &m.conn_waiting,
             &m.room_capacity,
+            &m.held_seat,
+            &m.held_queue,
+            &m.queue_estimated_wait,
         ] {
             g.increment(0.0);
         }
@@ -309,6 +340,8 @@ impl Metrics {
             &m.store_written,
             &m.store_dropped,
             &m.whispers,
+            &m.resumed_seat,
+            &m.resumed_queue,
         ] {
             c.increment(0);
         }
@@ -349,6 +382,12 @@ impl Metrics {
     }
 }
 
+/// Bucket bounds of `anteroom_presence_batch_changes`: from a lone join to
+/// a reconnect storm.
+const PRESENCE_BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+];
+
 struct Telemetry {
     handle: PrometheusHandle,
     metrics: Metrics,
@@ -369,6 +408,14 @@ fn telemetry() -> &'static Telemetry {
                         "anteroom_store_commit_seconds".into(),
                     ),
                     COMMIT_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(
+                        "anteroom_presence_batch_changes".into(),
+                    ),
+                    PRESENCE_BATCH_BUCKETS,
                 )
             })
             .expect("bucket lists are non-empty constants");

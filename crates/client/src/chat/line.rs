@@ -49,10 +49,31 @@ pub fn format_event(event: &Event, web: Option<&WebBase>) -> Option<String> {
         Event::Lagging { queued, limit } => format!("! {}", lagging(*queued, *limit)),
         Event::Error { code, text } => format!("! {code}: {}", escape::text(text)),
         Event::Bye { reason, text } => format!("* bye ({reason}): {}", escape::text(text)),
-        Event::Ping { .. } | Event::Pong { .. } | Event::History { .. } | Event::Unknown => {
+        Event::Presence { .. }
+        | Event::Ping { .. }
+        | Event::Pong { .. }
+        | Event::History { .. }
+        | Event::Unknown => {
             return None;
         }
     })
+}
+
+/// One line for a `presence` frame: who left, who joined; `None` when it
+/// carries nothing.
+pub fn presence(
+    joined: &[std::borrow::Cow<'_, str>],
+    left: &[crate::protocol::PresenceLeft<'_>],
+) -> Option<String> {
+    let mut parts = Vec::new();
+    if !joined.is_empty() {
+        parts.push(format!("{} joined", escape::names(joined)));
+    }
+    if !left.is_empty() {
+        let names: Vec<&str> = left.iter().map(|l| &*l.name).collect();
+        parts.push(format!("{} left", escape::names(&names)));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// `[TIME] <from> text 📎 file (size) url`.
@@ -438,12 +459,19 @@ mod tests {
                 features: None,
                 max_upload_bytes: None,
                 upload_token: None,
+                resume: None,
+                resume_grace_s: None,
+                resumed: None,
             },
             Event::Queued {
                 position: 1,
                 waiting: 1,
                 text: bad.into(),
                 features: None,
+                eta_s: None,
+                resume: None,
+                resume_grace_s: None,
+                resumed: None,
             },
             Event::Message {
                 id: 1,

@@ -463,6 +463,23 @@ impl ChatState {
                     ),
                 });
             }
+            Event::Presence { joined, left, ts } => {
+                // Departures first, as the contract asks: a name can leave
+                // and come back within one frame.
+                for gone in left {
+                    self.users.retain(|u| *u != gone.name);
+                }
+                for name in joined {
+                    if self.users.len() < self.roster_limit()
+                        && !self.users.iter().any(|u| u == name)
+                    {
+                        self.users.push(name.to_string());
+                    }
+                }
+                if let Some(text) = super::line::presence(joined, left) {
+                    self.push(Entry::Notice { ts: *ts, text });
+                }
+            }
             Event::Users { names } => {
                 self.set_roster(names);
                 self.notice(format!(

@@ -46,12 +46,27 @@ fn every_server_message_decodes_to_what_was_encoded() {
             features: None,
             max_upload_bytes: None,
             upload_token: None,
+            resume: Some("tok".into()),
+            resumed: Some(true),
+            resume_grace_s: Some(30),
         },
         ServerMessage::Queued {
             position: 1,
             waiting: 3,
             text: queued_text(1).into(),
             features: None,
+            eta_s: Some(12),
+            resume: Some("tok".into()),
+            resumed: Some(false),
+            resume_grace_s: None,
+        },
+        ServerMessage::Presence {
+            joined: vec!["ann".into()],
+            left: vec![PresenceLeft {
+                name: "bob".into(),
+                reason: LeftReason::SlowConsumer,
+            }],
+            ts: 4,
         },
         ServerMessage::Message {
             id: 7,
@@ -98,6 +113,8 @@ fn every_client_message_decodes_to_what_was_encoded() {
         ClientMessage::Hello {
             name: "ann".into(),
             features: None,
+            last_id: None,
+            resume: None,
         },
         ClientMessage::Say {
             text: "hi".into(),

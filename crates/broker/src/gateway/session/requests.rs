@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use anteroom_protocol::{Feature, Features};
 
 use super::*;
-use crate::conn::handle::Grant;
+use crate::conn::handle::{Grant, ResumeGrant};
 
 impl Session {
     /// Queues a direct reply; a client that never reads its replies is cut off.
@@ -34,8 +34,14 @@ impl Session {
         match message {
             // Boxed: the handshake's state lives on the heap only while it
             // runs, keeping every idle connection's task small.
-            ClientMessage::Hello { name, features } => {
-                Box::pin(self.hello(&name, features.as_deref())).await
+            ClientMessage::Hello {
+                name,
+                features,
+                resume,
+                last_id,
+            } => {
+                let resume = resume.as_deref().map(|token| (token, last_id));
+                Box::pin(self.hello(&name, features.as_deref(), resume)).await
             }
             ClientMessage::Say { text, attachment } => self.say(text, attachment, read_at).await,
             ClientMessage::Who => {
@@ -209,7 +215,12 @@ impl Session {
         }
     }
 
-    async fn hello(&mut self, raw: &str, features: Option<&[Cow<'static, str>]>) -> Option<End> {
+    async fn hello(
+        &mut self,
+        raw: &str,
+        features: Option<&[Cow<'static, str>]>,
+        resume: Option<(&str, Option<u64>)>,
+    ) -> Option<End> {
         if self.peer.phase() != Phase::Handshake {
             self.refuse(
                 ErrorCode::BadRequest,
@@ -224,23 +235,33 @@ impl Session {
                 return None;
             }
         };
-        let claim = match self.gateway.names.claim_for(name, &self.peer) {
-            Ok(claim) => claim,
-            Err(NameError::Taken) => {
-                self.refuse(
-                    ErrorCode::NameTaken,
-                    &format!("the name `{name}` is already in use"),
-                );
-                return None;
+        // A token is only for a client asking for features: one without is
+        // a version-1 client, and gets exactly version 1.
+        let held = match (features, resume) {
+            (Some(_), Some((token, _))) if self.gateway.offered.has(Feature::Resume) => {
+                self.gateway.held.take(token, name)
             }
-            Err(error) => {
-                self.refuse(ErrorCode::NameInvalid, &error.to_string());
-                return None;
-            }
+            _ => None,
         };
-        let name: Arc<str> = name.into();
+        let (name, claim) = match held.as_ref() {
+            // The name never stopped being taken: it is handed over.
+            Some(place) => (place.name.clone(), None),
+            None => match self.gateway.names.claim_for(name, &self.peer) {
+                Ok(claim) => (Arc::<str>::from(name), Some(claim)),
+                Err(NameError::Taken) => {
+                    self.refuse(
+                        ErrorCode::NameTaken,
+                        &format!("the name `{name}` is already in use"),
+                    );
+                    return None;
+                }
+                Err(error) => {
+                    self.refuse(ErrorCode::NameInvalid, &error.to_string());
+                    return None;
+                }
+            },
+        };
         Span::current().record("user", &*name);
-        self.claim = Some(claim);
         self.name = Some(name.clone());
         self.handshake.done();
         if let Some(asked) = features {
@@ -250,15 +271,36 @@ impl Session {
                 Some(files) if features.has(Feature::Files) => Some(files.issue_token().into()),
                 _ => None,
             };
+            let resume_grant = features.has(Feature::Resume).then(|| ResumeGrant {
+                token: crate::chat_log::random_hex(16).into(),
+                grace_s: self.gateway.config.resume_grace.as_secs_f64().ceil() as u64,
+            });
             self.peer.set_grant(Grant {
                 features,
                 upload_token,
+                resume: resume_grant,
+                resumed: resume.map(|_| held.is_some()),
             });
         }
         self.peer.arrive();
-        let arrived = PresenceEvent::ClientArrived {
-            peer: self.peer.clone(),
-            name,
+        let arrived = match held {
+            Some(mut place) => {
+                self.claim = place.claim.take().map(|c| c.hand_over(&self.peer));
+                let last_id = resume.and_then(|(_, last_id)| last_id);
+                PresenceEvent::ClientResumed {
+                    old: place.id,
+                    peer: self.peer.clone(),
+                    name,
+                    after: last_id.unwrap_or(place.written_id),
+                }
+            }
+            None => {
+                self.claim = claim;
+                PresenceEvent::ClientArrived {
+                    peer: self.peer.clone(),
+                    name,
+                }
+            }
         };
         let gateway = &self.gateway;
         if !publish_unless_shutdown(&gateway.shutdown, &gateway.bus.presence, arrived).await {

@@ -21,6 +21,15 @@ fn joined_or_left(event: RoomEvent) -> (bool, String) {
         RoomEvent::MemberJoined { name, .. } => (true, name.to_string()),
         RoomEvent::MemberLeft { name, .. } => (false, name.to_string()),
         RoomEvent::MessagePosted { .. } => panic!("a message"),
+        RoomEvent::MemberResumed { name, .. } => panic!("{name} resumed"),
+    }
+}
+
+fn shared(grace: Duration) -> Shared {
+    Shared {
+        held: Arc::new(HeldPlaces::new()),
+        grace,
+        estimate: Arc::new(WaitEstimate::new()),
     }
 }
 
@@ -35,6 +44,7 @@ async fn entries_wait_for_the_join_rate_and_one_withdrawn_is_never_seen() {
         10,
         10,
         Entries::new(Rate::new(1.0, 1)),
+        shared(Duration::from_secs(30)),
         CancellationToken::new(),
     ));
     let arrive = |name: &str| {
@@ -186,4 +196,172 @@ proptest! {
             }
         }
     }
+}
+
+fn held_place(peer: &Peer, name: &str) -> crate::room::held::HeldPlace {
+    crate::room::held::HeldPlace {
+        id: peer.id,
+        name: name.into(),
+        claim: None,
+        written_id: 0,
+    }
+}
+
+/// A peer granted `resume` under `token`, arrived.
+fn resumable(token: &str) -> Arc<Peer> {
+    let peer = Arc::new(Peer::new(16));
+    peer.set_grant(crate::conn::handle::Grant {
+        features: anteroom_protocol::Features::NONE.with(Feature::Resume),
+        upload_token: None,
+        resume: Some(crate::conn::handle::ResumeGrant {
+            token: token.into(),
+            grace_s: 30,
+        }),
+        resumed: None,
+    });
+    peer.arrive();
+    peer
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_seat_is_taken_back_or_released_after_the_grace() {
+    let (bus, subscriptions) = Bus::new();
+    let mut room = subscriptions.room_delivery;
+    let mut queue = subscriptions.waitlist;
+    let _others = subscriptions.roster;
+    let grace = Duration::from_secs(30);
+    let shared = shared(grace);
+    let held = shared.held.clone();
+    tokio::spawn(run(
+        subscriptions.admission,
+        bus.clone(),
+        1,
+        10,
+        Entries::new(None),
+        shared,
+        CancellationToken::new(),
+    ));
+    let hold = |peer: &Arc<Peer>, token: &str| {
+        held.hold(token, held_place(peer, "ann"));
+        PresenceEvent::ClientDropped {
+            id: peer.id,
+            reason: LeftReason::Disconnected,
+        }
+    };
+    let ann = resumable("t1");
+    let arrived = PresenceEvent::ClientArrived {
+        peer: ann.clone(),
+        name: "ann".into(),
+    };
+    bus.presence.publish(arrived).await.unwrap();
+    assert!(matches!(
+        room.recv().await.unwrap(),
+        RoomEvent::MemberJoined { .. }
+    ));
+    let bob = resumable("t2");
+    let arrived = PresenceEvent::ClientArrived {
+        peer: bob.clone(),
+        name: "bob".into(),
+    };
+    bus.presence.publish(arrived).await.unwrap();
+    assert!(matches!(
+        queue.recv().await.unwrap(),
+        QueueEvent::ClientQueued { .. }
+    ));
+
+    // Dropped, then back within the grace: nobody is told, bob still waits.
+    bus.presence.publish(hold(&ann, "t1")).await.unwrap();
+    tokio::time::sleep(grace - Duration::from_secs(1)).await;
+    let taken = held.take("t1", "ANN").unwrap();
+    let ann2 = resumable("t3");
+    let resumed = PresenceEvent::ClientResumed {
+        old: taken.id,
+        peer: ann2.clone(),
+        name: "ann".into(),
+        after: 0,
+    };
+    bus.presence.publish(resumed).await.unwrap();
+    match room.recv().await.unwrap() {
+        RoomEvent::MemberResumed { old, peer, .. } => {
+            assert_eq!((old, peer.id), (ann.id, ann2.id));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The first hold's grace passes without effect.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(room.try_recv().is_err());
+    assert!(queue.try_recv().is_err());
+
+    // Dropped again, and never back: released as the drop, bob promoted.
+    bus.presence.publish(hold(&ann2, "t3")).await.unwrap();
+    let start = tokio::time::Instant::now();
+    match room.recv().await.unwrap() {
+        RoomEvent::MemberLeft { name, reason, .. } => {
+            assert_eq!((&*name, reason), ("ann", LeftReason::Disconnected));
+        }
+        other => panic!("{other:?}"),
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited >= grace && waited < grace + Duration::from_secs(1),
+        "{waited:?}"
+    );
+    assert!(
+        matches!(queue.recv().await.unwrap(), QueueEvent::ClientPromoted { id, .. } if id == bob.id)
+    );
+    assert!(held.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_queue_place_keeps_its_turn() {
+    let (bus, subscriptions) = Bus::new();
+    let mut queue = subscriptions.waitlist;
+    let _others = (subscriptions.roster, subscriptions.room_delivery);
+    let shared = shared(Duration::from_secs(30));
+    let held = shared.held.clone();
+    tokio::spawn(run(
+        subscriptions.admission,
+        bus.clone(),
+        0,
+        10,
+        Entries::new(None),
+        shared,
+        CancellationToken::new(),
+    ));
+    let mut peers = Vec::new();
+    for (i, name) in ["ann", "bob", "cy"].into_iter().enumerate() {
+        let peer = resumable(&format!("t{i}"));
+        let arrived = PresenceEvent::ClientArrived {
+            peer: peer.clone(),
+            name: name.into(),
+        };
+        bus.presence.publish(arrived).await.unwrap();
+        assert!(matches!(
+            queue.recv().await.unwrap(),
+            QueueEvent::ClientQueued { .. }
+        ));
+        peers.push(peer);
+    }
+    held.hold("t1", held_place(&peers[1], "bob"));
+    let dropped = PresenceEvent::ClientDropped {
+        id: peers[1].id,
+        reason: LeftReason::IdleTimeout,
+    };
+    bus.presence.publish(dropped).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let bob2 = resumable("t9");
+    let resumed = PresenceEvent::ClientResumed {
+        old: held.take("t1", "bob").unwrap().id,
+        peer: bob2.clone(),
+        name: "bob".into(),
+        after: 0,
+    };
+    bus.presence.publish(resumed).await.unwrap();
+    match queue.recv().await.unwrap() {
+        QueueEvent::ClientResumed { old, position, .. } => {
+            assert_eq!((old, position), (peers[1].id, 2));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(bob2.phase(), crate::conn::state::Phase::Waiting);
 }

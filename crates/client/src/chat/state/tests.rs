@@ -116,6 +116,9 @@ fn the_roster_has_a_hard_bound_whatever_the_server_says() {
         features: None,
         max_upload_bytes: None,
         upload_token: None,
+        resume: None,
+        resume_grace_s: None,
+        resumed: None,
     });
     assert_eq!(s.users, ["ann"]);
 }
@@ -480,6 +483,9 @@ fn what_was_not_granted_is_not_asked_for() {
         features: Some(vec!["whisper".into(), "files".into(), "telepathy".into()]),
         upload_token: Some("tok".into()),
         max_upload_bytes: Some(77),
+        resume: None,
+        resumed: None,
+        resume_grace_s: None,
     });
     assert!(s.grant.whisper("bob".into(), "hi".into()).is_ok());
     assert_eq!(s.grant.ticket().map(|t| t.max_bytes()), Ok(77));

@@ -263,6 +263,10 @@ fn queued_shows_the_live_position() {
         waiting: 5,
         text: String::new().into(),
         features: None,
+        resume: None,
+        resumed: None,
+        resume_grace_s: None,
+        eta_s: None,
     });
     let screen = render(&s, 100, 10);
     assert!(
