@@ -5,10 +5,11 @@ import { type Command, parseLine, whisperPrefix } from "./commands";
 import { Conversation } from "./conversation";
 import { announce, byId, nameElement } from "./dom";
 import { EmojiInput } from "./emoji-ui";
-import type { Attachment, ServerFrame } from "./protocol";
-import { type Phase, Session, socketUrl } from "./session";
+import type { Attachment, Departure, QueuedFrame, ServerFrame, WelcomeFrame } from "./protocol";
+import { type Hold, type Phase, Session, socketUrl } from "./session";
 import {
   MESSAGE_MAX_BYTES,
+  aboutWait,
   checkName,
   elapsed,
   humanSize,
@@ -16,6 +17,7 @@ import {
   plainText,
   reasonWords,
   seconds,
+  timeLeft,
   utf8Bytes,
 } from "./text";
 import { type Upload, tooLarge, upload } from "./upload";
@@ -47,6 +49,7 @@ const ui = {
   queueTitle: byId<HTMLHeadingElement>("queue-title"),
   queueText: byId<HTMLParagraphElement>("queue-text"),
   queuePosition: byId<HTMLElement>("queue-position"),
+  queueEta: byId<HTMLElement>("queue-eta"),
   queueWaiting: byId<HTMLElement>("queue-waiting"),
   queueWaited: byId<HTMLTimeElement>("queue-waited"),
   queueLeave: byId<HTMLButtonElement>("queue-leave"),
@@ -119,6 +122,8 @@ const state = {
   uploadToken: "",
   maxUploadBytes: 0,
   pending: null as Pending | null,
+  /** The hold (by its start) whose end has been told, so that it is told once. */
+  holdEndTold: 0,
 };
 
 let tick: ReturnType<typeof setInterval> | null = null;
@@ -153,12 +158,25 @@ function showScreen(next: ScreenName, focus?: HTMLElement): void {
 
 // ---------------------------------------------------------------- status line
 
-function phaseText(phase: Phase): string {
+/** What becomes of a held place: `reconnecting, your place is held for 27 s`. */
+function holdText(hold: Hold, now = Date.now()): string {
+  if (hold.until === null) {
+    return "reconnecting, your place is held";
+  }
+  return hold.until > now
+    ? `reconnecting, your place is held for ${timeLeft(hold.until - now)}`
+    : "reconnecting, your place may be lost";
+}
+
+function phaseText(phase: Phase, hold: Hold | null): string {
   switch (phase.kind) {
     case "connecting":
+      if (hold !== null) {
+        return `${holdText(hold)} (connecting…, attempt ${phase.attempt})`;
+      }
       return phase.attempt > 1 ? `connecting… (attempt ${phase.attempt})` : "connecting…";
     case "joining":
-      return "connected; joining…";
+      return hold !== null ? `${holdText(hold)} (connected; resuming…)` : "connected; joining…";
     case "queued":
       return "connected · waiting in the queue";
     case "room":
@@ -166,7 +184,11 @@ function phaseText(phase: Phase): string {
     case "retrying": {
       const left = phase.at - Date.now();
       const wait = phase.delayMs < 1000 ? seconds(phase.delayMs) : `${Math.max(1, Math.ceil(left / 1000))} s`;
-      return `disconnected (${plainText(phase.reason)}); reconnecting in ${wait} (attempt ${phase.attempt})`;
+      const reason = plainText(phase.reason);
+      if (hold !== null) {
+        return `disconnected (${reason}); ${holdText(hold)} (next attempt in ${wait}, attempt ${phase.attempt})`;
+      }
+      return `disconnected (${reason}); reconnecting in ${wait} (attempt ${phase.attempt})`;
     }
     case "ended":
       return "not connected";
@@ -195,11 +217,14 @@ function renderStatus(): void {
     ui.status.dataset.state = "idle";
     return;
   }
-  let text = phaseText(phase);
+  const hold = state.session?.hold ?? null;
+  let text = phaseText(phase, hold);
   if (phase.kind === "room") {
     text = `connected as ${plainName(state.me)}`;
   }
-  ui.status.textContent = text;
+  if (ui.status.textContent !== text) {
+    ui.status.textContent = text;
+  }
   ui.status.dataset.state = stateOf(phase);
 }
 
@@ -210,9 +235,10 @@ function renderRoomSummary(): void {
   ui.rosterToggle.textContent = `Users (${n})`;
 }
 
-/** One timer for what ticks: the wait in the queue and the reconnect countdown. */
+/** One timer for what ticks: the wait in the queue, the reconnect countdown and a held place's. */
 function startTicking(): void {
-  const needed = state.screen === "queue" || state.session?.phase.kind === "retrying";
+  const needed =
+    state.screen === "queue" || state.session?.phase.kind === "retrying" || (state.session?.hold ?? null) !== null;
   if (needed && tick === null) {
     tick = setInterval(onTick, 250);
   } else if (!needed && tick !== null) {
@@ -231,14 +257,46 @@ function onTick(): void {
       ui.queueWaited.dateTime = `PT${Math.floor(waited / 1000)}S`;
     }
   }
-  if (state.session?.phase.kind === "retrying") {
+  const hold = state.session?.hold ?? null;
+  if (state.session?.phase.kind === "retrying" || hold !== null) {
     renderStatus();
+  }
+  if (hold !== null && hold.until !== null && hold.until <= Date.now() && state.holdEndTold !== hold.since) {
+    // Told once per drop; the page keeps trying, and the server decides.
+    state.holdEndTold = hold.since;
+    const text = `your place may be lost: the server holds it for ${timeLeft(hold.until - hold.since)}; still reconnecting`;
+    notice(text, "connection");
+    announce(text);
   }
 }
 
 function namesList(names: string[]): string {
   const shown = names.slice(0, NAMES_IN_NOTICE).map(plainName).join(", ");
   return names.length > NAMES_IN_NOTICE ? `${shown} and ${names.length - NAMES_IN_NOTICE} more` : shown;
+}
+
+/**
+ * Changes to the room in one line: `ann, bob joined · carl left (bye)`,
+ * departures grouped by reason (a departure whose reason is not known says
+ * none). When a name both left and came back, the departures come first,
+ * in the order they happened.
+ */
+function changesText(joined: string[], left: Departure[]): string {
+  const byReason = new Map<string, string[]>();
+  for (const { name, reason } of left) {
+    const names = byReason.get(reason);
+    if (names) {
+      names.push(name);
+    } else {
+      byReason.set(reason, [name]);
+    }
+  }
+  const leaving = [...byReason].map(([reason, names]) =>
+    reason === "" ? `${namesList(names)} left` : `${namesList(names)} left (${reasonWords(reason)})`,
+  );
+  const joining = joined.length > 0 ? [`${namesList(joined)} joined`] : [];
+  const back = left.some((d) => joined.includes(d.name));
+  return (back ? [...leaving, ...joining] : [...joining, ...leaving]).join(" · ");
 }
 
 // ---------------------------------------------------------------- roster
@@ -303,6 +361,36 @@ function rosterAdd(name: string): void {
   renderRoomSummary();
 }
 
+function inRoster(name: string): boolean {
+  return state.roster.some((m) => m.name === name);
+}
+
+/**
+ * A `presence` frame: departures first, then arrivals, as sets (a name
+ * already listed is not added twice, one not listed is not removed). The
+ * notice tells only what changed the list.
+ */
+function applyPresence(joined: string[], left: Departure[], ts: number): void {
+  const gone: Departure[] = [];
+  for (const departure of left) {
+    if (inRoster(departure.name)) {
+      rosterRemove(departure.name);
+      gone.push(departure);
+    }
+  }
+  const came: string[] = [];
+  for (const name of joined) {
+    if (!inRoster(name) && !came.includes(name)) {
+      rosterAdd(name);
+      came.push(name);
+    }
+  }
+  const text = changesText(came, gone);
+  if (text !== "") {
+    notice(text, "info", ts);
+  }
+}
+
 function rosterRemove(name: string): void {
   const at = state.roster.findIndex((m) => m.name === name);
   if (at >= 0) {
@@ -318,16 +406,21 @@ function onFrame(frame: ServerFrame): void {
   switch (frame.type) {
     case "welcome": {
       const from = state.screen;
-      state.me = frame.name;
-      conversation.me = frame.name;
-      state.capacity = frame.capacity;
+      if (frame.resumed === true && from === "room" && state.entered) {
+        resumeRoom(frame);
+        return;
+      }
+      if (frame.resumed === false) {
+        const text = "the server no longer held your place: you joined again";
+        notice(text, "connection");
+        if (from === "room") {
+          announce(text);
+        }
+      }
+      takeWelcome(frame);
       state.admitted = true;
       state.entered = true;
       state.queuedSince = 0;
-      state.features = new Set(frame.features);
-      state.uploadToken = frame.uploadToken ?? "";
-      state.maxUploadBytes = frame.maxUploadBytes ?? 0;
-      ui.attach.hidden = !canUpload();
       setRoster(frame.users);
       const greeting = notice(frame.text);
       notice(`in the room: ${namesList(frame.users)}`);
@@ -340,6 +433,9 @@ function onFrame(frame: ServerFrame): void {
     }
     case "queued": {
       state.admitted = true;
+      if (frame.resumed !== undefined) {
+        resumedQueue(frame);
+      }
       if (state.screen !== "queue") {
         if (state.queuedSince === 0) {
           state.queuedSince = Date.now();
@@ -351,6 +447,7 @@ function onFrame(frame: ServerFrame): void {
       }
       ui.queuePosition.textContent = String(frame.position);
       ui.queueWaiting.textContent = String(frame.waiting);
+      renderEta(frame.etaS);
       showScreen("queue", ui.queueTitle);
       return;
     }
@@ -370,6 +467,9 @@ function onFrame(frame: ServerFrame): void {
     case "left":
       rosterRemove(frame.name);
       notice(`${plainName(frame.name)} left (${reasonWords(frame.reason)})`, "info", frame.ts);
+      return;
+    case "presence":
+      applyPresence(frame.joined, frame.left, frame.ts);
       return;
     case "users":
       setRoster(frame.names);
@@ -400,6 +500,59 @@ function onFrame(frame: ServerFrame): void {
   }
 }
 
+/** The features, upload token and capacity a `welcome` brings. */
+function takeWelcome(frame: WelcomeFrame): void {
+  state.me = frame.name;
+  conversation.me = frame.name;
+  state.capacity = frame.capacity;
+  state.features = new Set(frame.features);
+  state.uploadToken = frame.uploadToken ?? "";
+  state.maxUploadBytes = frame.maxUploadBytes ?? 0;
+  ui.attach.hidden = !canUpload();
+}
+
+/**
+ * Back in the room on the seat the server held: the conversation stays,
+ * the missed messages come in the `history` frame that follows (placed
+ * before the notice, as earlier ones), and the others saw nothing.
+ */
+function resumeRoom(frame: WelcomeFrame): void {
+  const before = state.roster.map((m) => m.name);
+  takeWelcome(frame);
+  setRoster(frame.users);
+  const back = notice("reconnected: your place in the room was kept", "connection");
+  const came = frame.users.filter((name) => !before.includes(name));
+  const gone = before.filter((name) => !frame.users.includes(name)).map((name) => ({ name, reason: "" }));
+  if (came.length > 0 || gone.length > 0) {
+    notice(`while you were away: ${changesText(came, gone)}`);
+  }
+  conversation.entered(state.features.has("history"), back);
+  showScreen("room", ui.message);
+  announce("Reconnected. Your place in the room was kept.");
+}
+
+/** The first `queued` answering a `hello` that carried a token. */
+function resumedQueue(frame: QueuedFrame): void {
+  if (frame.resumed === true && state.screen === "queue") {
+    notice("reconnected: your place in the queue was kept", "connection");
+    announce(`Reconnected. Your place in the queue was kept: ${frame.position}.`);
+  } else if (frame.resumed === false) {
+    notice("the server no longer held your place: you are queued again", "connection");
+    if (state.screen === "queue") {
+      announce(`The server no longer held your place. You are now at ${frame.position} in the queue.`);
+    }
+  }
+}
+
+/** The expected wait beside the place, when the server estimates one. */
+function renderEta(etaS: number | undefined): void {
+  const text = etaS === undefined ? "" : `${aboutWait(etaS)} to go`;
+  if (ui.queueEta.textContent !== text) {
+    ui.queueEta.textContent = text;
+  }
+  ui.queueEta.hidden = text === "";
+}
+
 /** How a refusal reads; a failed whisper says so first, as it has no other trace. */
 function errorText(code: string, text: string): string {
   switch (code) {
@@ -418,7 +571,11 @@ function onPhase(phase: Phase): void {
   switch (phase.kind) {
     case "retrying": {
       conversation.disconnected();
-      const text = `disconnected (${phase.reason}); reconnecting in ${seconds(phase.delayMs)}`;
+      const hold = state.session?.hold ?? null;
+      const text =
+        phase.dropped && hold !== null
+          ? `disconnected (${phase.reason}); ${holdText(hold, hold.since)}`
+          : `disconnected (${phase.reason}); reconnecting in ${seconds(phase.delayMs)}`;
       if (state.admitted) {
         notice(text, "connection");
       }
@@ -505,6 +662,7 @@ function join(name: string): void {
   conversation.clear();
   dropPending();
   setRoster([]);
+  renderEta(undefined);
   const session = new Session(name, socketUrl(), {
     phase: (phase) => {
       if (state.session === session) onPhase(phase);

@@ -10,12 +10,20 @@ export const SUBPROTOCOL = "anteroom.v1";
 export const MAX_SERVER_FRAME = 16 * 1024 * 1024;
 
 /** The version 1.1 features this client asks for; `welcome.features` says which it got. */
-export const WANTED_FEATURES = ["history", "whisper", "files", "lagging"] as const;
+export const WANTED_FEATURES = ["history", "whisper", "files", "lagging", "resume", "eta", "presence_batch"] as const;
 
 export type Feature = (typeof WANTED_FEATURES)[number];
 
 export type ClientFrame =
-  | { type: "hello"; name: string; features: string[] }
+  | {
+      type: "hello";
+      name: string;
+      features: string[];
+      /** The latest resume token, to take a held place back after a drop. */
+      resume?: string;
+      /** With `resume`: the id of the last `message` this page saw. */
+      last_id?: number;
+    }
   | { type: "say"; text: string; attachment?: string }
   | { type: "history"; before?: number; limit: number }
   | { type: "whisper"; to: string; text: string }
@@ -51,16 +59,43 @@ export interface WelcomeFrame {
   features: string[];
   uploadToken?: string;
   maxUploadBytes?: number;
+  /** With `resume`: the token that takes this place back after a drop. */
+  resume?: string;
+  /** With `resume`: how many seconds the server holds a dropped place. */
+  resumeGraceS?: number;
+  /** Answering a `hello` that carried a token: whether the held place was taken back. */
+  resumed?: boolean;
+}
+
+export interface QueuedFrame {
+  type: "queued";
+  position: number;
+  waiting: number;
+  text: string;
+  /** Granted features: on the first `queued` of a connection only. */
+  features?: string[];
+  resume?: string;
+  resumeGraceS?: number;
+  resumed?: boolean;
+  /** With `eta`: seconds until the expected promotion, when the server can tell. */
+  etaS?: number;
+}
+
+/** One departure in a `presence` frame. */
+export interface Departure {
+  name: string;
+  reason: string;
 }
 
 export type ServerFrame =
   | WelcomeFrame
-  | { type: "queued"; position: number; waiting: number; text: string }
+  | QueuedFrame
   | MessageFrame
   | { type: "history"; messages: MessageFrame[]; more: boolean; epoch: string }
   | { type: "whisper"; from: string; to: string; text: string; ts: number }
   | { type: "joined"; name: string; ts: number }
   | { type: "left"; name: string; reason: string; ts: number }
+  | { type: "presence"; joined: string[]; left: Departure[]; ts: number }
   | { type: "users"; names: string[] }
   | { type: "gap"; missed: number }
   | { type: "lagging"; queued: number; limit: number }
@@ -129,7 +164,49 @@ function welcomeOf(f: Fields): WelcomeFrame | null {
   if (num(f.max_upload_bytes)) {
     welcome.maxUploadBytes = f.max_upload_bytes;
   }
+  Object.assign(welcome, resumeFieldsOf(f));
   return welcome;
+}
+
+/** The fields `resume` adds to `welcome` and `queued`, those that are well-formed. */
+function resumeFieldsOf(f: Fields): Pick<QueuedFrame, "resume" | "resumeGraceS" | "resumed"> {
+  const fields: Pick<QueuedFrame, "resume" | "resumeGraceS" | "resumed"> = {};
+  if (str(f.resume) && f.resume !== "") {
+    fields.resume = f.resume;
+  }
+  if (num(f.resume_grace_s) && f.resume_grace_s >= 0) {
+    fields.resumeGraceS = f.resume_grace_s;
+  }
+  if (typeof f.resumed === "boolean") {
+    fields.resumed = f.resumed;
+  }
+  return fields;
+}
+
+function queuedOf(f: Fields): QueuedFrame | null {
+  if (!(num(f.position) && num(f.waiting) && str(f.text))) {
+    return null;
+  }
+  const queued: QueuedFrame = { type: "queued", position: f.position, waiting: f.waiting, text: f.text };
+  if (strs(f.features)) {
+    queued.features = f.features;
+  }
+  if (num(f.eta_s) && f.eta_s >= 0) {
+    queued.etaS = f.eta_s;
+  }
+  return Object.assign(queued, resumeFieldsOf(f));
+}
+
+function presenceOf(f: Fields): ServerFrame | null {
+  if (!(Array.isArray(f.joined) && Array.isArray(f.left) && num(f.ts))) {
+    return null;
+  }
+  // As with history, a malformed entry is left out rather than the whole frame.
+  const joined = f.joined.filter(str);
+  const left = f.left.flatMap((d) =>
+    isMap(d) && str(d.name) ? [{ name: d.name, reason: str(d.reason) ? d.reason : "" }] : [],
+  );
+  return { type: "presence", joined, left, ts: f.ts };
 }
 
 /**
@@ -155,9 +232,7 @@ export function decodeFrame(data: ArrayBuffer): ServerFrame | null {
     case "welcome":
       return welcomeOf(f);
     case "queued":
-      return num(f.position) && num(f.waiting) && str(f.text)
-        ? { type: "queued", position: f.position, waiting: f.waiting, text: f.text }
-        : null;
+      return queuedOf(f);
     case "message":
       return messageOf(f);
     case "history": {
@@ -178,6 +253,8 @@ export function decodeFrame(data: ArrayBuffer): ServerFrame | null {
       return str(f.name) && str(f.reason) && num(f.ts)
         ? { type: "left", name: f.name, reason: f.reason, ts: f.ts }
         : null;
+    case "presence":
+      return presenceOf(f);
     case "users":
       return strs(f.names) ? { type: "users", names: f.names } : null;
     case "gap":

@@ -1,9 +1,20 @@
 // One user's stay: the WebSocket, the hello, the answers to pings, and the
 // reconnecting, with the terminal client's rules (docs/chat.md, "Losing the
 // server"): try again after 0.5 s, twice as long each time up to 10 s, under
-// the same name; after a lost connection `name_taken` is retried too.
+// the same name; after a lost connection `name_taken` is retried too. With
+// `resume`, the `hello` after a drop carries the latest token and the id of
+// the last message seen, so that the server gives the held place back.
 
-import { type ClientFrame, type ServerFrame, SUBPROTOCOL, WANTED_FEATURES, decodeFrame, encodeFrame } from "./protocol";
+import {
+  type ClientFrame,
+  type QueuedFrame,
+  type ServerFrame,
+  SUBPROTOCOL,
+  WANTED_FEATURES,
+  type WelcomeFrame,
+  decodeFrame,
+  encodeFrame,
+} from "./protocol";
 
 export const FIRST_BACKOFF_MS = 500;
 export const MAX_BACKOFF_MS = 10_000;
@@ -11,6 +22,18 @@ export const MAX_BACKOFF_MS = 10_000;
 export const STEP_TIMEOUT_MS = 10_000;
 /** How long to wait for the server's goodbye after sending `bye`. */
 const LEAVE_TIMEOUT_MS = 2_000;
+/** After a server `bye` for these reasons the server holds no place: the token is forgotten. */
+const NOTHING_HELD = new Set(["protocol_error", "shutdown", "server_full"]);
+
+/** A place the server holds for this stay since its connection dropped. */
+export interface Hold {
+  /** When the connection dropped (Unix time in milliseconds). */
+  since: number;
+  /** When the server gives the place up, if it said how long it holds one. */
+  until: number | null;
+}
+
+type Hello = Extract<ClientFrame, { type: "hello" }>;
 
 export type Phase =
   | { kind: "connecting"; attempt: number }
@@ -18,7 +41,15 @@ export type Phase =
   | { kind: "joining"; attempt: number }
   | { kind: "queued" }
   | { kind: "room" }
-  | { kind: "retrying"; reason: string; attempt: number; delayMs: number; at: number }
+  | {
+      kind: "retrying";
+      reason: string;
+      attempt: number;
+      delayMs: number;
+      at: number;
+      /** Whether the connection just lost had been let in (rather than a failed attempt). */
+      dropped: boolean;
+    }
   | { kind: "ended" };
 
 export interface SessionEvents {
@@ -52,6 +83,13 @@ export class Session {
   private lostReason: string | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private current: Phase = { kind: "connecting", attempt: 1 };
+  /** The latest resume token; null when `resume` was not granted or nothing can be resumed. */
+  private token: string | null = null;
+  /** How long the server holds a dropped place, in seconds, when it said so. */
+  private graceS: number | null = null;
+  /** The id of the newest `message` seen since the last fresh `welcome`. */
+  private lastId: number | null = null;
+  private held: Hold | null = null;
 
   constructor(
     readonly name: string,
@@ -61,6 +99,11 @@ export class Session {
 
   get phase(): Phase {
     return this.current;
+  }
+
+  /** The place the server holds while this page reconnects with a token, or null. */
+  get hold(): Hold | null {
+    return this.held;
   }
 
   start(): void {
@@ -125,7 +168,7 @@ export class Session {
     ws.onopen = () => {
       opened = true;
       this.clearTimer();
-      ws.send(encodeFrame({ type: "hello", name: this.name, features: [...WANTED_FEATURES] }));
+      ws.send(encodeFrame(this.hello()));
       this.setPhase({ kind: "joining", attempt: this.attempt });
       this.timer = setTimeout(() => this.lost("the server did not answer hello in time"), STEP_TIMEOUT_MS);
     };
@@ -149,21 +192,69 @@ export class Session {
     };
   }
 
+  private hello(): Hello {
+    const hello: Hello = { type: "hello", name: this.name, features: [...WANTED_FEATURES] };
+    if (this.token !== null) {
+      hello.resume = this.token;
+      if (this.lastId !== null) {
+        hello.last_id = this.lastId;
+      }
+    }
+    return hello;
+  }
+
+  /** Keeps what `resume` needs from a `welcome` or `queued`. */
+  private keepResume(frame: WelcomeFrame | QueuedFrame, first: boolean): void {
+    if (frame.resume !== undefined) {
+      this.token = frame.resume;
+    } else if (first) {
+      // Not granted on this connection: an older token means nothing to it.
+      this.token = null;
+    }
+    if (frame.resumeGraceS !== undefined) {
+      this.graceS = frame.resumeGraceS;
+    }
+    if (frame.type === "welcome" && frame.resumed !== true) {
+      // A fresh entry: the history that follows says what this page has seen.
+      this.lastId = null;
+    }
+  }
+
+  private saw(id: number): void {
+    if (this.lastId === null || id > this.lastId) {
+      this.lastId = id;
+    }
+  }
+
   private receive(frame: ServerFrame): void {
     switch (frame.type) {
       case "ping":
         this.send({ type: "pong", id: frame.id });
         return;
       case "welcome":
-      case "queued":
-        if (!this.admitted) {
+      case "queued": {
+        const first = !this.admitted;
+        if (first) {
           this.admitted = true;
           this.everAdmitted = true;
           this.backoff = FIRST_BACKOFF_MS;
+          this.held = null;
           this.clearTimer();
         }
+        this.keepResume(frame, first);
         this.on.frame(frame);
         this.setPhase({ kind: frame.type === "welcome" ? "room" : "queued" });
+        return;
+      }
+      case "message":
+        this.saw(frame.id);
+        this.on.frame(frame);
+        return;
+      case "history":
+        for (const message of frame.messages) {
+          this.saw(message.id);
+        }
+        this.on.frame(frame);
         return;
       case "error":
         if (!this.admitted && (frame.code === "name_taken" || frame.code === "name_invalid")) {
@@ -182,6 +273,10 @@ export class Session {
         if (this.leaving || frame.reason === "bye") {
           this.finish();
         } else {
+          if (NOTHING_HELD.has(frame.reason)) {
+            this.token = null;
+            this.held = null;
+          }
           this.lostReason = `server closed the connection: ${frame.reason}`;
           this.lost(this.lostReason);
         }
@@ -209,6 +304,7 @@ export class Session {
   private refuse(code: string, text: string): void {
     this.drop();
     this.over = true;
+    this.held = null;
     this.setPhase({ kind: "ended" });
     this.on.refused(code, text);
   }
@@ -219,6 +315,7 @@ export class Session {
     }
     this.drop();
     this.over = true;
+    this.held = null;
     this.setPhase({ kind: "ended" });
     this.on.ended();
   }
@@ -230,13 +327,25 @@ export class Session {
     }
     const wasAdmitted = this.admitted;
     this.drop();
+    const now = Date.now();
     if (wasAdmitted) {
       // The connection that was just lost had been let in: count afresh.
       this.attempt = 0;
+      // With a token, the server holds the place from now on; failed
+      // attempts after this do not move the deadline.
+      this.held =
+        this.token === null ? null : { since: now, until: this.graceS === null ? null : now + this.graceS * 1000 };
     }
     const delayMs = this.backoff;
     this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
-    this.setPhase({ kind: "retrying", reason, attempt: this.attempt + 1, delayMs, at: Date.now() + delayMs });
+    this.setPhase({
+      kind: "retrying",
+      reason,
+      attempt: this.attempt + 1,
+      delayMs,
+      at: now + delayMs,
+      dropped: wasAdmitted,
+    });
     this.timer = setTimeout(() => {
       this.timer = null;
       this.connect();

@@ -80,6 +80,41 @@ export function seconds(ms: number): string {
   return `${Number.isInteger(s) ? s : s.toFixed(1)} s`;
 }
 
+/** A time left, whole seconds rounded up: `27 s`, `4 min 7 s`. */
+export function timeLeft(ms: number): string {
+  const total = Math.max(0, Math.ceil(ms / 1000));
+  const m = Math.floor(total / 60);
+  const s = total % 60;
+  if (m === 0) {
+    return `${s} s`;
+  }
+  return s === 0 ? `${m} min` : `${m} min ${s} s`;
+}
+
+/**
+ * An estimated wait, as roughly as it is known: `about 8 s`, `about 40 s`
+ * (in fives from 10 s), `about 2 min`, `about 1 h 20 min` (in fives of
+ * minutes from an hour); empty for no usable number.
+ */
+export function aboutWait(s: number): string {
+  if (!Number.isFinite(s) || s < 0) {
+    return "";
+  }
+  if (s < 10) {
+    return `about ${Math.max(1, Math.ceil(s))} s`;
+  }
+  if (s < 55) {
+    return `about ${Math.ceil(s / 5) * 5} s`;
+  }
+  if (s < 3570) {
+    return `about ${Math.max(1, Math.round(s / 60))} min`;
+  }
+  const minutes = Math.round(s / 300) * 5;
+  const h = Math.floor(minutes / 60);
+  const m = minutes % 60;
+  return m === 0 ? `about ${h} h` : `about ${h} h ${m} min`;
+}
+
 /**
  * Characters shown as escapes in text: C0 and C1 controls, DEL, the
  * bidirectional controls and the line and paragraph separators. A newline in a

@@ -7,7 +7,16 @@
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import { after, before, test } from "node:test";
-import { PHONE, TcpClient, eventually, joinAs, launchBrowser, skipReason, startServer } from "./support.js";
+import {
+  PHONE,
+  TcpClient,
+  eventually,
+  joinAs,
+  launchBrowser,
+  skipReason,
+  startRelay,
+  startServer,
+} from "./support.js";
 
 const skip = skipReason();
 const AXE = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
@@ -15,15 +24,18 @@ const AXE = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
 const PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
 
 let server;
+let relay;
 const browsers = [];
 
 before(async () => {
   if (skip) return;
   server = await startServer({ args: ["--max-active", "1"] });
+  relay = await startRelay(server.webPort);
 });
 
 after(async () => {
   for (const b of browsers) await b.close();
+  await relay?.close();
   await server?.stop();
 });
 
@@ -104,3 +116,48 @@ for (const colorScheme of ["light", "dark"]) {
     assert.deepEqual(found, []);
   });
 }
+
+test("the expected wait and a held place pass axe", { skip: skip ?? false }, async () => {
+  // Six promotions through the one seat, so that the server estimates waits.
+  let member = await TcpClient.join(server.port, "cycle-0");
+  for (let i = 1; i <= 6; i += 1) {
+    const next = await TcpClient.connect(server.port);
+    next.send({ type: "hello", name: `cycle-${i}` });
+    await next.nextType("queued");
+    await member.leave();
+    await next.nextType("welcome");
+    member = next;
+  }
+  for (const colorScheme of ["light", "dark"]) {
+    const browser = await launchBrowser({ colorScheme, bypassCSP: true });
+    browsers.push(browser);
+    const found = [];
+    // Through the relay, whose connections the test cuts.
+    const page = await browser.open(relay.url);
+    const status = () => page.locator("#status").textContent();
+    const held = async (where) => {
+      relay.down();
+      relay.cut();
+      await eventually("the held place", async () => /your place is held for/.test(await status()));
+      found.push(...(await audit(page, where)));
+      relay.up();
+    };
+    await joinAs(page, `held-${colorScheme}`);
+    await page.locator("#queue-eta").waitFor({ state: "visible" });
+    found.push(...(await audit(page, "queue (expected wait)")));
+    await held("queue (place held)");
+    await eventually("queued again", async () => (await status()).includes("waiting in the queue"), 20_000);
+
+    await member.leave();
+    await page.locator("#room-screen").waitFor({ state: "visible" });
+    await held("room (place held)");
+    await eventually("back in the room", async () => (await status()).startsWith("connected as"), 20_000);
+    found.push(...(await audit(page, "room (place taken back)")));
+    await page.getByRole("button", { name: "Leave" }).click();
+    await page.locator("#left-screen").waitFor({ state: "visible" });
+    // Someone takes the seat, so that the next page waits again.
+    member = await TcpClient.join(server.port, `seat-${colorScheme}`);
+    assert.deepEqual(found, []);
+  }
+  member.close();
+});

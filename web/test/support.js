@@ -82,10 +82,11 @@ export function freePort() {
 
 /**
  * Starts `anteroom serve` on 127.0.0.1: the chat and metrics listeners on
- * port 0 (or `listen`), the web listener on `webPort`, with `args` added.
- * Resolves once the server has logged the address of its TCP listener.
+ * port 0 (or `listen`), the web listener on `webPort`, with `args` added and
+ * `env` (`ANTEROOM_*` settings) set. Resolves once the server has logged the
+ * address of its TCP listener.
  */
-export async function startServer({ webPort, listen = "127.0.0.1:0", args = [] } = {}) {
+export async function startServer({ webPort, listen = "127.0.0.1:0", args = [], env: settings = {} } = {}) {
   webPort ??= await freePort();
   const env = {};
   for (const [key, value] of Object.entries(process.env)) {
@@ -100,7 +101,7 @@ export async function startServer({ webPort, listen = "127.0.0.1:0", args = [] }
     ANTEROOM_MAX_CONNECTIONS_PER_IP: "0",
     ANTEROOM_CONNECTION_RATE_PER_IP: "0",
     ANTEROOM_STORE: "memory",
-  });
+  }, settings);
   // Uploaded files go to a directory of each server's own, unless a test
   // names one: tests never share files, nor leave them behind.
   const ownDir = args.includes("--data-dir") ? null : await mkdtemp(join(tmpdir(), "anteroom-data-"));
@@ -289,6 +290,70 @@ export class TcpClient {
   }
 }
 
+// ---------------------------------------------------------------- a network that fails
+
+/**
+ * A TCP relay in front of the web listener, for a page opened at its `url`:
+ * `cut()` drops every connection through it at once (a reset on both sides,
+ * no WebSocket close, no `bye`, as when a network fails), and between
+ * `down()` and `up()` it accepts nothing, as an unreachable server.
+ */
+export async function startRelay(targetPort) {
+  const pairs = new Set();
+  let open = true;
+  const server = net.createServer((client) => {
+    if (!open) {
+      client.resetAndDestroy();
+      return;
+    }
+    const upstream = net.connect(targetPort, "127.0.0.1");
+    const pair = { client, upstream };
+    pairs.add(pair);
+    const end = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const socket of [client, upstream]) {
+      socket.on("error", end);
+      socket.on("close", end);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", resolve);
+  });
+  const { port } = server.address();
+  return {
+    port,
+    url: `http://127.0.0.1:${port}/`,
+    /** How many connections go through it now. */
+    get connections() {
+      return pairs.size;
+    },
+    cut() {
+      for (const { client, upstream } of [...pairs]) {
+        client.resetAndDestroy();
+        upstream.resetAndDestroy();
+      }
+      pairs.clear();
+    },
+    down() {
+      open = false;
+    },
+    up() {
+      open = true;
+    },
+    async close() {
+      open = false;
+      this.cut();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
 // ---------------------------------------------------------------- the browser
 
 export const CHROMIUM_ARGS = [
@@ -340,6 +405,24 @@ export async function launchBrowser({ colorScheme = "light", bypassCSP = false }
       await rm(profile, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Records the frames of every WebSocket the page opens, decoded:
+ * `{ sent: [...], received: [...] }`, pings and pongs left out.
+ */
+export function recordFrames(page) {
+  const record = { sent: [], received: [] };
+  const add = (list, payload) => {
+    if (typeof payload === "string") return;
+    const frame = decode(payload);
+    if (frame.type !== "ping" && frame.type !== "pong") list.push(frame);
+  };
+  page.on("websocket", (ws) => {
+    ws.on("framesent", ({ payload }) => add(record.sent, payload));
+    ws.on("framereceived", ({ payload }) => add(record.received, payload));
+  });
+  return record;
 }
 
 /** Types a name on the name screen and presses Enter. */
