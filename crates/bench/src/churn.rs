@@ -4,6 +4,14 @@
 //! positions: never going up, and never more than one second stale. The
 //! position a client should have is exact: its position on entry minus the
 //! promotions seen since (nobody ahead of it leaves the queue).
+//!
+//! Each mode (`--modes`) is one run against a fresh server, side by side:
+//! `v1` clients ask for nothing, so every member gets a `joined` and a
+//! `left` per departure; `batch` clients ask for `presence_batch` and
+//! `eta`, and the bench also measures how good the wait estimates were:
+//! for each client promoted during the measured part, the first `eta_s` it
+//! was told against the time it then actually waited. `--bursty` makes the
+//! departures come in bursts of the same mean rate.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -17,7 +25,7 @@ use tokio::sync::mpsc;
 use super::cpu::{PinArgs, Pinning};
 use super::server::ServerUnderTest;
 use super::{connect_spread, lock, progress};
-use anteroom_client::protocol::ClientMessage;
+use anteroom_client::protocol::{ClientMessage, Feature, Features};
 use anteroom_client::{Admission, Connection, Event};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,8 +52,53 @@ pub struct Args {
     /// Use a running broker instead of starting one.
     #[arg(long)]
     pub server: Option<SocketAddr>,
+    /// What the clients ask for, one run per mode, side by side.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "v1")]
+    pub modes: Vec<Mode>,
+    /// Departures in bursts: 5 s at twice the rate, then 5 s without, the
+    /// same mean rate.
+    #[arg(long)]
+    pub bursty: bool,
+    /// Churn before measuring: the wait estimates need a history, and the
+    /// room a steady state.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
     #[command(flatten)]
     pub cpu: PinArgs,
+}
+
+/// What the bench's clients ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Nothing: version-1 clients.
+    V1,
+    /// `presence_batch` and `eta`.
+    Batch,
+}
+
+impl Mode {
+    fn features(self) -> Features {
+        match self {
+            Mode::V1 => Features::NONE,
+            Mode::Batch => Features::NONE
+                .with(Feature::PresenceBatch)
+                .with(Feature::Eta),
+        }
+    }
+}
+
+/// Relative errors of the wait estimates: |told - waited| / waited.
+#[derive(Debug, Default)]
+struct EtaErrors(Vec<f64>);
+
+impl EtaErrors {
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+        v.get(i).copied()
+    }
 }
 
 /// One churn run.
@@ -53,6 +106,9 @@ pub struct Args {
 pub struct Report {
     pub workload: &'static str,
     pub broker: &'static str,
+    pub mode: Mode,
+    pub bursty: bool,
+    pub warmup_s: f64,
     pub members: usize,
     pub queued: usize,
     pub departure_rate: f64,
@@ -68,6 +124,11 @@ pub struct Report {
     pub server_cpu_s: f64,
     pub server_cpu_share: f64,
     pub cpu_us_per_departure: f64,
+    /// Promoted clients measured for the wait estimate's accuracy.
+    pub eta_samples: usize,
+    /// Median and 90th percentile of |estimate - waited| / waited.
+    pub eta_error_p50: Option<f64>,
+    pub eta_error_p90: Option<f64>,
     /// Server and load generator on a CPU each (`--pin`).
     pub pinned: bool,
 }
@@ -79,6 +140,8 @@ struct Waiting {
     entry_position: u64,
     promotions_at_entry: u64,
     latest: u64,
+    /// The first estimate this client was told, and when.
+    eta: Option<(u64, Instant)>,
 }
 
 struct Shared {
@@ -92,10 +155,33 @@ struct Shared {
     members: Mutex<VecDeque<mpsc::Sender<()>>>,
     next_name: AtomicU64,
     server: SocketAddr,
+    features: Features,
+    /// Estimates told from here on are measured.
+    measure_from: Mutex<Option<Instant>>,
+    eta_errors: Mutex<EtaErrors>,
 }
 
-/// Runs the churn workload.
+/// Runs the churn workload, once per mode.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut reports = Vec::new();
+    for &mode in &args.modes {
+        reports.push(run_mode(&args, mode).await?);
+    }
+    if let (Some(v1), Some(batch)) = (
+        reports.iter().find(|r| r.mode == Mode::V1),
+        reports.iter().find(|r| r.mode == Mode::Batch),
+    ) {
+        println!(
+            "churn: server CPU per departure, batch / v1 = {:.3} ({:.1} µs / {:.1} µs)",
+            batch.cpu_us_per_departure / v1.cpu_us_per_departure,
+            batch.cpu_us_per_departure,
+            v1.cpu_us_per_departure
+        );
+    }
+    Ok(())
+}
+
+async fn run_mode(args: &Args, mode: Mode) -> anyhow::Result<Report> {
     let limit = super::raise_fd_limit() as usize;
     anyhow::ensure!(
         args.members + args.queued + 256 <= limit,
@@ -125,6 +211,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         members: Mutex::new(VecDeque::new()),
         next_name: AtomicU64::new(0),
         server: server.addr,
+        features: mode.features(),
+        measure_from: Mutex::new(None),
+        eta_errors: Mutex::new(EtaErrors::default()),
     });
     let waiting: Arc<Mutex<Vec<Arc<Mutex<Waiting>>>>> = Arc::new(Mutex::new(Vec::new()));
 
@@ -142,26 +231,36 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     println!(
-        "churn: {} members, {} queued, {:.0} departures/s for {:?}, server {}, {}",
+        "churn ({mode:?}{}): {} members, {} queued, {:.0} departures/s for {:?} after {:?}, server {}, {}",
+        if args.bursty { ", bursty" } else { "" },
         args.members,
         args.queued,
         args.departures,
         args.duration,
+        args.warmup,
         server.addr,
         Pinning::describe(pinning)
     );
 
     // Sample the promotion count every 100 ms, so "one second ago" is known.
     let samples: Arc<Mutex<VecDeque<(Instant, u64)>>> = Arc::new(Mutex::new(VecDeque::new()));
-    let before = server.usage();
-    let started = Instant::now();
-    let end = started + args.duration;
-    let interval = Duration::from_secs_f64(1.0 / args.departures);
+    let warm_start = Instant::now();
+    let end = warm_start + args.warmup + args.duration;
+    let bursty = args.bursty;
+    // In bursts: twice the rate for half of each period.
+    let interval = Duration::from_secs_f64(1.0 / args.departures / if bursty { 2.0 } else { 1.0 });
     let driver = {
         let shared = shared.clone();
         tokio::spawn(async move {
             let mut due = Instant::now();
             while due < end {
+                if bursty {
+                    let phase = due.duration_since(warm_start).as_secs_f64() % BURST_PERIOD_S;
+                    if phase >= BURST_PERIOD_S / 2.0 {
+                        due += Duration::from_secs_f64(BURST_PERIOD_S - phase);
+                        continue;
+                    }
+                }
                 tokio::time::sleep_until(due.into()).await;
                 let member = lock(&shared.members).pop_front();
                 if let Some(member) = member {
@@ -171,6 +270,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         })
     };
+    if !args.warmup.is_zero() {
+        let bar = progress(args.warmup.as_secs().max(1), "warming up");
+        while warm_start.elapsed() < args.warmup {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            bar.set_position(warm_start.elapsed().as_secs());
+        }
+        bar.finish_and_clear();
+    }
+    let before = server.usage();
+    let departures_before = shared.departures.load(Ordering::Relaxed);
+    let promotions_before = shared.promotions.load(Ordering::Relaxed);
+    let started = Instant::now();
+    *lock(&shared.measure_from) = Some(started);
     let mut checked = 0u64;
     let mut stale = 0u64;
     let bar = progress(args.duration.as_secs().max(1), "churning");
@@ -222,18 +334,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let after = server.usage();
     let elapsed = started.elapsed().as_secs_f64();
-    let departures = shared.departures.load(Ordering::Relaxed);
+    let departures = shared.departures.load(Ordering::Relaxed) - departures_before;
     let cpu = after.cpu_seconds - before.cpu_seconds;
     let hist = lock(&shared.promotion_ms).clone();
+    let errors = std::mem::take(&mut *lock(&shared.eta_errors));
     let report = Report {
         workload: "churn",
         broker: "anteroom",
+        mode,
+        bursty: args.bursty,
+        warmup_s: args.warmup.as_secs_f64(),
         members: args.members,
         queued: args.queued,
         departure_rate: args.departures,
         duration_s: elapsed,
         departures,
-        promotions: shared.promotions.load(Ordering::Relaxed),
+        promotions: shared.promotions.load(Ordering::Relaxed) - promotions_before,
         positions_checked: checked,
         position_went_up: shared.went_up.load(Ordering::Relaxed),
         position_stale: stale,
@@ -247,6 +363,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         } else {
             cpu * 1e6 / departures as f64
         },
+        eta_samples: errors.0.len(),
+        eta_error_p50: errors.quantile(0.5),
+        eta_error_p90: errors.quantile(0.9),
         pinned: server.pinned,
     };
     println!(
@@ -263,9 +382,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         report.server_cpu_share * 100.0,
         report.cpu_us_per_departure
     );
+    if let (Some(p50), Some(p90)) = (report.eta_error_p50, report.eta_error_p90) {
+        println!(
+            "churn: wait estimates of {} promoted clients: |estimate - waited| / waited p50 {:.3}, p90 {:.3}",
+            report.eta_samples, p50, p90
+        );
+    }
     println!("{}", serde_json::to_string(&report)?);
-    server.stop()
+    server.stop()?;
+    Ok(report)
 }
+
+/// The length of one burst and the pause after it, with `--bursty`.
+const BURST_PERIOD_S: f64 = 10.0;
 
 /// A client that joins, waits if queued, and when told to leave as a member
 /// says bye and comes back at the end of the queue under a new name.
@@ -282,7 +411,9 @@ fn spawn_client(
             let Ok(stream) = connect_spread(shared.server, n as usize).await else {
                 return;
             };
-            let mut connection = Connection::from_stream(stream);
+            let mut connection = Connection::builder()
+                .features(shared.features)
+                .from_stream(stream);
             let Ok(admission) = connection.join(&format!("u{n:07}")).await else {
                 return;
             };
@@ -291,13 +422,16 @@ fn spawn_client(
                 Admission::Welcome { .. } => {
                     lock(&shared.members).push_back(leave_tx.clone());
                 }
-                Admission::Queued { position, .. } => {
+                Admission::Queued {
+                    position, eta_s, ..
+                } => {
                     let mut w = lock(&state);
                     *w = Waiting {
                         active: true,
                         entry_position: position,
                         promotions_at_entry: shared.promotions.load(Ordering::Relaxed),
                         latest: position,
+                        eta: eta_s.map(|eta| (eta, Instant::now())),
                     };
                 }
             }
@@ -314,15 +448,34 @@ fn spawn_client(
                         return;
                     };
                     match Event::decode(&payload) {
-                        Ok(Event::Queued { position, .. }) => {
+                        Ok(Event::Queued {
+                            position, eta_s, ..
+                        }) => {
                             let mut w = lock(&state);
                             if position > w.latest {
                                 shared.went_up.fetch_add(1, Ordering::Relaxed);
                             }
                             w.latest = position;
+                            if w.eta.is_none() {
+                                w.eta = eta_s.map(|eta| (eta, Instant::now()));
+                            }
                         }
                         Ok(Event::Welcome { .. }) => {
-                            lock(&state).active = false;
+                            let told = {
+                                let mut w = lock(&state);
+                                w.active = false;
+                                w.eta.take()
+                            };
+                            let measured = *lock(&shared.measure_from);
+                            if let (Some((eta, at)), Some(from)) = (told, measured)
+                                && at >= from
+                            {
+                                let waited = at.elapsed().as_secs_f64();
+                                if waited > 0.0 {
+                                    let error = (eta as f64 - waited).abs() / waited;
+                                    lock(&shared.eta_errors).0.push(error);
+                                }
+                            }
                             shared.promotions.fetch_add(1, Ordering::Relaxed);
                             let departed = lock(&shared.departed_at).pop_front();
                             if let Some(departed) = departed {

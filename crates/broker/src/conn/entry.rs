@@ -62,6 +62,11 @@ enum Body {
         event: bool,
     },
     Run(Arc<EventRun>),
+    /// A `history` frame whose newest message has id `last_id`.
+    Page {
+        bytes: Bytes,
+        last_id: u64,
+    },
 }
 
 impl Entry {
@@ -71,6 +76,10 @@ impl Entry {
 
     pub(super) fn run(run: Arc<EventRun>) -> Self {
         Self(Body::Run(run))
+    }
+
+    pub(super) fn page(bytes: Bytes, last_id: u64) -> Self {
+        Self(Body::Page { bytes, last_id })
     }
 
     pub(super) fn reply(bytes: Bytes) -> Self {
@@ -83,7 +92,7 @@ impl Entry {
     /// The complete frames of the entry, length prefixes included.
     pub fn bytes(&self) -> &Bytes {
         match &self.0 {
-            Body::Own { bytes, .. } => bytes,
+            Body::Own { bytes, .. } | Body::Page { bytes, .. } => bytes,
             Body::Run(run) => &run.bytes,
         }
     }
@@ -91,7 +100,7 @@ impl Entry {
     /// Frames in the entry: what the outbox limit counts.
     pub(super) fn frames(&self) -> usize {
         match &self.0 {
-            Body::Own { .. } => 1,
+            Body::Own { .. } | Body::Page { .. } => 1,
             Body::Run(run) => run.count,
         }
     }
@@ -100,6 +109,7 @@ impl Entry {
     pub(crate) fn events(&self) -> u64 {
         match &self.0 {
             Body::Own { event, .. } => u64::from(*event),
+            Body::Page { .. } => 0,
             Body::Run(run) => run.count as u64,
         }
     }
@@ -108,6 +118,7 @@ impl Entry {
     pub(crate) fn last_id(&self) -> u64 {
         match &self.0 {
             Body::Own { .. } => 0,
+            Body::Page { last_id, .. } => *last_id,
             Body::Run(run) => run.last_id,
         }
     }
@@ -115,7 +126,7 @@ impl Entry {
     /// When the `say`s behind the entry's messages were read.
     pub(crate) fn posted(&self) -> &[Instant] {
         match &self.0 {
-            Body::Own { .. } => &[],
+            Body::Own { .. } | Body::Page { .. } => &[],
             Body::Run(run) => &run.posted,
         }
     }

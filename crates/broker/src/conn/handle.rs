@@ -130,7 +130,7 @@ impl Peer {
     /// `welcome` and, for a client granted `history`, the `history` that
     /// follows it with nothing in between. In that order: a client that
     /// reads its welcome and at once sends `say` must find itself a member.
-    pub fn admit(&self, welcome: Bytes, history: Option<Bytes>) {
+    pub fn admit(&self, welcome: Bytes, history: Option<(Bytes, u64)>) {
         self.state.admit();
         self.outbox.push_welcome(welcome, history);
     }

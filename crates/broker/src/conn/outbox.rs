@@ -273,10 +273,10 @@ impl Outbox {
         Push::Queued { depth }
     }
 
-    /// Queues the `welcome` (and the frame that must follow it at once, if
-    /// any) and marks the connection a member: any pending position update
+    /// Queues the `welcome` (and the `history` that must follow it at once,
+    /// if any, with the id of its newest message) and marks the connection a member: any pending position update
     /// is withdrawn so nothing `queued` follows the welcome.
-    pub fn push_welcome(&self, bytes: Bytes, then: Option<Bytes>) -> Push {
+    pub fn push_welcome(&self, bytes: Bytes, then: Option<(Bytes, u64)>) -> Push {
         let mut state = self.lock();
         if state.closing {
             return Push::Closed;
@@ -284,8 +284,8 @@ impl Outbox {
         state.member = true;
         state.position = None;
         let mut depth = self.enqueue(&mut state, Entry::reply(bytes));
-        if let Some(then) = then {
-            depth = self.enqueue(&mut state, Entry::reply(then));
+        if let Some((page, last_id)) = then {
+            depth = self.enqueue(&mut state, Entry::page(page, last_id));
         }
         Push::Queued { depth }
     }

@@ -165,7 +165,9 @@ impl RoomDelivery {
                 self.add_member(peer.clone(), name.clone());
                 let welcome = self.welcome(&peer, &name, from_queue);
                 let history = match &self.log {
-                    Some(log) if peer.features().has(Feature::History) => Some(log.on_join_frame()),
+                    Some(log) if peer.features().has(Feature::History) => {
+                        Some((log.on_join_frame(), self.ids.last()))
+                    }
                     _ => None,
                 };
                 // A member from the moment its welcome can reach it: a
@@ -192,7 +194,7 @@ impl RoomDelivery {
                 let welcome = self.welcome(&peer, &name, false);
                 let history = match &self.log {
                     Some(log) if peer.features().has(Feature::History) => {
-                        Some(log.missed_frame(after))
+                        Some((log.missed_frame(after), self.ids.last()))
                     }
                     _ => None,
                 };

@@ -3,8 +3,8 @@
 //! The estimate for the client at position `p` is `p` divided by the recent
 //! rate of promotions, rounded up to whole seconds. The rate is a moving
 //! average: promotions are counted per second over the last five minutes,
-//! and each second weighs `e^(-age / 60 s)`, so the estimate follows a
-//! change of pace within a minute or so while one quiet or busy second
+//! and each second weighs `e^(-age / 30 s)`, so the estimate follows a
+//! change of pace within half a minute or so while one quiet or busy second
 //! barely moves it.
 //!
 //! The average is taken over the time someone was waiting, not over the
@@ -27,7 +27,7 @@ pub const WINDOW: Duration = Duration::from_secs(300);
 pub const MIN_PROMOTIONS: u64 = 5;
 
 /// The time constant of the moving average.
-const TAU_S: f64 = 60.0;
+const TAU_S: f64 = 30.0;
 
 const SECONDS: usize = WINDOW.as_secs() as usize;
 
