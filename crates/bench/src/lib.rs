@@ -1,6 +1,6 @@
 //! `anteroom bench`: the load generator.
 //!
-//! Four workloads, each printing a human table and one JSON line per run:
+//! Five workloads, each printing a human table and one JSON line per run:
 //! * [`fanout`]: S members, P of them publishing at an offered rate, paced
 //!   open loop; delivery ratio, deliveries/s, latency percentiles;
 //! * [`connections`]: C idle connections, most of them queued if asked;
@@ -9,7 +9,9 @@
 //!   steady rate; position correctness, promotion latency, server CPU;
 //! * [`soak`]: hundreds of clients joining, chatting, queueing, leaving and
 //!   misbehaving at random for a long time; protocol violations seen by the
-//!   clients, the server's memory and descriptors over time.
+//!   clients, the server's memory and descriptors over time;
+//! * [`storm`]: thousands of `resume` members dropping at once and taking
+//!   their seats back; what the others saw, time until all are back.
 //!
 //! Unless `--server` names a running broker, the bench starts its own
 //! (`anteroom serve` from this executable) so it can report the server's
@@ -25,6 +27,7 @@ pub mod fanout;
 pub mod plot;
 pub mod server;
 pub mod soak;
+pub mod storm;
 pub mod transport;
 pub mod ws;
 
@@ -46,6 +49,8 @@ pub enum Workload {
     /// Clients doing everything at random for a long time, checking the
     /// protocol and the server's memory and descriptors.
     Soak(soak::Args),
+    /// Thousands of members dropping at once and taking their seats back.
+    Storm(storm::Args),
     /// Draws deliveries/s and p99 against the offered rate from fan-out
     /// sweep results (SVG).
     Plot(plot::Args),
@@ -59,6 +64,7 @@ pub async fn run(workload: Workload) -> anyhow::Result<()> {
         Workload::Connections(args) => connections::run(args).await,
         Workload::Churn(args) => churn::run(args).await,
         Workload::Soak(args) => soak::run(args).await,
+        Workload::Storm(args) => storm::run(args).await,
         Workload::Plot(args) => plot::run(args),
     }
 }
