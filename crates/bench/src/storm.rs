@@ -157,9 +157,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let (c, admission) = join(
             &shared,
             &format!("m{i:05}"),
-            Features::NONE
-                .with(Feature::Resume)
-                .with(Feature::History),
+            Features::NONE.with(Feature::Resume).with(Feature::History),
         )
         .await?;
         let Admission::Welcome {
@@ -397,9 +395,9 @@ async fn member(
     }
     drop(c);
     // Spread over the window, in an order unrelated to the drops'.
-    let spread = name.bytes().fold(0u64, |h, b| {
-        h.wrapping_mul(0x100_0000_01b3) ^ u64::from(b)
-    });
+    let spread = name
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(0x100_0000_01b3) ^ u64::from(b));
     let delay = reconnect_within.mul_f64((spread % 1000) as f64 / 1000.0);
     tokio::time::sleep(delay).await;
     // Timed from the new connection: the delay before it is the bench's.
@@ -410,11 +408,7 @@ async fn member(
         return;
     };
     let mut c = Connection::builder()
-        .features(
-            Features::NONE
-                .with(Feature::Resume)
-                .with(Feature::History),
-        )
+        .features(Features::NONE.with(Feature::Resume).with(Feature::History))
         .from_stream(stream);
     match c.rejoin(&name, &token, seen.last()).await {
         Ok(Admission::Welcome { resumed: true, .. }) => {

@@ -308,3 +308,41 @@ async fn missed_messages_beyond_a_page_are_the_newest_with_more() {
     assert_eq!(messages(&missed).len(), 3);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_token_of_a_connection_not_yet_seen_dead_takes_its_place_over() {
+    let _serial = crate::serial().await;
+    let s = TestServer::start(grace(10)).await;
+    let (mut old, welcome, _) = join_with(s.addr, "ann", FEATURES).await;
+    let token = token_of(&welcome);
+    let mut bob = Client::join(s.addr, "bob").await;
+    // The network failed, but the server has not noticed: the old
+    // connection is still open when the client comes back.
+    let mut back = Client::connect(s.addr).await;
+    resume_hello(&mut back, "ann", &token, None).await;
+    let welcome = back.recv_type("welcome").await;
+    assert_eq!(welcome["resumed"].as_bool(), Some(true), "{welcome}");
+    assert_eq!(
+        back.recv_type("history").await["messages"],
+        Value::Array(vec![])
+    );
+    // The old connection is closed; nobody saw ann leave or come back.
+    old.expect_end().await;
+    bob.say("hi").await;
+    assert_eq!(back.next_message().await["text"].as_str(), Some("hi"));
+    assert_eq!(bob.next_message().await["text"].as_str(), Some("hi"));
+    bob.expect_silence(Duration::from_millis(300)).await;
+    // A token under another name takes nothing over.
+    let mut thief = Client::connect(s.addr).await;
+    resume_hello(&mut thief, "mallory", &token_of(&welcome), None).await;
+    assert_eq!(
+        thief.recv_type("welcome").await["resumed"].as_bool(),
+        Some(false)
+    );
+    back.say("still here").await;
+    assert_eq!(
+        back.next_message().await["text"].as_str(),
+        Some("still here")
+    );
+    s.stop().await;
+}

@@ -146,6 +146,14 @@ struct Session {
 }
 
 impl Session {
+    /// A connection ending without its place held takes its resume token
+    /// with it.
+    fn forget_token(&self) {
+        if let Some(resume) = self.peer.grant().and_then(|g| g.resume.as_ref()) {
+            self.gateway.held.closed(&resume.token);
+        }
+    }
+
     /// The upload token dies with the connection.
     fn revoke_upload_token(&self) {
         if let (Some(files), Some(token)) = (
@@ -195,6 +203,7 @@ impl Drop for Session {
     /// However the session ends, a panic unwinding it included.
     fn drop(&mut self) {
         self.revoke_upload_token();
+        self.forget_token();
     }
 }
 
@@ -460,8 +469,12 @@ impl Session {
 
         // Free the seat (or queue place) before anything slow happens, or
         // hold it for a resume.
+        let held = self.peer.phase().holds_a_place() && self.hold_place(left);
+        if !held {
+            self.forget_token();
+        }
         if self.peer.phase().holds_a_place() {
-            let event = match self.hold_place(left) {
+            let event = match held {
                 true => PresenceEvent::ClientDropped {
                     id: self.peer.id,
                     reason: left,

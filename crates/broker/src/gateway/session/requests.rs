@@ -243,7 +243,7 @@ impl Session {
         // a version-1 client, and gets exactly version 1.
         let held = match (features, resume) {
             (Some(_), Some((token, _))) if self.gateway.offered.has(Feature::Resume) => {
-                self.gateway.held.take(token, name)
+                self.gateway.held.take_over(token, name).await
             }
             _ => None,
         };
@@ -279,6 +279,11 @@ impl Session {
                 token: crate::chat_log::random_hex(16).into(),
                 grace_s: self.gateway.config.resume_grace.as_secs_f64().ceil() as u64,
             });
+            if let Some(grant) = &resume_grant {
+                self.gateway
+                    .held
+                    .open(&grant.token, &self.peer, name.clone());
+            }
             self.peer.set_grant(Grant {
                 features,
                 upload_token,
