@@ -34,11 +34,22 @@ fn id_value(id: PingId) -> Value {
 /// The message written out again as a plain MessagePack map.
 fn reencode(message: &ClientMessage) -> Vec<u8> {
     match message {
-        ClientMessage::Hello { name, features } => {
+        ClientMessage::Hello {
+            name,
+            features,
+            resume,
+            last_id,
+        } => {
             let mut fields = vec![("name", name.as_ref().into())];
             if let Some(features) = features {
                 let list = features.iter().map(|f| Value::from(f.as_ref())).collect();
                 fields.push(("features", Value::Array(list)));
+            }
+            if let Some(token) = resume {
+                fields.push(("resume", token.as_ref().into()));
+            }
+            if let Some(id) = last_id {
+                fields.push(("last_id", Value::from(*id)));
             }
             map("hello", fields)
         }

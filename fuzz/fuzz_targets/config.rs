@@ -81,6 +81,7 @@ fn exercise(config: &Config) {
         Arc::new(Roster::new()),
         SHARDS.1.clone(),
         anteroom_broker::chat_log::Chat::memory(config),
+        Arc::new(anteroom_broker::room::held::HeldPlaces::new()),
         CancellationToken::new(),
     );
     let limiter = DefaultDirectRateLimiter::direct(gateway.quota);

@@ -104,6 +104,7 @@ async fn run(input: &[u8]) -> Vec<Vec<u8>> {
         roster,
         shards,
         chat,
+        held,
         components,
     } = Room::start(&config, &shutdown);
     let gateway = Arc::new(Gateway::new(
@@ -112,6 +113,7 @@ async fn run(input: &[u8]) -> Vec<Vec<u8>> {
         roster,
         shards,
         chat,
+        held,
         shutdown.clone(),
     ));
     let mut sessions = Vec::new();

@@ -223,65 +223,96 @@ fn resumable(token: &str) -> Arc<Peer> {
     peer
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_held_seat_is_taken_back_or_released_after_the_grace() {
-    let (bus, subscriptions) = Bus::new();
-    let mut room = subscriptions.room_delivery;
-    let mut queue = subscriptions.waitlist;
-    let _others = subscriptions.roster;
-    let grace = Duration::from_secs(30);
-    let shared = shared(grace);
-    let held = shared.held.clone();
-    tokio::spawn(run(
-        subscriptions.admission,
-        bus.clone(),
-        1,
-        10,
-        Entries::new(None),
-        shared,
-        CancellationToken::new(),
-    ));
-    let hold = |peer: &Arc<Peer>, token: &str| {
-        held.hold(token, held_place(peer, "ann"));
-        PresenceEvent::ClientDropped {
+/// An admission actor with a 30 s grace, and the topics it publishes on.
+struct Harness {
+    bus: Bus,
+    room: async_broadcast::Receiver<RoomEvent>,
+    queue: async_broadcast::Receiver<QueueEvent>,
+    held: Arc<HeldPlaces>,
+    _roster: async_broadcast::Receiver<RoomEvent>,
+}
+
+const GRACE: Duration = Duration::from_secs(30);
+
+impl Harness {
+    fn start(max_active: usize) -> Self {
+        let (bus, subscriptions) = Bus::new();
+        let shared = shared(GRACE);
+        let held = shared.held.clone();
+        tokio::spawn(run(
+            subscriptions.admission,
+            bus.clone(),
+            max_active,
+            10,
+            Entries::new(None),
+            shared,
+            CancellationToken::new(),
+        ));
+        Self {
+            bus,
+            room: subscriptions.room_delivery,
+            queue: subscriptions.waitlist,
+            held,
+            _roster: subscriptions.roster,
+        }
+    }
+
+    /// `name` arrives granted `resume` under `token`.
+    async fn arrive(&self, name: &str, token: &str) -> Arc<Peer> {
+        let peer = resumable(token);
+        let arrived = PresenceEvent::ClientArrived {
+            peer: peer.clone(),
+            name: name.into(),
+        };
+        self.bus.presence.publish(arrived).await.unwrap();
+        peer
+    }
+
+    /// `peer`'s connection drops, as its session holds it under `token`.
+    async fn drop_held(&self, peer: &Peer, name: &str, token: &str) {
+        self.held.hold(token, held_place(peer, name));
+        let dropped = PresenceEvent::ClientDropped {
             id: peer.id,
             reason: LeftReason::Disconnected,
-        }
-    };
-    let ann = resumable("t1");
-    let arrived = PresenceEvent::ClientArrived {
-        peer: ann.clone(),
-        name: "ann".into(),
-    };
-    bus.presence.publish(arrived).await.unwrap();
+        };
+        self.bus.presence.publish(dropped).await.unwrap();
+    }
+
+    /// A new connection takes back the place held under `token`.
+    async fn resume(&self, name: &str, token: &str, new_token: &str) -> Arc<Peer> {
+        let peer = resumable(new_token);
+        // As a session does: the name as held, whatever case it was asked in.
+        let place = self.held.take(token, name).unwrap();
+        let resumed = PresenceEvent::ClientResumed {
+            old: place.id,
+            peer: peer.clone(),
+            name: place.name.clone(),
+            after: 0,
+        };
+        self.bus.presence.publish(resumed).await.unwrap();
+        peer
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_seat_is_taken_back_or_released_after_the_grace() {
+    let mut h = Harness::start(1);
+    let ann = h.arrive("ann", "t1").await;
     assert!(matches!(
-        room.recv().await.unwrap(),
+        h.room.recv().await.unwrap(),
         RoomEvent::MemberJoined { .. }
     ));
-    let bob = resumable("t2");
-    let arrived = PresenceEvent::ClientArrived {
-        peer: bob.clone(),
-        name: "bob".into(),
-    };
-    bus.presence.publish(arrived).await.unwrap();
+    let bob = h.arrive("bob", "t2").await;
     assert!(matches!(
-        queue.recv().await.unwrap(),
+        h.queue.recv().await.unwrap(),
         QueueEvent::ClientQueued { .. }
     ));
 
     // Dropped, then back within the grace: nobody is told, bob still waits.
-    bus.presence.publish(hold(&ann, "t1")).await.unwrap();
-    tokio::time::sleep(grace - Duration::from_secs(1)).await;
-    let taken = held.take("t1", "ANN").unwrap();
-    let ann2 = resumable("t3");
-    let resumed = PresenceEvent::ClientResumed {
-        old: taken.id,
-        peer: ann2.clone(),
-        name: "ann".into(),
-        after: 0,
-    };
-    bus.presence.publish(resumed).await.unwrap();
-    match room.recv().await.unwrap() {
+    h.drop_held(&ann, "ann", "t1").await;
+    tokio::time::sleep(GRACE - Duration::from_secs(1)).await;
+    let ann2 = h.resume("ANN", "t1", "t3").await;
+    match h.room.recv().await.unwrap() {
         RoomEvent::MemberResumed { old, peer, .. } => {
             assert_eq!((old, peer.id), (ann.id, ann2.id));
         }
@@ -289,13 +320,13 @@ async fn a_held_seat_is_taken_back_or_released_after_the_grace() {
     }
     // The first hold's grace passes without effect.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(room.try_recv().is_err());
-    assert!(queue.try_recv().is_err());
+    assert!(h.room.try_recv().is_err());
+    assert!(h.queue.try_recv().is_err());
 
     // Dropped again, and never back: released as the drop, bob promoted.
-    bus.presence.publish(hold(&ann2, "t3")).await.unwrap();
+    h.drop_held(&ann2, "ann", "t3").await;
     let start = tokio::time::Instant::now();
-    match room.recv().await.unwrap() {
+    match h.room.recv().await.unwrap() {
         RoomEvent::MemberLeft { name, reason, .. } => {
             assert_eq!((&*name, reason), ("ann", LeftReason::Disconnected));
         }
@@ -303,61 +334,30 @@ async fn a_held_seat_is_taken_back_or_released_after_the_grace() {
     }
     let waited = start.elapsed();
     assert!(
-        waited >= grace && waited < grace + Duration::from_secs(1),
+        waited >= GRACE && waited < GRACE + Duration::from_secs(1),
         "{waited:?}"
     );
     assert!(
-        matches!(queue.recv().await.unwrap(), QueueEvent::ClientPromoted { id, .. } if id == bob.id)
+        matches!(h.queue.recv().await.unwrap(), QueueEvent::ClientPromoted { id, .. } if id == bob.id)
     );
-    assert!(held.is_empty());
+    assert!(h.held.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_held_queue_place_keeps_its_turn() {
-    let (bus, subscriptions) = Bus::new();
-    let mut queue = subscriptions.waitlist;
-    let _others = (subscriptions.roster, subscriptions.room_delivery);
-    let shared = shared(Duration::from_secs(30));
-    let held = shared.held.clone();
-    tokio::spawn(run(
-        subscriptions.admission,
-        bus.clone(),
-        0,
-        10,
-        Entries::new(None),
-        shared,
-        CancellationToken::new(),
-    ));
+    let mut h = Harness::start(0);
     let mut peers = Vec::new();
     for (i, name) in ["ann", "bob", "cy"].into_iter().enumerate() {
-        let peer = resumable(&format!("t{i}"));
-        let arrived = PresenceEvent::ClientArrived {
-            peer: peer.clone(),
-            name: name.into(),
-        };
-        bus.presence.publish(arrived).await.unwrap();
+        peers.push(h.arrive(name, &format!("t{i}")).await);
         assert!(matches!(
-            queue.recv().await.unwrap(),
+            h.queue.recv().await.unwrap(),
             QueueEvent::ClientQueued { .. }
         ));
-        peers.push(peer);
     }
-    held.hold("t1", held_place(&peers[1], "bob"));
-    let dropped = PresenceEvent::ClientDropped {
-        id: peers[1].id,
-        reason: LeftReason::IdleTimeout,
-    };
-    bus.presence.publish(dropped).await.unwrap();
+    h.drop_held(&peers[1], "bob", "t1").await;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let bob2 = resumable("t9");
-    let resumed = PresenceEvent::ClientResumed {
-        old: held.take("t1", "bob").unwrap().id,
-        peer: bob2.clone(),
-        name: "bob".into(),
-        after: 0,
-    };
-    bus.presence.publish(resumed).await.unwrap();
-    match queue.recv().await.unwrap() {
+    let bob2 = h.resume("bob", "t1", "t9").await;
+    match h.queue.recv().await.unwrap() {
         QueueEvent::ClientResumed { old, position, .. } => {
             assert_eq!((old, position), (peers[1].id, 2));
         }
@@ -368,73 +368,37 @@ async fn a_held_queue_place_keeps_its_turn() {
 
 #[tokio::test(start_paused = true)]
 async fn a_held_place_whose_turn_comes_enters_only_when_back() {
-    let (bus, subscriptions) = Bus::new();
-    let mut room = subscriptions.room_delivery;
-    let mut queue = subscriptions.waitlist;
-    let _roster = subscriptions.roster;
-    let shared = shared(Duration::from_secs(30));
-    let held = shared.held.clone();
-    tokio::spawn(run(
-        subscriptions.admission,
-        bus.clone(),
-        1,
-        10,
-        Entries::new(None),
-        shared,
-        CancellationToken::new(),
-    ));
-    let ann = resumable("a");
-    let arrived = PresenceEvent::ClientArrived {
-        peer: ann.clone(),
-        name: "ann".into(),
-    };
-    bus.presence.publish(arrived).await.unwrap();
+    let mut h = Harness::start(1);
+    let ann = h.arrive("ann", "a").await;
     assert!(matches!(
-        room.recv().await.unwrap(),
+        h.room.recv().await.unwrap(),
         RoomEvent::MemberJoined { .. }
     ));
-    let bob = resumable("b");
-    let arrived = PresenceEvent::ClientArrived {
-        peer: bob.clone(),
-        name: "bob".into(),
-    };
-    bus.presence.publish(arrived).await.unwrap();
+    let bob = h.arrive("bob", "b").await;
     assert!(matches!(
-        queue.recv().await.unwrap(),
+        h.queue.recv().await.unwrap(),
         QueueEvent::ClientQueued { .. }
     ));
     // bob drops while queued; ann leaves: bob's turn comes while away.
-    held.hold("b", held_place(&bob, "bob"));
-    let dropped = PresenceEvent::ClientDropped {
-        id: bob.id,
-        reason: LeftReason::Disconnected,
-    };
-    bus.presence.publish(dropped).await.unwrap();
+    h.drop_held(&bob, "bob", "b").await;
     let bye = PresenceEvent::ClientDeparted {
         id: ann.id,
         reason: LeftReason::Bye,
     };
-    bus.presence.publish(bye).await.unwrap();
+    h.bus.presence.publish(bye).await.unwrap();
     assert!(matches!(
-        room.recv().await.unwrap(),
+        h.room.recv().await.unwrap(),
         RoomEvent::MemberLeft { .. }
     ));
     assert!(
-        matches!(queue.recv().await.unwrap(), QueueEvent::ClientPromoted { id, .. } if id == bob.id)
+        matches!(h.queue.recv().await.unwrap(), QueueEvent::ClientPromoted { id, .. } if id == bob.id)
     );
     // Nobody is told bob joined while it is away.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(room.try_recv().is_err());
+    assert!(h.room.try_recv().is_err());
     // Back: it enters now, seen by all.
-    let bob2 = resumable("b2");
-    let resumed = PresenceEvent::ClientResumed {
-        old: held.take("b", "bob").unwrap().id,
-        peer: bob2.clone(),
-        name: "bob".into(),
-        after: 0,
-    };
-    bus.presence.publish(resumed).await.unwrap();
-    match room.recv().await.unwrap() {
+    let bob2 = h.resume("bob", "b", "b2").await;
+    match h.room.recv().await.unwrap() {
         RoomEvent::MemberJoined {
             peer, from_queue, ..
         } => {
