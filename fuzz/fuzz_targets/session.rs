@@ -174,6 +174,7 @@ async fn converse(config: Config, seed: u8, input: Vec<u8>) -> Vec<u8> {
         roster,
         shards,
         chat,
+        held,
         components,
     } = Room::start(&config, &shutdown);
     let gateway = Arc::new(Gateway::new(
@@ -182,6 +183,7 @@ async fn converse(config: Config, seed: u8, input: Vec<u8>) -> Vec<u8> {
         roster,
         shards,
         chat,
+        held,
         shutdown,
     ));
 
