@@ -17,7 +17,20 @@ fn spin(d: Duration) {
 #[tokio::test]
 async fn clients_killed_while_queued_leave_and_those_behind_move_up() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let s = Served::start(&["--max-active", "1", "--max-waiting", "10"], &[]).await;
+    // No grace: the chat process asks for `resume`, and a killed one would
+    // keep its place (the waiting room tests cover that).
+    let s = Served::start(
+        &[
+            "--max-active",
+            "1",
+            "--max-waiting",
+            "10",
+            "--resume-grace",
+            "0s",
+        ],
+        &[],
+    )
+    .await;
     let mut ann = s.join("ann").await;
     let mut q0 = s.queue("q0", 1).await;
     let q1 = s.queue("q1", 2).await;
