@@ -118,6 +118,9 @@ pub struct Report {
     pub positions_checked: u64,
     pub position_went_up: u64,
     pub position_stale: u64,
+    /// Checks of a client that had heard nothing for over a second since
+    /// the queue moved: the rule without the bench's counting lag.
+    pub position_unheard: u64,
     pub promotion_p50_ms: f64,
     pub promotion_p99_ms: f64,
     pub promotion_max_ms: f64,
@@ -142,6 +145,9 @@ struct Waiting {
     latest: u64,
     /// The first estimate this client was told, and when.
     eta: Option<(u64, Instant)>,
+    /// Promotions the bench had counted when this client last heard its
+    /// position (or entered).
+    promotions_at_update: u64,
 }
 
 struct Shared {
@@ -285,6 +291,7 @@ async fn run_mode(args: &Args, mode: Mode) -> anyhow::Result<Report> {
     *lock(&shared.measure_from) = Some(started);
     let mut checked = 0u64;
     let mut stale = 0u64;
+    let mut unheard = 0u64;
     let bar = progress(args.duration.as_secs().max(1), "churning");
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut next_check = started + Duration::from_secs(1);
@@ -326,6 +333,13 @@ async fn run_mode(args: &Args, mode: Mode) -> anyhow::Result<Report> {
                     if w.latest > truth + 1 {
                         stale += 1;
                     }
+                    // The same rule, free of the bench's own lag in counting
+                    // promotions (which varies with the rate): a client that
+                    // has heard nothing since a promotion counted more than a
+                    // second ago was not told in time.
+                    if then > w.promotions_at_update {
+                        unheard += 1;
+                    }
                 }
             }
         }
@@ -353,6 +367,7 @@ async fn run_mode(args: &Args, mode: Mode) -> anyhow::Result<Report> {
         positions_checked: checked,
         position_went_up: shared.went_up.load(Ordering::Relaxed),
         position_stale: stale,
+        position_unheard: unheard,
         promotion_p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
         promotion_p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
         promotion_max_ms: hist.max() as f64 / 1000.0,
@@ -369,12 +384,13 @@ async fn run_mode(args: &Args, mode: Mode) -> anyhow::Result<Report> {
         pinned: server.pinned,
     };
     println!(
-        "churn: {} departures, {} promotions; {} position checks, {} went up, {} stale; promotion p50 {:.2} ms p99 {:.2} ms max {:.2} ms; server CPU {:.2} s ({:.0}% of a core), {:.1} µs per departure",
+        "churn: {} departures, {} promotions; {} position checks, {} went up, {} stale, {} unheard for over 1 s; promotion p50 {:.2} ms p99 {:.2} ms max {:.2} ms; server CPU {:.2} s ({:.0}% of a core), {:.1} µs per departure",
         report.departures,
         report.promotions,
         report.positions_checked,
         report.position_went_up,
         report.position_stale,
+        report.position_unheard,
         report.promotion_p50_ms,
         report.promotion_p99_ms,
         report.promotion_max_ms,
@@ -432,6 +448,7 @@ fn spawn_client(
                         promotions_at_entry: shared.promotions.load(Ordering::Relaxed),
                         latest: position,
                         eta: eta_s.map(|eta| (eta, Instant::now())),
+                        promotions_at_update: shared.promotions.load(Ordering::Relaxed),
                     };
                 }
             }
@@ -456,6 +473,7 @@ fn spawn_client(
                                 shared.went_up.fetch_add(1, Ordering::Relaxed);
                             }
                             w.latest = position;
+                            w.promotions_at_update = shared.promotions.load(Ordering::Relaxed);
                             if w.eta.is_none() {
                                 w.eta = eta_s.map(|eta| (eta, Instant::now()));
                             }
