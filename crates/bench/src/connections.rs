@@ -21,6 +21,7 @@ use super::transport::{
     Dialer, HANDSHAKE_TIMEOUT, Stream, TestCertificate, Transport, plan, udp_receive_buffer_errors,
 };
 use super::{ms, progress};
+use anteroom_client::protocol::Features;
 use anteroom_client::transport::{BoxRead, BoxWrite};
 use anteroom_client::{Admission, AnyConnection, Connection};
 
@@ -33,9 +34,24 @@ pub struct Args {
     /// Room capacity; the rest wait in the queue.
     #[arg(long, default_value_t = 1000)]
     pub max_active: usize,
-    /// How long to hold them once all are connected.
+    /// Every connection a member: the room's capacity above the connection
+    /// count (overrides `--max-active`). The storm of joins is then one of
+    /// rosters and `joined` frames.
+    #[arg(long)]
+    pub all_members: bool,
+    /// Version 1.1 features the anteroom clients ask for (for example
+    /// `presence_batch`); none by default.
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
+    /// How long to hold them once all are connected before the server's
+    /// memory is read.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub hold: Duration,
+    /// Then how much longer to hold them idle before reading the memory
+    /// again (0: no second reading): what the server gives back after a
+    /// storm.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub idle: Duration,
     /// Connects in flight at once.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub concurrency: u32,
@@ -83,9 +99,18 @@ pub struct Report {
     /// UDP datagrams dropped for a full socket receive buffer during the
     /// connect phase, machine-wide (QUIC's lost packets).
     pub udp_receive_buffer_errors: Option<u64>,
+    /// Seconds from the first connect to the last connection ready: with
+    /// `--all-members`, the time for the whole room to be ready.
+    pub ready_s: f64,
+    /// The version 1.1 features the anteroom clients asked for.
+    pub features: Vec<String>,
     pub server_rss_before_mb: f64,
+    /// Read `--hold` after the last connection was ready.
     pub server_rss_after_mb: f64,
     pub bytes_per_connection: f64,
+    /// Read again after `--idle` more (null without it).
+    pub server_rss_idle_mb: Option<f64>,
+    pub bytes_per_connection_idle: Option<f64>,
     /// Server and load generator on a CPU each (`--pin`).
     pub pinned: bool,
 }
@@ -102,10 +127,92 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// An established idle connection to any of the brokers.
 enum Held {
-    Anteroom(#[allow(dead_code)] Connection),
     /// Anteroom over TLS or QUIC.
     Encrypted(#[allow(dead_code)] AnyConnection),
     Raw(#[allow(dead_code)] tokio::net::TcpStream),
+    /// Anteroom over plain TCP, read by a task that discards what it is
+    /// sent (the room's `joined` frames), as a real client reads them.
+    Draining(#[allow(dead_code)] Drain),
+}
+
+/// The task reading a member's connection; ended with the connection.
+struct Drain(tokio::task::AbortHandle);
+
+impl Drop for Drain {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The `type` of an anteroom frame's payload, read without decoding the
+/// rest (a `welcome` may list thousands of names): anteroom encodes it as
+/// the first key.
+fn frame_type(payload: &[u8]) -> Option<&str> {
+    let mut cursor = payload;
+    rmp::decode::read_map_len(&mut cursor).ok()?;
+    let (key, rest) = rmp::decode::read_str_from_slice(cursor).ok()?;
+    if key != "type" {
+        return None;
+    }
+    rmp::decode::read_str_from_slice(rest)
+        .ok()
+        .map(|(kind, _)| kind)
+}
+
+/// Joins anteroom over plain TCP on raw frames, so that the load generator
+/// spends on a `welcome` what a read of its bytes costs and no more: sends
+/// `hello` and reads frames until `welcome` (true) or `queued` (false).
+/// What follows is read and discarded by a task of its own.
+async fn raw_join(
+    mut stream: tokio::net::TcpStream,
+    name: &str,
+    features: &[String],
+) -> anyhow::Result<(Held, bool)> {
+    use anteroom_client::protocol::{ClientMessage, ServerMessage};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hello = ClientMessage::Hello {
+        name: name.into(),
+        features: (!features.is_empty())
+            .then(|| features.iter().map(|f| f.as_str().into()).collect()),
+        last_id: None,
+        resume: None,
+    };
+    stream.write_all(&hello.to_frame()).await?;
+    let mut buf = Vec::with_capacity(4096);
+    let welcomed = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        let mut chunk = [0u8; 8192];
+        loop {
+            while buf.len() >= 4 {
+                let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                if buf.len() < 4 + len {
+                    break;
+                }
+                let payload = &buf[4..4 + len];
+                let answer = match frame_type(payload) {
+                    Some("welcome") => Some(true),
+                    Some("queued") => Some(false),
+                    Some("bye" | "error") => {
+                        anyhow::bail!("refused: {:?}", ServerMessage::decode(payload))
+                    }
+                    _ => None,
+                };
+                buf.drain(..4 + len);
+                if let Some(answer) = answer {
+                    return Ok(answer);
+                }
+            }
+            let n = stream.read(&mut chunk).await?;
+            anyhow::ensure!(n > 0, "the server closed the connection before welcome");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer to hello within {HANDSHAKE_TIMEOUT:?}"))??;
+    let task = tokio::spawn(async move {
+        let mut chunk = [0u8; 4096];
+        while matches!(stream.read(&mut chunk).await, Ok(n) if n > 0) {}
+    });
+    Ok((Held::Draining(Drain(task.abort_handle())), welcomed))
 }
 
 /// Opens one connection and completes the broker's handshake, so that the
@@ -117,6 +224,7 @@ async fn open(
     broker: Broker,
     dialer: &Dialer,
     i: usize,
+    features: &[String],
 ) -> anyhow::Result<(Held, bool, Duration, Instant)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let started = Instant::now();
@@ -126,11 +234,8 @@ async fn open(
             let name = format!("c{i:06}");
             let (held, admission) = match stream {
                 Stream::Tcp(stream) => {
-                    let mut connection = Connection::builder()
-                        .join_timeout(HANDSHAKE_TIMEOUT)
-                        .from_stream(stream);
-                    let admission = connection.join(&name).await?;
-                    (Held::Anteroom(connection), admission)
+                    let (held, welcomed) = raw_join(stream, &name, features).await?;
+                    return Ok((held, welcomed, started.elapsed(), Instant::now()));
                 }
                 Stream::Ws(mut stream, read) => {
                     let (welcomed, _) = crate::ws::join(&mut stream, read, &name).await?;
@@ -143,10 +248,10 @@ async fn open(
                 }
                 Stream::Tls(tls) => {
                     let (read, write) = tokio::io::split(*tls);
-                    encrypted(Box::new(read), Box::new(write), &name).await?
+                    encrypted(Box::new(read), Box::new(write), &name, features).await?
                 }
                 Stream::Quic(send, recv) => {
-                    encrypted(Box::new(recv), Box::new(send), &name).await?
+                    encrypted(Box::new(recv), Box::new(send), &name, features).await?
                 }
             };
             let welcomed = matches!(admission, Admission::Welcome { .. });
@@ -179,9 +284,11 @@ async fn encrypted(
     read: BoxRead,
     write: BoxWrite,
     name: &str,
+    features: &[String],
 ) -> anyhow::Result<(Held, Admission)> {
     let mut connection = Connection::builder()
         .join_timeout(HANDSHAKE_TIMEOUT)
+        .features(Features::from_names(features.iter().map(String::as_str)))
         .from_halves(read, write);
     let admission = connection.join(name).await?;
     Ok((Held::Encrypted(connection), admission))
@@ -208,8 +315,13 @@ async fn run_broker(
         .transpose()?;
     let server = match broker {
         Broker::Anteroom => {
+            let max_active = if args.all_members {
+                args.connections + 1
+            } else {
+                args.max_active
+            };
             let mut settings = vec![
-                ("ANTEROOM_MAX_ACTIVE", args.max_active.to_string()),
+                ("ANTEROOM_MAX_ACTIVE", max_active.to_string()),
                 ("ANTEROOM_MAX_WAITING", args.connections.to_string()),
                 ("ANTEROOM_HEARTBEAT_INTERVAL", "1h".into()),
                 ("ANTEROOM_IDLE_TIMEOUT", "2h".into()),
@@ -246,8 +358,9 @@ async fn run_broker(
         let permit = semaphore.clone().acquire_owned().await?;
         let bar = bar.clone();
         let dialer = dialer.clone();
+        let features = args.features.clone();
         tasks.push(tokio::spawn(async move {
-            let held = open(broker, &dialer, i).await;
+            let held = open(broker, &dialer, i, &features).await;
             drop(permit);
             bar.inc(1);
             held
@@ -300,6 +413,13 @@ async fn run_broker(
     };
     tokio::time::sleep(args.hold).await;
     let after = server.usage();
+    let idle = if args.idle.is_zero() {
+        None
+    } else {
+        tokio::time::sleep(args.idle).await;
+        Some(server.usage())
+    };
+    let grown = |rss: u64| rss.saturating_sub(before.rss_bytes) as f64 / connected as f64;
     let per_connection =
         |cpu_s: f64| (connected > 0 && cpu_s > 0.0).then(|| cpu_s * 1e6 / connected as f64);
     let report = Report {
@@ -317,19 +437,31 @@ async fn run_broker(
         loadgen_cpu_us_per_connection: per_connection(own_cpu),
         server_cpu_us_per_connection: server_cpu.and_then(per_connection),
         udp_receive_buffer_errors: udp_drops,
+        ready_s: last_ready.as_secs_f64(),
+        features: if broker == Broker::Anteroom {
+            args.features.clone()
+        } else {
+            Vec::new()
+        },
         server_rss_before_mb: before.rss_bytes as f64 / 1e6,
         server_rss_after_mb: after.rss_bytes as f64 / 1e6,
-        bytes_per_connection: after.rss_bytes.saturating_sub(before.rss_bytes) as f64
-            / connected as f64,
+        bytes_per_connection: grown(after.rss_bytes),
+        server_rss_idle_mb: idle.as_ref().map(|u| u.rss_bytes as f64 / 1e6),
+        bytes_per_connection_idle: idle.as_ref().map(|u| grown(u.rss_bytes)),
         pinned: server.pinned,
     };
     println!(
-        "connections on {} over {}{} ({}): {} held ({} in the room, {} queued, {} failed), {:.0} ready/s with {} in flight (each p50 {} ms, p99 {} ms; CPU per connection: server {} µs, load generator {} µs), server RSS {:.1} MB -> {:.1} MB, {:.0} bytes per connection{}",
+        "connections on {} over {}{}{} ({}): {} held ({} in the room, {} queued, {} failed), {:.0} ready/s with {} in flight, all ready in {:.2} s (each p50 {} ms, p99 {} ms; CPU per connection: server {} µs, load generator {} µs), server RSS {:.1} MB -> {:.1} MB, {:.0} bytes per connection{}{}",
         report.broker,
         report.transport,
         dialer
             .protection()
             .map_or_else(String::new, |p| format!(" ({p})")),
+        if report.features.is_empty() {
+            String::new()
+        } else {
+            format!(" with {}", report.features.join(","))
+        },
         Pinning::describe(pinning),
         connected,
         report.in_room,
@@ -337,6 +469,7 @@ async fn run_broker(
         report.failed,
         report.connect_per_s,
         report.concurrency,
+        report.ready_s,
         ms((report.connect_p50_ms * 1000.0) as u64),
         ms((report.connect_p99_ms * 1000.0) as u64),
         per_connection_text(report.server_cpu_us_per_connection),
@@ -344,6 +477,12 @@ async fn run_broker(
         report.server_rss_before_mb,
         report.server_rss_after_mb,
         report.bytes_per_connection,
+        report
+            .bytes_per_connection_idle
+            .map_or_else(String::new, |b| format!(
+                ", {b:.0} after {} idle",
+                humantime::format_duration(args.idle)
+            )),
         if server.measurable() {
             ""
         } else {

@@ -6,6 +6,7 @@ pub mod client;
 pub mod codec;
 pub mod disposition;
 pub mod features;
+pub mod roster;
 pub mod server;
 pub mod shape;
 pub mod text;
@@ -13,6 +14,7 @@ pub mod text;
 pub use client::{ClientMessage, DecodeError};
 pub use codec::{FrameDecoder, FrameError, frame_codec};
 pub use features::{Feature, Features};
+pub use roster::EncodedNames;
 pub use server::{
     Attachment, ByeReason, ErrorCode, LeftReason, PingId, PresenceLeft, ServerDecodeError,
     ServerMessage,

@@ -5,16 +5,20 @@
 //! (up to a batch) are encoded back to back into one buffer, an
 //! [`EventRun`], and each member is handed that run once: a member costs one
 //! outbox push and one slice of one `writev` per pass, not one per event, so
-//! under load a member's writes grow fuller instead of more frequent. It
-//! never waits on a member: a member whose outbox is full is cut off
-//! (`disconnect`) or skipped and told with `gap` (`skip`).
+//! under load a member's writes grow fuller instead of more frequent. Joins
+//! and leaves do not end a pass: one that entered mid-pass is handed the
+//! run's tail from its entry, one that left its head up to its departure
+//! (slices of the same buffer), so a join storm costs each member one push
+//! per pass, not one per join. It never waits on a member: a member whose
+//! outbox is full is cut off (`disconnect`) or skipped and told with `gap`
+//! (`skip`).
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_broadcast::Receiver;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
 use crate::bus::RoomEvent;
@@ -26,7 +30,7 @@ use crate::conn::shards::Shards;
 use crate::room::presence::PresenceBatch;
 use crate::telemetry::metrics;
 use anteroom_protocol::server::{WELCOME_DIRECT, WELCOME_FROM_QUEUE};
-use anteroom_protocol::{Feature, ServerMessage};
+use anteroom_protocol::{EncodedNames, Feature, ServerMessage};
 
 struct Member {
     id: ConnId,
@@ -36,6 +40,35 @@ struct Member {
     batched: bool,
     /// Entered while the pending presence batch was open, at this mark.
     mark: Option<usize>,
+    /// Entered during the current pass, at this cut: it is handed only the
+    /// part of the pass after it.
+    entered: Option<usize>,
+}
+
+/// A member that left during the current pass: it is still handed the part
+/// of the pass before its departure.
+struct Departed {
+    peer: Arc<Peer>,
+    batched: bool,
+    /// The part of the pass it saw: from its entry (`None`: the start) to
+    /// the cut at its departure.
+    entered: Option<usize>,
+    left: usize,
+}
+
+/// A point in the pending pass where membership changed: how far each of
+/// its two views (with and without joins and leaves) had come.
+#[derive(Clone, Copy, Default)]
+struct Cut {
+    bytes: usize,
+    count: usize,
+    /// The same point in the `presence_batch` view.
+    view_bytes: usize,
+    view_count: usize,
+    /// Messages (their read times) before the cut.
+    posted: usize,
+    /// The id of the last message before the cut (0: none in the pass).
+    last_id: u64,
 }
 
 /// Room delivery's state: members in join order and the last message id.
@@ -67,6 +100,13 @@ pub struct RoomDelivery {
     presence_interval: Duration,
     /// Members taking `presence` frames.
     batched: usize,
+    /// Where membership changed during the pending pass.
+    cuts: Vec<Cut>,
+    /// Members that left during the pending pass.
+    departed: Vec<Departed>,
+    /// The members' names encoded for `welcome`; `None` after a departure
+    /// until the next welcome encodes them again.
+    names: Option<EncodedNames>,
 }
 
 impl RoomDelivery {
@@ -89,6 +129,9 @@ impl RoomDelivery {
             presence_opened: None,
             presence_interval: Duration::from_secs(1),
             batched: 0,
+            cuts: Vec::new(),
+            departed: Vec::new(),
+            names: Some(EncodedNames::new()),
         }
     }
 
@@ -154,15 +197,16 @@ impl RoomDelivery {
                     ts,
                 };
                 // Everything so far goes to the members before this one:
-                // its stream starts with its welcome.
+                // its stream starts with its welcome, then the pass's tail.
                 self.append_membership(&joined);
-                self.flush();
+                let entered = self.cut();
                 if self.batched > 0 {
                     self.presence.joined(name.clone());
                     self.presence_opened
                         .get_or_insert_with(tokio::time::Instant::now);
                 }
-                self.add_member(peer.clone(), name.clone());
+                let at = self.members.len();
+                self.insert_member(at, peer.clone(), name.clone(), Some(entered));
                 let welcome = self.welcome(&peer, &name, from_queue);
                 let history = match &self.log {
                     Some(log) if peer.features().has(Feature::History) => {
@@ -189,8 +233,11 @@ impl RoomDelivery {
                 };
                 let gone = self.members.remove(i);
                 self.batched -= usize::from(gone.batched);
+                if gone.name != name {
+                    self.names = None;
+                }
                 // Back in its place in join order.
-                self.insert_member(i, peer.clone(), name.clone());
+                self.insert_member(i, peer.clone(), name.clone(), None);
                 let welcome = self.welcome(&peer, &name, false);
                 let history = match &self.log {
                     Some(log) if peer.features().has(Feature::History) => {
@@ -208,10 +255,17 @@ impl RoomDelivery {
             } => {
                 // What came before the departure still goes to the one
                 // leaving, as it would have one event at a time.
-                self.flush();
                 if let Some(i) = self.members.iter().position(|m| m.id == id) {
                     let gone = self.members.remove(i);
                     self.batched -= usize::from(gone.batched);
+                    self.names = None;
+                    let left = self.cut();
+                    self.departed.push(Departed {
+                        peer: gone.peer,
+                        batched: gone.batched,
+                        entered: gone.entered,
+                        left,
+                    });
                 }
                 let left = ServerMessage::Left {
                     name: Cow::Borrowed(&name),
@@ -228,15 +282,38 @@ impl RoomDelivery {
         }
     }
 
-    fn add_member(&mut self, peer: Arc<Peer>, name: Arc<str>) {
-        let at = self.members.len();
-        self.insert_member(at, peer, name);
+    /// Marks a change of membership in the pending pass.
+    fn cut(&mut self) -> usize {
+        let (view_bytes, view_count) = match &self.batch_view {
+            Some((view, count)) => (view.len(), *count),
+            None => (self.pending.len(), self.pending_count),
+        };
+        self.cuts.push(Cut {
+            bytes: self.pending.len(),
+            count: self.pending_count,
+            view_bytes,
+            view_count,
+            posted: self.pending_posted.len(),
+            last_id: self.pending_last_id,
+        });
+        self.cuts.len() - 1
     }
 
-    fn insert_member(&mut self, at: usize, peer: Arc<Peer>, name: Arc<str>) {
+    fn insert_member(
+        &mut self,
+        at: usize,
+        peer: Arc<Peer>,
+        name: Arc<str>,
+        entered: Option<usize>,
+    ) {
         let batched = peer.features().has(Feature::PresenceBatch);
         self.batched += usize::from(batched);
         let mark = (batched && !self.presence.is_empty()).then(|| self.presence.mark());
+        if at == self.members.len()
+            && let Some(names) = &mut self.names
+        {
+            names.push(&name);
+        }
         self.members.insert(
             at,
             Member {
@@ -245,21 +322,26 @@ impl RoomDelivery {
                 peer,
                 batched,
                 mark,
+                entered,
             },
         );
     }
 
     /// The `welcome` for a member just (re)entered; it lists everyone.
-    fn welcome(&self, peer: &Peer, name: &str, from_queue: bool) -> bytes::Bytes {
+    fn welcome(&mut self, peer: &Peer, name: &str, from_queue: bool) -> bytes::Bytes {
+        let members = &self.members;
+        let names = self.names.get_or_insert_with(|| {
+            let mut names = EncodedNames::new();
+            for member in members {
+                names.push(&member.name);
+            }
+            names
+        });
         let grant = peer.grant();
         let resume = grant.and_then(|g| g.resume.as_ref());
-        ServerMessage::Welcome {
+        let welcome = ServerMessage::Welcome {
             name: Cow::Borrowed(name),
-            users: self
-                .members
-                .iter()
-                .map(|m| Cow::Borrowed(&*m.name))
-                .collect(),
+            users: Vec::new(),
             capacity: self.capacity,
             text: Cow::Borrowed(if from_queue {
                 WELCOME_FROM_QUEUE
@@ -274,8 +356,8 @@ impl RoomDelivery {
             resume: resume.map(|r| Cow::Borrowed(&*r.token)),
             resumed: grant.and_then(|g| g.resumed),
             resume_grace_s: resume.map(|r| r.grace_s),
-        }
-        .to_frame()
+        };
+        names.welcome_frame(&welcome)
     }
 
     fn append(&mut self, event: &ServerMessage<'_>, posted: Option<Instant>) {
@@ -295,28 +377,40 @@ impl RoomDelivery {
 
     /// Hands the events held since the last flush to every member, as one
     /// run of frames shared by all of them (and one more for
-    /// `presence_batch` members, if the pass held joins or leaves).
+    /// `presence_batch` members, if the pass held joins or leaves). Members
+    /// that entered or left mid-pass get their part of it, one run per
+    /// distinct part.
     pub fn flush(&mut self) {
         if self.pending_count == 0 {
             return;
         }
-        let posted = std::mem::take(&mut self.pending_posted);
-        let last_id = std::mem::take(&mut self.pending_last_id);
-        let batch_run = self
-            .batch_view
-            .take()
-            .map(|(view, count)| EventRun::up_to(view.freeze(), count, posted.clone(), last_id));
-        let run = EventRun::up_to(
-            self.pending.split().freeze(),
-            std::mem::take(&mut self.pending_count),
-            posted,
-            last_id,
-        );
+        let end = Cut {
+            bytes: self.pending.len(),
+            count: self.pending_count,
+            view_bytes: self.batch_view.as_ref().map_or(0, |(v, _)| v.len()),
+            view_count: self.batch_view.as_ref().map_or(0, |(_, c)| *c),
+            posted: self.pending_posted.len(),
+            last_id: self.pending_last_id,
+        };
+        let pass = Pass {
+            bytes: self.pending.split().freeze(),
+            view: self.batch_view.take().map(|(view, _)| view.freeze()),
+            posted: std::mem::take(&mut self.pending_posted),
+            cuts: std::mem::take(&mut self.cuts),
+            end,
+        };
+        self.pending_count = 0;
+        self.pending_last_id = 0;
+        let run = pass.run(None, None, false);
+        let batch_run = pass.view.is_some().then(|| pass.run(None, None, true));
+        let mut parts = Parts::default();
         let skip = self.skip;
-        for member in &self.members {
-            let run = match &batch_run {
-                Some(batch_run) if member.batched => batch_run,
-                _ => &run,
+        for member in &mut self.members {
+            let batched = member.batched && batch_run.is_some();
+            let run = match member.entered.take() {
+                Some(entered) => parts.get(&pass, Some(entered), None, batched),
+                None if batched => batch_run.as_ref().unwrap_or(&run),
+                None => &run,
             };
             if run.is_empty() {
                 continue;
@@ -330,6 +424,16 @@ impl RoomDelivery {
                 Push::Closed => {}
             }
         }
+        for gone in std::mem::take(&mut self.departed) {
+            let batched = gone.batched && batch_run.is_some();
+            let run = parts.get(&pass, gone.entered, Some(gone.left), batched);
+            if !run.is_empty() && gone.peer.outbox.push_events(run, skip) == Push::Overflow {
+                gone.peer.cut_off_slow();
+            }
+        }
+        // Its buffer back for the next pass.
+        self.cuts = pass.cuts;
+        self.cuts.clear();
     }
 
     /// When the pending presence batch is due, if one is pending.
@@ -386,6 +490,74 @@ impl RoomDelivery {
             .map(|m| m.peer.outbox.depth())
             .max()
             .unwrap_or(0)
+    }
+}
+
+/// A pass being handed out: its frames in both views, and where
+/// membership changed in it.
+struct Pass {
+    bytes: Bytes,
+    /// Without joins and leaves, for `presence_batch` members, when the
+    /// pass held any.
+    view: Option<Bytes>,
+    posted: Vec<Instant>,
+    cuts: Vec<Cut>,
+    end: Cut,
+}
+
+impl Pass {
+    /// The part of the pass between two cuts (`None`: its start, its end).
+    fn run(&self, from: Option<usize>, to: Option<usize>, batched: bool) -> Arc<EventRun> {
+        let from = from.map_or_else(Cut::default, |i| self.cuts[i]);
+        let to = to.map_or(self.end, |i| self.cuts[i]);
+        let (bytes, range, count) = match &self.view {
+            Some(view) if batched => (
+                view,
+                from.view_bytes..to.view_bytes,
+                to.view_count - from.view_count,
+            ),
+            _ => (&self.bytes, from.bytes..to.bytes, to.count - from.count),
+        };
+        // Its last message, if the part holds any.
+        let last_id = if to.last_id > from.last_id {
+            to.last_id
+        } else {
+            0
+        };
+        EventRun::up_to(
+            bytes.slice(range),
+            count,
+            self.posted[from.posted..to.posted].to_vec(),
+            last_id,
+        )
+    }
+}
+
+/// The parts of one pass handed out so far, each built once however many
+/// members share it.
+#[derive(Default)]
+struct Parts(Vec<(PartOf, Arc<EventRun>)>);
+
+/// A part of a pass: from a cut, to a cut, in the `presence_batch` view.
+type PartOf = (Option<usize>, Option<usize>, bool);
+
+impl Parts {
+    fn get(
+        &mut self,
+        pass: &Pass,
+        from: Option<usize>,
+        to: Option<usize>,
+        batched: bool,
+    ) -> &Arc<EventRun> {
+        let key = (from, to, batched);
+        let i = match self.0.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                self.0.push((key, pass.run(from, to, batched)));
+                self.0.len() - 1
+            }
+        };
+        &self.0[i].1
     }
 }
 

@@ -150,3 +150,129 @@ fn a_member_past_its_limit_is_cut_off_under_disconnect() {
         Some(anteroom_protocol::LeftReason::SlowConsumer)
     );
 }
+
+fn batch_peer() -> Arc<Peer> {
+    let peer = Arc::new(Peer::new(256));
+    peer.set_grant(crate::conn::handle::Grant {
+        features: anteroom_protocol::Features::NONE.with(Feature::PresenceBatch),
+        upload_token: None,
+        resume: None,
+        resumed: None,
+    });
+    peer
+}
+
+#[test]
+fn a_join_storm_reaches_each_member_as_one_entry_per_pass() {
+    let mut delivery = RoomDelivery::new(100, false);
+    let peers: Vec<_> = (0..20).map(|_| Arc::new(Peer::new(256))).collect();
+    for (i, peer) in peers.iter().enumerate() {
+        delivery.handle(joined(peer, &format!("u{i:02}")));
+    }
+    delivery.flush();
+    for (i, peer) in peers.iter().enumerate() {
+        let (frames, entries) = sent(peer);
+        // Its welcome, then the joins after its own, in one run.
+        assert_eq!(frames[0].0, "welcome");
+        let later: Vec<_> = frames[1..].iter().map(|(_, name)| name.clone()).collect();
+        let expected: Vec<_> = (i + 1..20).map(|j| format!("u{j:02}")).collect();
+        assert_eq!(later, expected, "member {i}");
+        assert_eq!(entries, if i == 19 { 1 } else { 2 }, "member {i}");
+    }
+}
+
+#[test]
+fn a_member_entering_and_leaving_in_one_pass_sees_only_what_came_between() {
+    let (mut delivery, a) = room_of_one(false, 256);
+    let b = Arc::new(Peer::new(256));
+    delivery.handle(said("a", "before"));
+    delivery.handle(joined(&b, "b"));
+    delivery.handle(said("a", "while"));
+    delivery.handle(left(&b, "b"));
+    delivery.handle(said("a", "after"));
+    delivery.flush();
+    assert_eq!(
+        kinds(&sent(&a).0),
+        ["before", "joined", "while", "left", "after"]
+    );
+    assert_eq!(kinds(&sent(&b).0), ["welcome", "while"]);
+}
+
+#[test]
+fn batch_members_entering_or_leaving_mid_pass_get_their_part_without_presence() {
+    let mut delivery = RoomDelivery::new(100, false);
+    let (a, b, c) = (batch_peer(), batch_peer(), Arc::new(Peer::new(256)));
+    delivery.handle(joined(&a, "a"));
+    delivery.handle(joined(&c, "c"));
+    delivery.flush();
+    delivery.flush_presence();
+    sent(&a);
+    sent(&c);
+    delivery.handle(said("c", "one"));
+    delivery.handle(joined(&b, "b"));
+    delivery.handle(said("c", "two"));
+    delivery.handle(left(&a, "a"));
+    delivery.handle(said("c", "three"));
+    delivery.flush();
+    assert_eq!(kinds(&sent(&a).0), ["one", "two"]);
+    assert_eq!(kinds(&sent(&b).0), ["welcome", "two", "three"]);
+    assert_eq!(
+        kinds(&sent(&c).0),
+        ["one", "joined", "two", "left", "three"]
+    );
+}
+
+#[test]
+fn a_part_of_a_pass_carries_the_id_of_its_own_last_message() {
+    let (mut delivery, a) = room_of_one(false, 256);
+    let b = Arc::new(Peer::new(256));
+    delivery.handle(said("a", "one"));
+    delivery.handle(joined(&b, "b"));
+    delivery.handle(left(&a, "a"));
+    delivery.flush();
+    let mut batch = Batch::default();
+    futures_util::FutureExt::now_or_never(a.outbox.next_batch(&mut batch)).unwrap();
+    assert_eq!(batch.entries.iter().map(|e| e.last_id()).max(), Some(1));
+    let mut batch = Batch::default();
+    futures_util::FutureExt::now_or_never(b.outbox.next_batch(&mut batch)).unwrap();
+    assert_eq!(
+        batch.entries.iter().map(|e| e.last_id()).max(),
+        Some(0),
+        "b was sent no message"
+    );
+}
+
+/// The `users` of the welcome the peer has waiting.
+fn welcome_users(peer: &Peer) -> Vec<String> {
+    let mut batch = Batch::default();
+    futures_util::FutureExt::now_or_never(peer.outbox.next_batch(&mut batch)).unwrap();
+    let frame = batch.frames().next().unwrap();
+    let v = rmpv::decode::read_value(&mut &frame[4..]).unwrap();
+    assert_eq!(v["type"].as_str(), Some("welcome"));
+    v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn welcomes_list_the_room_across_joins_departures_and_resumes() {
+    let mut delivery = RoomDelivery::new(100, false);
+    let peers: Vec<_> = (0..5).map(|_| Arc::new(Peer::new(256))).collect();
+    for (peer, name) in peers.iter().zip(["a", "b", "c"]) {
+        delivery.handle(joined(peer, name));
+    }
+    assert_eq!(welcome_users(&peers[2]), ["a", "b", "c"]);
+    delivery.handle(left(&peers[1], "b"));
+    delivery.handle(joined(&peers[3], "d"));
+    assert_eq!(welcome_users(&peers[3]), ["a", "c", "d"]);
+    delivery.handle(RoomEvent::MemberResumed {
+        old: peers[0].id,
+        peer: peers[4].clone(),
+        name: "a".into(),
+        after: 0,
+    });
+    assert_eq!(welcome_users(&peers[4]), ["a", "c", "d"]);
+}
