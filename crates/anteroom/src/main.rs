@@ -8,6 +8,7 @@ use anteroom_broker::server::Server;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+mod allocator;
 mod cert;
 #[cfg(test)]
 mod docs_check;
@@ -191,6 +192,12 @@ async fn healthcheck(args: HealthArgs) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
     logging::init(args.log_format);
+    if let Err(error) = allocator::return_freed_memory() {
+        tracing::warn!(
+            %error,
+            "jemalloc's background thread did not start: freed memory goes back to the system only when memory is next allocated"
+        );
+    }
     // Install the handlers before binding, so a signal can never find the
     // default action (immediate death) in place.
     let signals = Signals::install()?;

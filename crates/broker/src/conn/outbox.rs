@@ -113,11 +113,12 @@ pub struct Outbox {
 
 /// Entries a member's two buffers keep between batches: room delivery adds
 /// one run per pass, so in steady traffic they never reallocate.
-const KEPT_ENTRIES: usize = 4;
+const KEPT_ENTRIES: usize = 2;
 
 /// Capacity past which a buffer a burst (a join storm) grew is given back,
-/// down to [`KEPT_ENTRIES`]: idle members then hold well under a kilobyte.
-const SHRINK_ABOVE: usize = 16;
+/// down to [`KEPT_ENTRIES`]: idle members then hold about 200 bytes of
+/// them. A buffer that grows in steady traffic stays below it.
+const SHRINK_ABOVE: usize = 8;
 
 /// What the writer took in one go.
 #[derive(Debug, Default)]
@@ -445,7 +446,9 @@ impl Outbox {
     /// the next batch is taken.
     pub(crate) fn written(&self, batch: &mut Batch) {
         self.note_written(batch);
-        batch.entries.clear();
+        // The last batch of a burst is kept until the next one is taken,
+        // which for an idle member may be never: shrink it now.
+        Self::recycle(batch);
         let mut state = self.lock();
         state.bytes -= std::mem::take(&mut state.in_flight);
     }

@@ -203,3 +203,23 @@ async fn without_the_feature_there_is_no_warning() {
     assert!(lagging_in(&batch).is_empty());
     assert_eq!(batch.entries.len(), 8);
 }
+
+#[test]
+fn a_members_buffers_shrink_once_a_burst_is_written() {
+    let outbox = Outbox::new(1024);
+    outbox.set_member();
+    let mut batch = Batch::default();
+    for round in 0..3 {
+        for n in 0..40 {
+            outbox.push_event(frame(n), None, false);
+        }
+        assert!(outbox.take(&mut batch), "round {round}");
+        assert_eq!(batch.entries.len(), 40);
+        outbox.written(&mut batch);
+        assert!(batch.entries.capacity() <= SHRINK_ABOVE, "round {round}");
+        assert!(
+            outbox.lock().frames.capacity() <= SHRINK_ABOVE,
+            "round {round}"
+        );
+    }
+}
