@@ -2,6 +2,11 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 
+# jemalloc, the server's allocator, is built from source with make.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make=4.3-4.1 \
+    && rm -rf /var/lib/apt/lists/*
+
 # The broker's own build: the workspace without the load generator (the
 # `bench` feature), so the image carries neither plotting nor progress bars.
 # Cache mounts keep downloaded crates and compiled dependencies between builds.

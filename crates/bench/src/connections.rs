@@ -159,6 +159,73 @@ fn frame_type(payload: &[u8]) -> Option<&str> {
         .map(|(kind, _)| kind)
 }
 
+/// Payload bytes enough to read a frame's `type`.
+const PEEK: usize = 64;
+
+/// Reads the types of the frames in a byte stream, keeping no more of each
+/// than its first bytes: a `welcome` of a large room is skipped, not
+/// buffered.
+#[derive(Default)]
+struct Skimmer {
+    /// The current frame's length prefix and first payload bytes.
+    head: Vec<u8>,
+    /// Bytes of the current frame still to come, already judged.
+    skip: usize,
+}
+
+impl Skimmer {
+    /// Takes the next bytes read; `Some` once a `welcome` (true) or
+    /// `queued` (false) has been seen, an error for `bye` or `error`.
+    fn feed(&mut self, mut data: &[u8]) -> anyhow::Result<Option<bool>> {
+        use anteroom_client::protocol::ServerMessage;
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let k = self.skip.min(data.len());
+                self.skip -= k;
+                data = &data[k..];
+                continue;
+            }
+            let take = (self.wanted() - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.head.len() < self.wanted() {
+                continue;
+            }
+            let payload = &self.head[4..];
+            let answer = match frame_type(payload) {
+                Some("welcome") => Some(true),
+                Some("queued") => Some(false),
+                Some("bye" | "error") => {
+                    anyhow::bail!("refused: {:?}", ServerMessage::decode(payload))
+                }
+                _ => None,
+            };
+            self.skip = 4 + self.len() - self.head.len();
+            self.head.clear();
+            if answer.is_some() {
+                return Ok(answer);
+            }
+        }
+        Ok(None)
+    }
+
+    fn len(&self) -> usize {
+        u32::from_be_bytes([self.head[0], self.head[1], self.head[2], self.head[3]]) as usize
+    }
+
+    /// How much of the current frame to hold before judging it: its first
+    /// bytes, or all of a `bye` or `error` (to tell why).
+    fn wanted(&self) -> usize {
+        if self.head.len() < 4 {
+            return 4;
+        }
+        let peek = 4 + self.len().min(PEEK);
+        let refusal =
+            self.head.len() >= peek && matches!(frame_type(&self.head[4..]), Some("bye" | "error"));
+        if refusal { 4 + self.len() } else { peek }
+    }
+}
+
 /// Joins anteroom over plain TCP on raw frames, so that the load generator
 /// spends on a `welcome` what a read of its bytes costs and no more: sends
 /// `hello` and reads frames until `welcome` (true) or `queued` (false).
@@ -168,7 +235,7 @@ async fn raw_join(
     name: &str,
     features: &[String],
 ) -> anyhow::Result<(Held, bool)> {
-    use anteroom_client::protocol::{ClientMessage, ServerMessage};
+    use anteroom_client::protocol::ClientMessage;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let hello = ClientMessage::Hello {
         name: name.into(),
@@ -178,32 +245,15 @@ async fn raw_join(
         resume: None,
     };
     stream.write_all(&hello.to_frame()).await?;
-    let mut buf = Vec::with_capacity(4096);
+    let mut skimmer = Skimmer::default();
     let welcomed = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
-        let mut chunk = [0u8; 8192];
+        let mut chunk = [0u8; 16 * 1024];
         loop {
-            while buf.len() >= 4 {
-                let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                if buf.len() < 4 + len {
-                    break;
-                }
-                let payload = &buf[4..4 + len];
-                let answer = match frame_type(payload) {
-                    Some("welcome") => Some(true),
-                    Some("queued") => Some(false),
-                    Some("bye" | "error") => {
-                        anyhow::bail!("refused: {:?}", ServerMessage::decode(payload))
-                    }
-                    _ => None,
-                };
-                buf.drain(..4 + len);
-                if let Some(answer) = answer {
-                    return Ok(answer);
-                }
-            }
             let n = stream.read(&mut chunk).await?;
             anyhow::ensure!(n > 0, "the server closed the connection before welcome");
-            buf.extend_from_slice(&chunk[..n]);
+            if let Some(answer) = skimmer.feed(&chunk[..n])? {
+                return Ok(answer);
+            }
         }
     })
     .await
@@ -496,4 +546,64 @@ async fn run_broker(
 
 fn per_connection_text(us: Option<f64>) -> String {
     us.map_or_else(|| "-".into(), |us| format!("{us:.0}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anteroom_client::protocol::ServerMessage;
+    use std::borrow::Cow;
+
+    fn welcome(users: usize) -> Vec<u8> {
+        ServerMessage::Welcome {
+            name: "me".into(),
+            users: (0..users).map(|i| Cow::Owned(format!("u{i:05}"))).collect(),
+            capacity: 10,
+            text: "hi".into(),
+            features: None,
+            upload_token: None,
+            max_upload_bytes: None,
+            resume: None,
+            resumed: None,
+            resume_grace_s: None,
+        }
+        .to_frame()
+        .to_vec()
+    }
+
+    #[test]
+    fn skims_frames_split_anywhere() {
+        let joined = ServerMessage::Joined {
+            name: "x".into(),
+            ts: 1,
+        }
+        .to_frame();
+        let mut stream = joined.to_vec();
+        stream.extend_from_slice(&welcome(5_000));
+        stream.extend_from_slice(&joined);
+        for cut in [1, 3, 7, 100, 4_096] {
+            let mut skimmer = Skimmer::default();
+            let answers: Vec<_> = stream
+                .chunks(cut)
+                .filter_map(|c| skimmer.feed(c).unwrap())
+                .collect();
+            assert_eq!(answers, [true], "chunks of {cut}");
+            assert!(skimmer.head.capacity() < 4 + PEEK + 64, "chunks of {cut}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_read_whole() {
+        let bye = ServerMessage::Error {
+            code: anteroom_client::protocol::ErrorCode::NameTaken,
+            text: "taken ".repeat(30).into(),
+        }
+        .to_frame();
+        let mut skimmer = Skimmer::default();
+        let error = bye
+            .chunks(5)
+            .find_map(|c| skimmer.feed(c).err())
+            .expect("refused");
+        assert!(error.to_string().contains("taken taken"), "{error}");
+    }
 }
