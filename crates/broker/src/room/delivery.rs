@@ -207,6 +207,9 @@ impl RoomDelivery {
                 }
                 let at = self.members.len();
                 self.insert_member(at, peer.clone(), name.clone(), Some(entered));
+                if let Some(names) = &mut self.names {
+                    names.push(&name);
+                }
                 let welcome = self.welcome(&peer, &name, from_queue);
                 let history = match &self.log {
                     Some(log) if peer.features().has(Feature::History) => {
@@ -309,11 +312,6 @@ impl RoomDelivery {
         let batched = peer.features().has(Feature::PresenceBatch);
         self.batched += usize::from(batched);
         let mark = (batched && !self.presence.is_empty()).then(|| self.presence.mark());
-        if at == self.members.len()
-            && let Some(names) = &mut self.names
-        {
-            names.push(&name);
-        }
         self.members.insert(
             at,
             Member {

@@ -275,4 +275,15 @@ fn welcomes_list_the_room_across_joins_departures_and_resumes() {
         after: 0,
     });
     assert_eq!(welcome_users(&peers[4]), ["a", "c", "d"]);
+    // The last in join order resumes, then someone joins.
+    let (d2, e) = (Arc::new(Peer::new(256)), Arc::new(Peer::new(256)));
+    delivery.handle(RoomEvent::MemberResumed {
+        old: peers[3].id,
+        peer: d2.clone(),
+        name: "d".into(),
+        after: 0,
+    });
+    assert_eq!(welcome_users(&d2), ["a", "c", "d"]);
+    delivery.handle(joined(&e, "e"));
+    assert_eq!(welcome_users(&e), ["a", "c", "d", "e"]);
 }
