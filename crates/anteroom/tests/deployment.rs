@@ -1,5 +1,6 @@
 //! The deployment files keep the operator safe by default: only the chat
-//! and web client ports are published beyond loopback, Grafana has no default password, every
+//! and web client ports (and the cluster nodes' chat ports) are published
+//! beyond loopback, Grafana has no default password, every
 //! container has a memory limit and rotated logs.
 
 use std::path::{Path, PathBuf};
@@ -33,7 +34,15 @@ fn published_ports(text: &str) -> Vec<String> {
 #[test]
 fn only_the_chat_and_web_ports_are_published_beyond_loopback() {
     let ports = published_ports(&compose());
-    let public = ["7878:7878", "7880:7880"];
+    // The single node's chat and web ports, and the `cluster` profile's
+    // three nodes' chat ports.
+    let public = [
+        "7878:7878",
+        "7880:7880",
+        "7901:7878",
+        "7902:7878",
+        "7903:7878",
+    ];
     for port in public {
         assert!(
             ports.iter().any(|p| p == port),
@@ -52,7 +61,18 @@ fn only_the_chat_and_web_ports_are_published_beyond_loopback() {
 fn grafana_has_no_default_password_and_every_service_is_bounded() {
     let text = compose();
     assert!(!text.contains(":-admin"), "a default Grafana password");
-    let services = ["anteroom:", "prometheus:", "grafana:"];
+    // node-2 and node-3 take node-1's limits through its YAML anchor.
+    let services = [
+        "anteroom:",
+        "redis:",
+        "postgres:",
+        "node-1:",
+        "prometheus:",
+        "grafana:",
+    ];
+    for service in services {
+        assert!(text.contains(&format!("\n  {service}")), "{service}");
+    }
     let limits = text.matches("mem_limit:").count();
     let logs = text.matches("logging: *logging").count();
     assert_eq!(limits, services.len(), "every service needs a memory limit");

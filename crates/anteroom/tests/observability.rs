@@ -268,7 +268,10 @@ fn dashboard_queries() -> Vec<(String, String)> {
                 let expr = expr
                     .replace("$__rate_interval", "20s")
                     .replace("$__interval", "5s")
-                    .replace("$__range", "1m");
+                    .replace("$__range", "1m")
+                    // The deployment and node selectors, at "All".
+                    .replace("$job", ".*")
+                    .replace("$instance", ".*");
                 queries.push((title.clone(), expr));
             }
         }

@@ -154,6 +154,8 @@ async fn a_session_waiting_on_a_full_topic_still_sees_the_shutdown() {
             ts: 0,
             read_at: std::time::Instant::now(),
             attachment: None,
+            id: None,
+            logged: true,
         };
         bus.room.publish(filler).await.unwrap();
     }

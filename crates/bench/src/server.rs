@@ -66,6 +66,9 @@ pub struct ServerUnderTest {
     /// Whether the server runs on a CPU of its own (`--pin`).
     pub pinned: bool,
     child: Option<Child>,
+    /// In a cluster: the other nodes, then Redis. Their CPU and memory
+    /// count with this node's.
+    peers: Vec<ServerUnderTest>,
 }
 
 /// ERROR lines and panics in a server's output: how many, and the first few.
@@ -103,6 +106,7 @@ impl ServerUnderTest {
                 log_errors: Default::default(),
                 pinned: false,
                 child: None,
+                peers: Vec::new(),
             });
         }
         let exe = std::env::current_exe().context("locating the anteroom executable")?;
@@ -226,6 +230,7 @@ impl ServerUnderTest {
             log_errors,
             pinned: pinning.is_some(),
             child: Some(child),
+            peers: Vec::new(),
         })
     }
 
@@ -297,7 +302,41 @@ impl ServerUnderTest {
             log_errors: Default::default(),
             pinned: pinning.is_some(),
             child: Some(child),
+            peers: Vec::new(),
         })
+    }
+
+    /// A cluster of `nodes` (anteroom processes sharing `redis`), measured
+    /// as one server: CPU and memory are the sum over every process.
+    pub fn cluster(
+        mut nodes: Vec<ServerUnderTest>,
+        redis: ServerUnderTest,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!nodes.is_empty(), "a cluster needs a node");
+        let mut first = nodes.remove(0);
+        first.peers = nodes;
+        first.peers.push(redis);
+        Ok(first)
+    }
+
+    /// The chat addresses of every node (one on a single node).
+    pub fn nodes(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.addr)
+            .chain(
+                self.peers
+                    .iter()
+                    .filter(|p| p.broker == Broker::Anteroom)
+                    .map(|p| p.addr),
+            )
+            .collect()
+    }
+
+    /// Redis's CPU time now, in a cluster.
+    pub fn redis_cpu(&self) -> Option<CpuReading> {
+        self.peers
+            .iter()
+            .find(|p| p.broker == Broker::Redis)
+            .and_then(ServerUnderTest::cpu)
     }
 
     /// Where clients reach the server over `transport`.
@@ -325,17 +364,33 @@ impl ServerUnderTest {
         let Some(child) = &self.child else {
             return Usage::default();
         };
-        read_usage(child.id()).unwrap_or_default()
+        let mut usage = read_usage(child.id()).unwrap_or_default();
+        for peer in &self.peers {
+            let other = peer.usage();
+            usage.cpu_seconds += other.cpu_seconds;
+            usage.rss_bytes += other.rss_bytes;
+            usage.peak_rss_bytes += other.peak_rss_bytes;
+        }
+        usage
     }
 
     /// The server's CPU time now, for [`CpuReading::since`]; `None` when the
     /// bench did not start it.
     pub fn cpu(&self) -> Option<CpuReading> {
-        CpuReading::of(self.pid()?)
+        let mut reading = CpuReading::of(self.pid()?)?;
+        for peer in &self.peers {
+            let other = peer.cpu()?;
+            reading.total_s += other.total_s;
+            reading.threads_s = reading.threads_s.zip(other.threads_s).map(|(a, b)| a + b);
+        }
+        Some(reading)
     }
 
     /// Stops the server with SIGTERM, then waits for it.
     pub fn stop(mut self) -> anyhow::Result<()> {
+        for peer in std::mem::take(&mut self.peers) {
+            peer.stop()?;
+        }
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);

@@ -250,6 +250,9 @@ pub enum Stream {
 pub struct Dialer {
     transport: Transport,
     server: SocketAddr,
+    /// Over TCP, the nodes of a cluster: connection `i` goes to node
+    /// `i % len` (empty: all to `server`).
+    nodes: Vec<SocketAddr>,
     kind: DialerKind,
     /// What the first TLS handshake settled on: version and cipher suite.
     negotiated: std::sync::OnceLock<String>,
@@ -308,9 +311,16 @@ impl Dialer {
         Ok(Self {
             transport,
             server,
+            nodes: Vec::new(),
             kind,
             negotiated: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Spreads TCP connections over the nodes of a cluster, in turn.
+    pub fn spread_over(mut self, nodes: Vec<SocketAddr>) -> Self {
+        self.nodes = nodes;
+        self
     }
 
     /// The transport it dials.
@@ -350,7 +360,13 @@ impl Dialer {
 
     async fn connect_now(&self, index: usize) -> anyhow::Result<Stream> {
         match &self.kind {
-            DialerKind::Tcp => Ok(Stream::Tcp(tcp(self.server, index).await?)),
+            DialerKind::Tcp => {
+                let server = match self.nodes.len() {
+                    0 => self.server,
+                    n => self.nodes[index % n],
+                };
+                Ok(Stream::Tcp(tcp(server, index).await?))
+            }
             DialerKind::Ws => {
                 let mut stream = tcp(self.server, index).await?;
                 let read = crate::ws::upgrade(&mut stream, self.server)

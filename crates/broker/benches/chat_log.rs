@@ -82,7 +82,7 @@ async fn commit_rate(store: &dyn LogStore, batch: usize) -> (f64, Duration, Dura
 
 fn sqlite_config(dir: &TempDir, sync: StoreSync) -> Config {
     Config {
-        store: StoreKind::Sqlite,
+        store: Some(StoreKind::Sqlite),
         store_sync: sync,
         data_dir: dir.0.clone(),
         ..Config::default()
@@ -166,6 +166,8 @@ async fn joins_with_history(joins: usize) -> (f64, u64) {
                 ts: 0,
                 attachment: None,
                 read_at: Instant::now(),
+                id: None,
+                logged: true,
             });
         }
         delivery.flush();

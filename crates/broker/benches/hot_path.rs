@@ -66,6 +66,8 @@ fn fan_out_per_frame(runtime: &tokio::runtime::Runtime) -> f64 {
                 ts: 0,
                 read_at: Instant::now(),
                 attachment: None,
+                id: None,
+                logged: true,
             });
             // One event per pass: the most work per delivery.
             delivery.flush();

@@ -43,6 +43,12 @@ pub enum RoomEvent {
         attachment: Option<Arc<StoredFile>>,
         /// When the `say` was read, for the delivery latency histogram.
         read_at: Instant,
+        /// The message id, when the cluster's log gave it one; `None`: the
+        /// next id of this node's sequence.
+        id: Option<u64>,
+        /// Whether this node commits it to the store (in a cluster with a
+        /// shared store, only the node it was posted on does).
+        logged: bool,
     },
     /// A client entered the room, directly or from the queue.
     MemberJoined {
@@ -62,6 +68,16 @@ pub enum RoomEvent {
     },
     /// A member left the room.
     MemberLeft {
+        id: ConnId,
+        name: Arc<str>,
+        reason: LeftReason,
+        ts: u64,
+    },
+    /// In a cluster, a member of another node entered the room: a name
+    /// here, with no connection. `id` stands in for it on this node.
+    RemoteJoined { id: ConnId, name: Arc<str>, ts: u64 },
+    /// In a cluster, a member of another node left.
+    RemoteLeft {
         id: ConnId,
         name: Arc<str>,
         reason: LeftReason,

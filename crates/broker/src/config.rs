@@ -157,8 +157,8 @@ declare_config! {
     max_outbox_bytes: usize = "8388608", count(1024, MAX_OUTBOX_BYTES);
     /// Directory of the embedded chat log (`chat.sqlite3`) and of uploaded files; created if missing.
     data_dir: PathBuf = "\"anteroom-data\"", path;
-    /// The chat log: `"sqlite"` (embedded, in `data_dir`), `"memory"` (nothing kept across restarts), or a `postgres://` URL.
-    store: StoreKind = "\"sqlite\"", store_kind;
+    /// The chat log: `"sqlite"` (embedded, in `data_dir`), `"memory"` (nothing kept across restarts), or a `postgres://` URL; `""`: `sqlite` on a single node, `memory` in a cluster.
+    store: Option<StoreKind> = "\"\"", store_kind;
     /// `"normal"`: committed in batches, an application crash loses nothing delivered more than `store_flush` ago; `"full"`: also survives power loss (fsync per batch).
     store_sync: StoreSync = "\"normal\"", store_sync;
     /// The longest a delivered message waits to be committed to the chat log.
@@ -179,11 +179,20 @@ declare_config! {
     resume_grace: Duration = "\"30s\"", duration_or_off;
     /// The longest a `presence_batch` client waits for a `presence` frame.
     presence_interval: Duration = "\"1s\"", duration;
+    /// A `redis://` URL: every node with the same URL serves one room; `""`: a single node.
+    cluster_redis: Option<String> = "\"\"", redis_url;
+    /// This node's name in the cluster (letters, digits, `.`, `_`, `-`); `""`: the host name and the process id.
+    node_id: String = "\"\"", node_name;
+    /// A node that stops renewing its lease this long loses its members' seats and queue places.
+    cluster_lease: Duration = "\"15s\"", duration;
 }
 
 /// Largest `history_on_join` and `history_page_max`: a page must fit in a
 /// frame a client accepts (16 MiB) even when every message is at its largest.
 pub const MAX_HISTORY_PAGE: usize = 1000;
+
+/// Shortest `cluster_lease` in a cluster.
+pub const MIN_CLUSTER_LEASE: Duration = Duration::from_secs(2);
 
 /// Largest `history_max_messages`.
 pub const MAX_LOG_MESSAGES: usize = 1_000_000_000_000;
@@ -402,6 +411,16 @@ impl Config {
         Ok(())
     }
 
+    /// The chat log in use: `store`, or its default for the mode (`sqlite`
+    /// on a single node; `memory` in a cluster, whose log must be shared).
+    pub fn store_kind(&self) -> StoreKind {
+        match (&self.store, &self.cluster_redis) {
+            (Some(kind), _) => kind.clone(),
+            (None, None) => StoreKind::Sqlite,
+            (None, Some(_)) => StoreKind::Memory,
+        }
+    }
+
     /// Checks relations between keys that no single value can violate.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (key, on) in [
@@ -444,6 +463,22 @@ impl Config {
                 reason: format!(
                     "({}) must leave room for the frame envelope within max_frame_bytes ({}); keep it at least 64 bytes smaller",
                     self.max_message_bytes, self.max_frame_bytes
+                ),
+            });
+        }
+        if self.cluster_redis.is_some() && self.store == Some(StoreKind::Sqlite) {
+            return Err(ConfigError::Inconsistent {
+                key: "store",
+                reason: "cannot be \"sqlite\" in a cluster (cluster_redis is set): every node serves one log, so it must be shared; use a postgres:// URL, or \"memory\" to keep history in the cluster's log only".to_string(),
+            });
+        }
+        if self.cluster_redis.is_some() && self.cluster_lease < MIN_CLUSTER_LEASE {
+            return Err(ConfigError::Inconsistent {
+                key: "cluster_lease",
+                reason: format!(
+                    "({}) must be at least {} in a cluster: a node renews its lease twice a second, and a shorter lease would expire on one slow reply",
+                    humantime::format_duration(self.cluster_lease),
+                    humantime::format_duration(MIN_CLUSTER_LEASE)
                 ),
             });
         }

@@ -26,6 +26,7 @@
 pub mod bus;
 pub mod certs;
 pub mod chat_log;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod files;

@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::certs::{CertError, Certificates};
 use crate::chat_log::Chat;
+use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::config::StoreKind;
 use crate::gateway::listener::Security;
@@ -103,6 +104,9 @@ pub enum StartError {
         /// Why.
         error: crate::chat_log::StoreError,
     },
+    /// The node could not join its cluster.
+    #[error("{0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The descriptor limit leaves no room for a single connection.
     #[error(
         "the descriptor limit ({limit}) leaves no room for connections: {open} descriptors are in use and {headroom} are kept free; raise it (ulimit -n)"
@@ -118,7 +122,7 @@ pub enum StartError {
 }
 
 /// The `store` key as logs and errors show it: a URL without its password.
-fn store_shown(store: &StoreKind) -> String {
+pub(crate) fn store_shown(store: &StoreKind) -> String {
     match store {
         StoreKind::Sqlite => "\"sqlite\"".to_string(),
         StoreKind::Memory => "\"memory\"".to_string(),
@@ -178,6 +182,8 @@ pub struct Server {
     cap_from: CapFrom,
     /// The chat log and files, opened.
     chat: Chat,
+    /// The cluster this node joined, if any.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Where the connection cap comes from.
@@ -262,10 +268,14 @@ impl Server {
         let chat = Chat::open(&config)
             .await
             .map_err(|error| StartError::Store {
-                store: store_shown(&config.store),
+                store: store_shown(&config.store_kind()),
                 data_dir: config.data_dir.display().to_string(),
                 error,
             })?;
+        let cluster = match cluster::Settings::from_config(&config) {
+            Some(settings) => Some(Cluster::join(settings).await?),
+            None => None,
+        };
         Ok(Self {
             config,
             listener,
@@ -276,6 +286,7 @@ impl Server {
             metrics_listener,
             cap_from,
             chat,
+            cluster,
         })
     }
 
@@ -326,6 +337,7 @@ impl Server {
             metrics_listener,
             cap_from,
             chat,
+            cluster,
         } = self;
         let m = metrics();
         m.room_capacity.set(config.max_active as f64);
@@ -352,6 +364,11 @@ impl Server {
         log_connection_cap(config.connection_cap(), cap_from);
         let reloader = tokio::spawn(reload_on_hangup(certs.clone()));
 
+        // In a cluster, ready once the node has taken the room from Redis.
+        let ready = Arc::new(AtomicBool::new(cluster.is_none()));
+        if let Some(cluster) = &cluster {
+            info!(node = %cluster.settings.node, epoch = %cluster.epoch(), "joined the cluster");
+        }
         // A failing component shuts the server down as a signal would, but
         // must not cancel the caller's token.
         let shutdown = shutdown.child_token();
@@ -362,9 +379,13 @@ impl Server {
             chat,
             held,
             mut components,
-        } = Room::start_with(&config, &shutdown, chat);
+        } = Room::start_in(
+            &config,
+            &shutdown,
+            chat,
+            cluster.clone().map(|c| (c, ready.clone())),
+        );
 
-        let ready = Arc::new(AtomicBool::new(true));
         let http_stop = CancellationToken::new();
         components.push(Component::spawn(
             "http",
@@ -380,15 +401,18 @@ impl Server {
         components.push(upkeep);
 
         let grace = config.shutdown_grace;
-        let gateway = Arc::new(Gateway::new(
-            config,
-            bus.clone(),
-            roster,
-            shards,
-            chat,
-            held,
-            shutdown.clone(),
-        ));
+        let gateway = Arc::new(
+            Gateway::new(
+                config,
+                bus.clone(),
+                roster,
+                shards,
+                chat,
+                held,
+                shutdown.clone(),
+            )
+            .in_cluster(cluster),
+        );
         let mut failure = None;
         let tls_loop = async {
             if let Some((listener, certs)) = tls {

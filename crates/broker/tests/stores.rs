@@ -64,7 +64,7 @@ impl Place<'_> {
 
     /// Whether what is stored outlives the store.
     fn durable(&self) -> bool {
-        self.config.store != StoreKind::Memory
+        self.config.store_kind() != StoreKind::Memory
     }
 
     async fn open(&self) -> Opened {
@@ -97,7 +97,7 @@ impl Drop for Place<'_> {
 
 fn config(store: StoreKind) -> Config {
     Config {
-        store,
+        store: Some(store),
         ..Config::default()
     }
 }

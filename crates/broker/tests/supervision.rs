@@ -53,7 +53,7 @@ async fn a_component_panic_ends_the_server_with_an_error() {
         listen: "127.0.0.1:0".parse().unwrap(),
         metrics_listen: "127.0.0.1:0".parse().unwrap(),
         web_listen: None,
-        store: anteroom_broker::config::StoreKind::Memory,
+        store: Some(anteroom_broker::config::StoreKind::Memory),
         shutdown_grace: Duration::from_secs(2),
         ..Config::default()
     };

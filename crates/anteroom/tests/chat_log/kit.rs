@@ -59,7 +59,7 @@ impl Drop for TempDir {
 
 /// The SQLite store in `dir`.
 pub fn sqlite(c: &mut Config, dir: &TempDir) {
-    c.store = StoreKind::Sqlite;
+    c.store = Some(StoreKind::Sqlite);
     c.data_dir = dir.path().to_path_buf();
 }
 

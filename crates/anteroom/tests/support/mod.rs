@@ -8,6 +8,7 @@ pub mod process;
 // One throwaway-server helper for the broker's store tests and these.
 #[path = "../../../broker/tests/support/postgres.rs"]
 pub mod postgres;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -37,6 +38,18 @@ pub fn postgres_server() -> Option<postgres::Postgres> {
         Ok(pg) => Some(pg),
         Err(why) => {
             required("PostgreSQL", &why);
+            None
+        }
+    }
+}
+
+/// A Redis server of the test's own, or `None` (the test is skipped) where
+/// the machine has none to start, outside CI.
+pub fn redis_server() -> Option<redis::Redis> {
+    match redis::Redis::start() {
+        Ok(redis) => Some(redis),
+        Err(why) => {
+            required("redis-server", &why);
             None
         }
     }
@@ -74,7 +87,7 @@ impl TestServer {
             web_listen: None,
             // One `data_dir` serves one server: tests of the stores set
             // their own.
-            store: anteroom_broker::config::StoreKind::Memory,
+            store: Some(anteroom_broker::config::StoreKind::Memory),
             // Every test client comes from 127.0.0.1: the per-address
             // limits are off unless a test sets them.
             max_connections_per_ip: 0,

@@ -234,7 +234,7 @@ async fn a_web_listen_address_in_use_stops_start_up_naming_the_key() {
         listen: "127.0.0.1:0".parse().unwrap(),
         metrics_listen: "127.0.0.1:0".parse().unwrap(),
         web_listen: Some(addr),
-        store: anteroom_broker::config::StoreKind::Memory,
+        store: Some(anteroom_broker::config::StoreKind::Memory),
         ..anteroom_broker::config::Config::default()
     };
     match anteroom_broker::server::Server::bind(config).await {

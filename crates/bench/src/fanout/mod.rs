@@ -68,6 +68,11 @@ pub struct Args {
     /// `store_sync` for the sqlite store.
     #[arg(long, default_value = "normal")]
     pub store_sync: String,
+    /// anteroom nodes serving the room: above 1, a cluster over a
+    /// `redis-server` the bench starts, with the members spread over the
+    /// nodes in turn (TCP, memory store).
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
     #[command(flatten)]
     pub cpu: PinArgs,
 }
@@ -155,6 +160,30 @@ pub(crate) fn server_settings(members: usize, payload: usize) -> Vec<(&'static s
     ]
 }
 
+/// Starts `args.nodes` anteroom nodes with `settings` as one cluster over a
+/// `redis-server` of its own; unpinned (the nodes share the machine).
+fn start_cluster(
+    args: &Args,
+    settings: Vec<(&'static str, String)>,
+    transport: Transport,
+    store: Store,
+) -> anyhow::Result<ServerUnderTest> {
+    anyhow::ensure!(
+        transport == Transport::Tcp && store == Store::Memory && args.server.is_none(),
+        "--nodes above 1 runs over TCP with the memory store, on servers the bench starts"
+    );
+    let redis = ServerUnderTest::start_external(Broker::Redis, None)?;
+    let url = format!("redis://{}", redis.addr);
+    let mut nodes = Vec::new();
+    for i in 0..args.nodes {
+        let mut settings = settings.clone();
+        settings.push(("ANTEROOM_CLUSTER_REDIS", url.clone()));
+        settings.push(("ANTEROOM_NODE_ID", format!("node-{i}")));
+        nodes.push(ServerUnderTest::start(None, &settings, None)?);
+    }
+    ServerUnderTest::cluster(nodes, redis)
+}
+
 /// Runs the fan-out workload on each chosen broker and transport.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let runs = plan(args.broker, &args.transport, args.server.is_some())?;
@@ -196,7 +225,11 @@ async fn run_broker(
             settings.push(("ANTEROOM_STORE", store.name().into()));
             settings.push(("ANTEROOM_STORE_SYNC", args.store_sync.clone()));
             settings.push(("ANTEROOM_DATA_DIR", data_dir.path()));
-            ServerUnderTest::start(args.server, &settings, pinning)?
+            if args.nodes > 1 {
+                start_cluster(args, settings, transport, store)?
+            } else {
+                ServerUnderTest::start(args.server, &settings, pinning)?
+            }
         }
         other => ServerUnderTest::start_external(other, pinning)?,
     };
@@ -207,7 +240,7 @@ async fn run_broker(
         certificate.as_ref(),
         args.members + args.publishers,
     )?;
-    let dialer = Arc::new(dialer);
+    let dialer = Arc::new(dialer.spread_over(server.nodes()));
     let mut room = connect_room(args, broker, transport, dialer.clone())
         .await
         .context("filling the room")?;
@@ -218,8 +251,13 @@ async fn run_broker(
         _ => String::new(),
     };
     println!(
-        "fanout on {}{store_shown} over {}{}: {} members, {} publishing, {}-byte messages, {:?} per rate, server {}, {}{}",
+        "fanout on {}{}{store_shown} over {}{}: {} members, {} publishing, {}-byte messages, {:?} per rate, server {}, {}{}",
         broker.name(),
+        if args.nodes > 1 && broker == Broker::Anteroom {
+            format!(" ({} nodes over Redis)", args.nodes)
+        } else {
+            String::new()
+        },
         transport.name(),
         dialer
             .protection()

@@ -75,6 +75,7 @@ impl Room {
                 .reserve((rate * duration.as_secs_f64() * 1.1) as usize);
         }
         let before = server.cpu();
+        let redis_before = server.redis_cpu();
         let own_before = own_cpu_seconds();
         let udp_before = udp_receive_buffer_errors();
         let publishers = self.publishers.len();
@@ -138,6 +139,10 @@ impl Room {
             (Some(before), Some(after)) => after.since(&before),
             _ => 0.0,
         };
+        let redis_cpu = match (redis_before, server.redis_cpu()) {
+            (Some(before), Some(after)) => Some(after.since(&before)),
+            _ => None,
+        };
         let peak_rss = server.usage().peak_rss_bytes;
         let udp_drops = match (udp_before, udp_receive_buffer_errors()) {
             (Some(before), Some(after)) => Some(after.saturating_sub(before)),
@@ -181,6 +186,8 @@ impl Room {
             loadgen_cpu_s: own_cpu,
             loadgen_cpu_us_per_delivery: us_per_delivery(own_cpu, delivered),
             server_cpu_us_per_delivery: us_per_delivery(server_cpu, delivered),
+            nodes: server.nodes().len(),
+            redis_cpu_s: redis_cpu,
             udp_receive_buffer_errors: udp_drops,
             pinned: server.pinned,
             sweep: self.sweep,

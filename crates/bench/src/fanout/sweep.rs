@@ -37,7 +37,13 @@ pub(crate) struct RunReport {
     /// about equal across brokers for their figures to compare the brokers.
     pub loadgen_cpu_us_per_delivery: Option<f64>,
     /// The server's CPU per delivery; null when the bench did not start it.
+    /// In a cluster, every node's and Redis's together.
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// anteroom nodes serving the room (1: a single node).
+    pub nodes: usize,
+    /// In a cluster, Redis's own CPU over the round (included in
+    /// `server_cpu_s`).
+    pub redis_cpu_s: Option<f64>,
     /// UDP datagrams the kernel dropped for a full socket receive buffer
     /// during the round, machine-wide: QUIC's packets lost on the way in
     /// (to the server or to the members), which it then sends again.
@@ -89,6 +95,13 @@ impl RunReport {
             per_delivery(self.server_cpu_us_per_delivery),
             per_delivery(self.loadgen_cpu_us_per_delivery),
         );
+        if let Some(redis) = self.redis_cpu_s {
+            println!(
+                "          {} nodes; Redis used {redis:.2} s of CPU ({} µs per message sent)",
+                self.nodes,
+                per_delivery(crate::cpu::us_per_delivery(redis, self.sent)),
+            );
+        }
         println!("{}", serde_json::to_string(self).unwrap_or_default());
     }
 }

@@ -297,7 +297,7 @@ impl Chat {
             Some(_) => Some(Arc::new(
                 Files::open(
                     &files_dir(config),
-                    config.store == StoreKind::Memory,
+                    config.store_kind() == StoreKind::Memory,
                     std::mem::take(&mut opened.files),
                     opened.store.clone(),
                     config.max_upload_bytes as u64,
@@ -325,7 +325,7 @@ impl Chat {
 /// `memory` store, whose files are as fleeting as its log: a directory of
 /// their own under the system's temporary directory, removed at exit.
 fn files_dir(config: &Config) -> std::path::PathBuf {
-    match config.store {
+    match config.store_kind() {
         StoreKind::Memory => std::env::temp_dir().join(format!(
             "anteroom-files-{}-{}",
             std::process::id(),
@@ -339,10 +339,10 @@ fn files_dir(config: &Config) -> std::path::PathBuf {
 /// PostgreSQL server that cannot be reached, stops the start-up here with a
 /// message saying which and why.
 pub async fn open(config: &Config) -> Result<Opened, StoreError> {
-    match &config.store {
+    match config.store_kind() {
         StoreKind::Memory => Ok(memory::open()),
         StoreKind::Sqlite => sqlite::open(config).await,
-        StoreKind::Postgres(url) => postgres::open(url, config).await,
+        StoreKind::Postgres(url) => postgres::open(&url, config).await,
     }
 }
 

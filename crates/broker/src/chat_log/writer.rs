@@ -67,6 +67,18 @@ impl Sequence {
         self.0
     }
 
+    /// The id of a message: `given` (by the cluster's log), which the
+    /// sequence then continues after, or the next one.
+    pub fn take(&mut self, given: Option<u64>) -> u64 {
+        match given {
+            Some(id) => {
+                self.0 = self.0.max(id);
+                id
+            }
+            None => self.issue(),
+        }
+    }
+
     /// The last id given out.
     pub fn last(&self) -> u64 {
         self.0
@@ -113,17 +125,19 @@ async fn subscribe(
             text,
             ts,
             attachment,
+            id,
+            logged,
             ..
         } = event
         {
             let message = Logged {
-                id: ids.issue(),
+                id: ids.take(id),
                 from,
                 text,
                 ts,
                 attachment,
             };
-            if queue.try_send(message).is_err() {
+            if logged && queue.try_send(message).is_err() {
                 m.store_dropped.increment(1);
                 m.dropped_chat_log.increment(1);
                 if let Verdict::Write { suppressed } = log_budget::STORE.take() {

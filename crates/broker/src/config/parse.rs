@@ -78,14 +78,46 @@ pub(super) fn path(raw: Raw<'_>) -> Result<PathBuf, String> {
     }
 }
 
-pub(super) fn store_kind(raw: Raw<'_>) -> Result<StoreKind, String> {
+pub(super) fn store_kind(raw: Raw<'_>) -> Result<Option<StoreKind>, String> {
     match text_of(raw) {
-        Some("sqlite") => Ok(StoreKind::Sqlite),
-        Some("memory") => Ok(StoreKind::Memory),
+        Some("") => Ok(None),
+        Some("sqlite") => Ok(Some(StoreKind::Sqlite)),
+        Some("memory") => Ok(Some(StoreKind::Memory)),
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(StoreKind::Postgres(url.to_string()))
+            Ok(Some(StoreKind::Postgres(url.to_string())))
         }
-        _ => Err("expected \"sqlite\", \"memory\" or a postgres:// URL".to_string()),
+        _ => Err(
+            "expected \"sqlite\", \"memory\", a postgres:// URL, or \"\" for the default"
+                .to_string(),
+        ),
+    }
+}
+
+pub(super) fn redis_url(raw: Raw<'_>) -> Result<Option<String>, String> {
+    match text_of(raw) {
+        Some("") => Ok(None),
+        Some(url) if url.starts_with("redis://") && redis::parse_redis_url(url).is_some() => {
+            Ok(Some(url.to_string()))
+        }
+        _ => Err(
+            "expected a URL like \"redis://127.0.0.1:6379\", or \"\" for a single node".to_string(),
+        ),
+    }
+}
+
+/// A node id goes into the cluster's keys and records, which use `|` and
+/// `:` as separators.
+pub(super) fn node_name(raw: Raw<'_>) -> Result<String, String> {
+    match text_of(raw) {
+        Some(name)
+            if name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) =>
+        {
+            Ok(name.to_string())
+        }
+        _ => Err("expected up to 64 letters, digits, `.`, `_` or `-`, or \"\" for the host name and process id".to_string()),
     }
 }
 

@@ -202,3 +202,38 @@ fn every_key_is_settable_and_round_trips_its_default() {
     let names: std::collections::HashSet<_> = KEYS.iter().map(|k| k.name).collect();
     assert_eq!(names.len(), KEYS.len(), "a key is declared twice");
 }
+
+#[test]
+fn a_cluster_defaults_to_a_memory_log_and_refuses_sqlite() {
+    let single = file("").unwrap();
+    assert_eq!(single.store_kind(), StoreKind::Sqlite);
+    let cluster = file("cluster_redis = \"redis://127.0.0.1:6379\"").unwrap();
+    assert_eq!(cluster.store_kind(), StoreKind::Memory);
+    let shared =
+        file("cluster_redis = \"redis://127.0.0.1:6379\"\nstore = \"postgres://u@db/chat\"")
+            .unwrap();
+    assert!(matches!(shared.store_kind(), StoreKind::Postgres(_)));
+    let error = file("cluster_redis = \"redis://127.0.0.1:6379\"\nstore = \"sqlite\"")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("store"), "{error}");
+    let error = file("cluster_redis = \"redis://h\"\ncluster_lease = \"1s\"")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("cluster_lease"), "{error}");
+}
+
+#[test]
+fn cluster_keys_refuse_what_the_cluster_cannot_use() {
+    for bad in [
+        "cluster_redis = \"http://127.0.0.1\"",
+        "cluster_redis = \"127.0.0.1:6379\"",
+        "node_id = \"a|b\"",
+        "node_id = \"a:b\"",
+        "node_id = \"sp ace\"",
+    ] {
+        assert!(file(bad).is_err(), "{bad}");
+    }
+    let c = file("node_id = \"node-1.eu_west\"").unwrap();
+    assert_eq!(c.node_id, "node-1.eu_west");
+}

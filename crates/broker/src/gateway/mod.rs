@@ -60,6 +60,19 @@ pub struct Gateway {
     /// Refusals that get a handshake (TLS, QUIC) so they can be told
     /// `bye{server_full}`; past these, a flood is closed bare.
     pub refusals: Arc<tokio::sync::Semaphore>,
+    /// The cluster this node serves the room with: names, messages and
+    /// whispers go through it.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+}
+
+impl Gateway {
+    /// The gateway of a node of `cluster`, which grants only the features
+    /// a cluster serves.
+    pub fn in_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Self {
+        self.offered = offered(&self.chat, &self.config, cluster.is_some());
+        self.cluster = cluster;
+        self
+    }
 }
 
 /// Refusals handshaking at once (see [`Gateway::refusals`]).
@@ -93,7 +106,8 @@ impl Gateway {
             bus,
             names: Arc::new(Names::new()),
             roster,
-            offered: offered(&chat, &config),
+            offered: offered(&chat, &config, false),
+            cluster: None,
             chat,
             held,
             shutdown,
@@ -108,15 +122,20 @@ impl Gateway {
 
 /// The features this server grants: `files` only with the web listener,
 /// which carries the uploads, and `resume` only with a grace to hold
-/// places for.
-fn offered(chat: &Chat, config: &Config) -> anteroom_protocol::Features {
+/// places for. A cluster node grants neither, nor `eta`: their state (the
+/// uploaded files, the held places, the promotion rate) is its own, not
+/// the cluster's.
+fn offered(chat: &Chat, config: &Config, clustered: bool) -> anteroom_protocol::Features {
     use anteroom_protocol::{Feature, Features};
     let mut offered = Features::NONE
         .with(Feature::History)
         .with(Feature::Whisper)
-        .with(Feature::Eta)
         .with(Feature::PresenceBatch)
         .with(Feature::Lagging);
+    if clustered {
+        return offered;
+    }
+    offered = offered.with(Feature::Eta);
     if chat.files.is_some() {
         offered = offered.with(Feature::Files);
     }

@@ -30,7 +30,7 @@ use crate::conn::shards::Shards;
 use crate::room::presence::PresenceBatch;
 use crate::telemetry::metrics;
 use anteroom_protocol::server::{WELCOME_DIRECT, WELCOME_FROM_QUEUE};
-use anteroom_protocol::{EncodedNames, Feature, ServerMessage};
+use anteroom_protocol::{EncodedNames, Feature, LeftReason, ServerMessage};
 
 struct Member {
     id: ConnId,
@@ -43,6 +43,8 @@ struct Member {
     /// Entered during the current pass, at this cut: it is handed only the
     /// part of the pass after it.
     entered: Option<usize>,
+    /// Its place in the join order of the whole room (remote members too).
+    order: u64,
 }
 
 /// A member that left during the current pass: it is still handed the part
@@ -107,6 +109,11 @@ pub struct RoomDelivery {
     /// The members' names encoded for `welcome`; `None` after a departure
     /// until the next welcome encodes them again.
     names: Option<EncodedNames>,
+    /// In a cluster, the members of other nodes (stand-in id, name, place
+    /// in the join order), in join order: in every `welcome`, sent nothing.
+    remote: Vec<(ConnId, Arc<str>, u64)>,
+    /// Entries into the room so far: the join order.
+    entries: u64,
 }
 
 impl RoomDelivery {
@@ -132,6 +139,8 @@ impl RoomDelivery {
             cuts: Vec::new(),
             departed: Vec::new(),
             names: Some(EncodedNames::new()),
+            remote: Vec::new(),
+            entries: 0,
         }
     }
 
@@ -161,6 +170,8 @@ impl RoomDelivery {
                 ts,
                 attachment,
                 read_at,
+                id,
+                ..
             } => {
                 // A member's `joined` reaches everyone before its first
                 // message, in a batch too.
@@ -169,7 +180,7 @@ impl RoomDelivery {
                     self.flush_presence();
                 }
                 let message = Logged {
-                    id: self.ids.issue(),
+                    id: self.ids.take(id),
                     from,
                     text,
                     ts,
@@ -206,7 +217,9 @@ impl RoomDelivery {
                         .get_or_insert_with(tokio::time::Instant::now);
                 }
                 let at = self.members.len();
-                self.insert_member(at, peer.clone(), name.clone(), Some(entered));
+                self.entries += 1;
+                let order = self.entries;
+                self.insert_member(at, peer.clone(), name.clone(), Some(entered), order);
                 if let Some(names) = &mut self.names {
                     names.push(&name);
                 }
@@ -240,7 +253,7 @@ impl RoomDelivery {
                     self.names = None;
                 }
                 // Back in its place in join order.
-                self.insert_member(i, peer.clone(), name.clone(), None);
+                self.insert_member(i, peer.clone(), name.clone(), None, gone.order);
                 let welcome = self.welcome(&peer, &name, false);
                 let history = match &self.log {
                     Some(log) if peer.features().has(Feature::History) => {
@@ -270,18 +283,60 @@ impl RoomDelivery {
                         left,
                     });
                 }
-                let left = ServerMessage::Left {
-                    name: Cow::Borrowed(&name),
-                    reason,
-                    ts,
-                };
-                self.append_membership(&left);
-                if self.batched > 0 {
-                    self.presence.left(name, reason);
-                    self.presence_opened
-                        .get_or_insert_with(tokio::time::Instant::now);
-                }
+                self.tell_left(name, reason, ts);
             }
+            RoomEvent::RemoteJoined { id, name, ts } => self.remote_joined(id, name, ts),
+            RoomEvent::RemoteLeft {
+                id,
+                name,
+                reason,
+                ts,
+            } => self.remote_left(id, name, reason, ts),
+        }
+    }
+
+    /// A member of another node: everyone here is told, and later welcomes
+    /// list it.
+    fn remote_joined(&mut self, id: ConnId, name: Arc<str>, ts: u64) {
+        let joined = ServerMessage::Joined {
+            name: Cow::Borrowed(&name),
+            ts,
+        };
+        self.append_membership(&joined);
+        if self.batched > 0 {
+            self.presence.joined(name.clone());
+            self.presence_opened
+                .get_or_insert_with(tokio::time::Instant::now);
+        }
+        if let Some(names) = &mut self.names {
+            names.push(&name);
+        }
+        self.entries += 1;
+        self.remote.push((id, name, self.entries));
+    }
+
+    fn remote_left(&mut self, id: ConnId, name: Arc<str>, reason: LeftReason, ts: u64) {
+        let Some(i) = self.remote.iter().position(|(r, _, _)| *r == id) else {
+            return;
+        };
+        self.remote.remove(i);
+        self.names = None;
+        self.tell_left(name, reason, ts);
+    }
+
+    /// A departure, as the members here are told of it: `left`, or in the
+    /// next `presence` batch.
+    fn tell_left(&mut self, name: Arc<str>, reason: LeftReason, ts: u64) {
+        let left = ServerMessage::Left {
+            name: Cow::Borrowed(&name),
+            reason,
+            ts,
+        };
+        self.append_membership(&left);
+        if self.batched > 0 {
+            self.presence.left(name, reason);
+            self.presence_opened
+                .get_or_insert_with(tokio::time::Instant::now);
         }
     }
 
@@ -308,6 +363,7 @@ impl RoomDelivery {
         peer: Arc<Peer>,
         name: Arc<str>,
         entered: Option<usize>,
+        order: u64,
     ) {
         let batched = peer.features().has(Feature::PresenceBatch);
         self.batched += usize::from(batched);
@@ -321,6 +377,7 @@ impl RoomDelivery {
                 batched,
                 mark,
                 entered,
+                order,
             },
         );
     }
@@ -328,10 +385,19 @@ impl RoomDelivery {
     /// The `welcome` for a member just (re)entered; it lists everyone.
     fn welcome(&mut self, peer: &Peer, name: &str, from_queue: bool) -> bytes::Bytes {
         let members = &self.members;
+        let remote = &self.remote;
         let names = self.names.get_or_insert_with(|| {
             let mut names = EncodedNames::new();
+            // Both lists are in join order: merged, the room's.
+            let mut remote = remote.iter().peekable();
             for member in members {
+                while let Some((_, name, _)) = remote.next_if(|(_, _, at)| *at < member.order) {
+                    names.push(name);
+                }
                 names.push(&member.name);
+            }
+            for (_, name, _) in remote {
+                names.push(name);
             }
             names
         });

@@ -20,12 +20,14 @@ pub mod roster;
 pub mod waitlist;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::Bus;
 use crate::chat_log::Chat;
 use crate::chat_log::writer;
+use crate::cluster::Cluster;
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::conn::shards::Shards;
 use crate::supervisor::Component;
@@ -60,13 +62,26 @@ impl Room {
     /// [`Room::start`] with the chat log and files opened from the
     /// configuration.
     pub fn start_with(config: &Config, shutdown: &CancellationToken, chat: Chat) -> Self {
+        Self::start_in(config, shutdown, chat, None)
+    }
+
+    /// [`Room::start_with`], as a node of `cluster` when one is given:
+    /// then the `cluster` component admits through the cluster and replays
+    /// its log in place of admission and the waitlist, and clears `ready`
+    /// while the node cannot reach Redis.
+    pub fn start_in(
+        config: &Config,
+        shutdown: &CancellationToken,
+        chat: Chat,
+        cluster: Option<(Arc<Cluster>, Arc<AtomicBool>)>,
+    ) -> Self {
         let (bus, subscriptions) = Bus::new();
         let roster = Arc::new(roster::Roster::new());
         let shards = Shards::for_current_runtime();
         let skip = config.slow_consumer == SlowConsumerPolicy::Skip;
         let held = Arc::new(held::HeldPlaces::new());
         let estimate = Arc::new(eta::WaitEstimate::new());
-        let components = vec![
+        let mut components = vec![
             Component::spawn(
                 "room_delivery",
                 delivery::run(
@@ -83,45 +98,63 @@ impl Room {
                 ),
             ),
             Component::spawn("roster", roster::run(subscriptions.roster, roster.clone())),
-            Component::spawn(
-                "admission",
-                admission::run(
-                    subscriptions.admission,
-                    bus.clone(),
-                    config.max_active,
-                    config.max_waiting,
-                    admission::Entries::new(crate::rate::Rate::new(
-                        config.join_rate,
-                        config.join_burst,
-                    )),
-                    admission::Shared {
-                        held: held.clone(),
-                        grace: config.resume_grace,
-                        estimate: estimate.clone(),
-                    },
-                    shutdown.clone(),
-                ),
-            ),
-            Component::spawn(
-                "waitlist",
-                waitlist::run(subscriptions.waitlist, waitlist::Waitlist::new(estimate)),
-            ),
-            Component::spawn(
-                "chat_log",
-                writer::run(
-                    subscriptions.chat_log,
-                    chat.last_id,
-                    chat.store.clone(),
-                    chat.log.clone(),
-                    chat.files.clone(),
-                    writer::Settings {
-                        flush: config.store_flush,
-                        max_age: config.history_max_age,
-                        max_messages: config.history_max_messages as u64,
-                    },
-                ),
-            ),
         ];
+        match cluster {
+            Some((cluster, ready)) => {
+                // The queue's positions come from the cluster component.
+                drop(subscriptions.waitlist);
+                components.push(Component::spawn(
+                    "cluster",
+                    crate::cluster::node::run(
+                        subscriptions.admission,
+                        bus.clone(),
+                        cluster,
+                        ready,
+                        shutdown.clone(),
+                    ),
+                ));
+            }
+            None => components.extend([
+                Component::spawn(
+                    "admission",
+                    admission::run(
+                        subscriptions.admission,
+                        bus.clone(),
+                        config.max_active,
+                        config.max_waiting,
+                        admission::Entries::new(crate::rate::Rate::new(
+                            config.join_rate,
+                            config.join_burst,
+                        )),
+                        admission::Shared {
+                            held: held.clone(),
+                            grace: config.resume_grace,
+                            estimate: estimate.clone(),
+                        },
+                        shutdown.clone(),
+                    ),
+                ),
+                Component::spawn(
+                    "waitlist",
+                    waitlist::run(subscriptions.waitlist, waitlist::Waitlist::new(estimate)),
+                ),
+            ]),
+        }
+        components.push(Component::spawn(
+            "chat_log",
+            writer::run(
+                subscriptions.chat_log,
+                chat.last_id,
+                chat.store.clone(),
+                chat.log.clone(),
+                chat.files.clone(),
+                writer::Settings {
+                    flush: config.store_flush,
+                    max_age: config.history_max_age,
+                    max_messages: config.history_max_messages as u64,
+                },
+            ),
+        ));
         Self {
             bus,
             roster,

@@ -139,7 +139,8 @@ pub async fn run(mut room: Receiver<RoomEvent>, roster: Arc<Roster>) {
     while let Ok(event) = room.recv_direct().await {
         match event {
             RoomEvent::MemberJoined { peer, name, .. } => roster.join(peer.id, name),
-            RoomEvent::MemberLeft { id, .. } => roster.leave(id),
+            RoomEvent::MemberLeft { id, .. } | RoomEvent::RemoteLeft { id, .. } => roster.leave(id),
+            RoomEvent::RemoteJoined { id, name, .. } => roster.join(id, name),
             RoomEvent::MemberResumed { old, peer, .. } => roster.rename(old, peer.id),
             RoomEvent::MessagePosted { .. } => {}
         }

@@ -83,6 +83,7 @@ pub const PANIC_TASKS: &[&str] = &[
     "roster",
     "waitlist",
     "chat_log",
+    "cluster",
     "http",
     "upkeep",
 ];
@@ -138,6 +139,7 @@ pub struct Metrics {
     pub resumed_seat: Counter,
     pub resumed_queue: Counter,
     pub queue_estimated_wait: Gauge,
+    pub cluster_nodes: Gauge,
     pub presence_batch_changes: Histogram,
     uploads: Vec<(&'static str, Counter)>,
     rejected: Vec<(&'static str, Counter)>,
@@ -217,6 +219,10 @@ impl Metrics {
             "anteroom_queue_estimated_wait_seconds",
             "The eta_s the last client in the queue would be told (0 while there is no estimate)."
         );
+        describe_gauge!(
+            "anteroom_cluster_nodes",
+            "Live nodes in the cluster (1 when single)."
+        );
         describe_histogram!(
             "anteroom_presence_batch_changes",
             "Joins and leaves in each presence frame sent to presence_batch members."
@@ -287,6 +293,7 @@ impl Metrics {
             resumed_seat: counter!("anteroom_resumed_total", "place" => "seat"),
             resumed_queue: counter!("anteroom_resumed_total", "place" => "queue"),
             queue_estimated_wait: gauge!("anteroom_queue_estimated_wait_seconds"),
+            cluster_nodes: gauge!("anteroom_cluster_nodes"),
             presence_batch_changes: histogram!("anteroom_presence_batch_changes"),
             uploads: UPLOAD_RESULTS
                 .iter()
@@ -315,6 +322,7 @@ impl Metrics {
         ] {
             g.increment(0.0);
         }
+        m.cluster_nodes.set(1.0);
         for g in [
             &m.lag_room_delivery,
             &m.lag_roster,

@@ -6,6 +6,8 @@ use std::borrow::Cow;
 use anteroom_protocol::{Feature, Features};
 
 use super::*;
+use crate::cluster::entry::Owner;
+use crate::cluster::{Claim, Cluster};
 use crate::conn::handle::{Grant, ResumeGrant};
 
 impl Session {
@@ -67,7 +69,9 @@ impl Session {
             }
             ClientMessage::Whisper { to, text } => {
                 if self.granted(Feature::Whisper, "whisper") && self.admitted("whisper") {
-                    self.whisper(&to, &text);
+                    // Boxed: a whisper to another node waits on Redis, a rare path
+                    // kept out of every session's future.
+                    Box::pin(self.whisper(&to, &text)).await;
                 }
                 None
             }
@@ -149,7 +153,7 @@ impl Session {
     }
 
     /// A direct message: to the recipient and, once, to the sender.
-    fn whisper(&mut self, to: &str, text: &str) {
+    async fn whisper(&mut self, to: &str, text: &str) {
         if !self.text_allowed(text) || !self.rate_allowed() {
             return;
         }
@@ -165,6 +169,12 @@ impl Session {
                 let state = peer.state();
                 state.phase == Phase::Active && state.closed.is_none()
             });
+        if recipient.is_none()
+            && let Some(cluster) = self.gateway.cluster.clone()
+            && let Some(owner) = cluster.remote_member(to)
+        {
+            return self.whisper_remote(&cluster, owner, &from, text).await;
+        }
         let Some((to, peer)) = recipient else {
             self.refuse(
                 ErrorCode::NoSuchUser,
@@ -195,6 +205,37 @@ impl Session {
         if peer.id != self.peer.id {
             self.reply(frame);
         }
+        metrics().whispers.increment(1);
+    }
+
+    /// A direct message to a member of another node of the cluster.
+    async fn whisper_remote(&mut self, cluster: &Cluster, to: Owner, from: &str, text: &str) {
+        if !to.whisper {
+            self.refuse(
+                ErrorCode::WhisperUnsupported,
+                &format!("`{}` cannot receive direct messages", to.name),
+            );
+            return;
+        }
+        let ts = unix_millis();
+        if !cluster.whisper(&to, from, text, ts).await {
+            self.refuse(
+                ErrorCode::NoSuchUser,
+                &format!(
+                    "no member is called `{}`",
+                    anteroom_protocol::text::truncate(&to.name, 64)
+                ),
+            );
+            return;
+        }
+        let frame = ServerMessage::Whisper {
+            from: Cow::Borrowed(from),
+            to: Cow::Borrowed(&to.name),
+            text: Cow::Borrowed(text),
+            ts,
+        }
+        .to_frame();
+        self.reply(frame);
         metrics().whispers.increment(1);
     }
 
@@ -265,6 +306,26 @@ impl Session {
                 }
             },
         };
+        if let (Some(cluster), Some(_)) = (&self.gateway.cluster, &claim) {
+            let whisper = features.is_some_and(|asked| {
+                Features::from_names(asked.iter().map(|f| f.as_ref()))
+                    .intersect(self.gateway.offered)
+                    .has(Feature::Whisper)
+            });
+            match Box::pin(cluster.claim(&self.peer, &name, whisper)).await {
+                Claim::Claimed => {}
+                Claim::Taken => {
+                    self.refuse(
+                        ErrorCode::NameTaken,
+                        &format!("the name `{name}` is already in use"),
+                    );
+                    return None;
+                }
+                Claim::Unavailable => {
+                    return Some(End::close(ByeReason::Shutdown, LeftReason::Shutdown));
+                }
+            }
+        }
         Span::current().record("user", &*name);
         self.name = Some(name.clone());
         self.handshake.done();
@@ -385,12 +446,25 @@ impl Session {
             return None;
         }
         let from = self.name.clone()?;
+        if let Some(cluster) = &self.gateway.cluster {
+            // Delivered, here too, when it comes back through the log.
+            // Boxed: only a cluster's sessions carry this wait.
+            if Box::pin(cluster.post(&self.peer, &from, &text, unix_millis()))
+                .await
+                .is_none()
+            {
+                return Some(End::close(ByeReason::Shutdown, LeftReason::Shutdown));
+            }
+            return None;
+        }
         let posted = RoomEvent::MessagePosted {
             from,
             text: text.into(),
             ts: unix_millis(),
             attachment,
             read_at,
+            id: None,
+            logged: true,
         };
         let gateway = &self.gateway;
         if !publish_unless_shutdown(&gateway.shutdown, &gateway.bus.room, posted).await {

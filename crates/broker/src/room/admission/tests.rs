@@ -22,6 +22,9 @@ fn joined_or_left(event: RoomEvent) -> (bool, String) {
         RoomEvent::MemberLeft { name, .. } => (false, name.to_string()),
         RoomEvent::MessagePosted { .. } => panic!("a message"),
         RoomEvent::MemberResumed { name, .. } => panic!("{name} resumed"),
+        RoomEvent::RemoteJoined { name, .. } | RoomEvent::RemoteLeft { name, .. } => {
+            panic!("{name} is remote")
+        }
     }
 }
 

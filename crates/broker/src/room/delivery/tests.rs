@@ -8,6 +8,8 @@ fn said(from: &str, text: &str) -> RoomEvent {
         ts: 0,
         read_at: Instant::now(),
         attachment: None,
+        id: None,
+        logged: true,
     }
 }
 
@@ -286,4 +288,72 @@ fn welcomes_list_the_room_across_joins_departures_and_resumes() {
     assert_eq!(welcome_users(&d2), ["a", "c", "d"]);
     delivery.handle(joined(&e, "e"));
     assert_eq!(welcome_users(&e), ["a", "c", "d", "e"]);
+}
+
+#[test]
+fn remote_members_are_told_and_listed_in_join_order() {
+    let mut delivery = RoomDelivery::new(100, false);
+    let (a, c) = (Arc::new(Peer::new(256)), Arc::new(Peer::new(256)));
+    delivery.handle(joined(&a, "a"));
+    welcome_users(&a);
+    let remote = |id, name: &str| RoomEvent::RemoteJoined {
+        id,
+        name: name.into(),
+        ts: 0,
+    };
+    delivery.handle(remote(1 << 62, "b"));
+    delivery.handle(said("b", "from afar"));
+    delivery.flush();
+    let (frames, _) = sent(&a);
+    assert_eq!(kinds(&frames), ["joined", "from afar"]);
+    delivery.handle(joined(&c, "c"));
+    delivery.handle(remote((1 << 62) + 1, "d"));
+    assert_eq!(welcome_users(&c), ["a", "b", "c"]);
+    delivery.flush();
+    // After a departure the names are encoded again, still in join order.
+    delivery.handle(RoomEvent::RemoteLeft {
+        id: 1 << 62,
+        name: "b".into(),
+        reason: anteroom_protocol::LeftReason::Disconnected,
+        ts: 0,
+    });
+    delivery.handle(left(&a, "a"));
+    let e = Arc::new(Peer::new(256));
+    delivery.handle(joined(&e, "e"));
+    assert_eq!(welcome_users(&e), ["c", "d", "e"]);
+    delivery.flush();
+    let (frames, _) = sent(&c);
+    assert_eq!(kinds(&frames), ["joined", "left", "left", "joined"]);
+    // A remote departure nobody knows of changes nothing.
+    delivery.handle(RoomEvent::RemoteLeft {
+        id: 7,
+        name: "x".into(),
+        reason: anteroom_protocol::LeftReason::Disconnected,
+        ts: 0,
+    });
+    delivery.flush();
+    assert_eq!(sent(&c).0.len(), 0);
+}
+
+#[test]
+fn messages_keep_the_ids_the_cluster_gave_them() {
+    let (mut delivery, a) = room_of_one(false, 64);
+    let mut given = said("a", "x");
+    if let RoomEvent::MessagePosted { id, .. } = &mut given {
+        *id = Some(41);
+    }
+    delivery.handle(given);
+    delivery.handle(said("a", "y"));
+    delivery.flush();
+    let mut batch = Batch::default();
+    futures_util::FutureExt::now_or_never(a.outbox.next_batch(&mut batch)).unwrap();
+    let ids: Vec<u64> = batch
+        .frames()
+        .map(|f| {
+            rmpv::decode::read_value(&mut &f[4..]).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids, [41, 42]);
 }
