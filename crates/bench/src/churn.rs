@@ -63,6 +63,11 @@ pub struct Args {
     /// room a steady state.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
+    /// anteroom nodes serving the room: above 1, a cluster over a
+    /// `redis-server` the bench starts, clients spread over the nodes in
+    /// turn (a departure then mostly promotes a client of another node).
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
     #[command(flatten)]
     pub cpu: PinArgs,
 }
@@ -134,6 +139,9 @@ pub struct Report {
     pub eta_error_p90: Option<f64>,
     /// Server and load generator on a CPU each (`--pin`).
     pub pinned: bool,
+    /// anteroom nodes serving the room (above 1: a cluster over Redis,
+    /// whose CPU counts in `server_cpu_s`).
+    pub nodes: usize,
 }
 
 /// What one client knows about itself, shared with the checker.
@@ -160,7 +168,8 @@ struct Shared {
     /// Members ready to be told to leave.
     members: Mutex<VecDeque<mpsc::Sender<()>>>,
     next_name: AtomicU64,
-    server: SocketAddr,
+    /// Every node's chat address; client `n` goes to node `n % len`.
+    servers: Vec<SocketAddr>,
     features: Features,
     /// Estimates told from here on are measured.
     measure_from: Mutex<Option<Instant>>,
@@ -195,19 +204,24 @@ async fn run_mode(args: &Args, mode: Mode) -> anyhow::Result<Report> {
         args.members + args.queued
     );
     let pinning = args.cpu.apply()?;
-    let server = ServerUnderTest::start(
-        args.server,
-        &[
-            ("ANTEROOM_MAX_ACTIVE", args.members.to_string()),
-            (
-                "ANTEROOM_MAX_WAITING",
-                (args.queued + args.members).to_string(),
-            ),
-            ("ANTEROOM_HEARTBEAT_INTERVAL", "1h".into()),
-            ("ANTEROOM_IDLE_TIMEOUT", "2h".into()),
-        ],
-        pinning,
-    )?;
+    let settings = [
+        ("ANTEROOM_MAX_ACTIVE", args.members.to_string()),
+        (
+            "ANTEROOM_MAX_WAITING",
+            (args.queued + args.members).to_string(),
+        ),
+        ("ANTEROOM_HEARTBEAT_INTERVAL", "1h".into()),
+        ("ANTEROOM_IDLE_TIMEOUT", "2h".into()),
+    ];
+    let server = if args.nodes > 1 {
+        anyhow::ensure!(
+            args.server.is_none(),
+            "--nodes above 1 runs on servers the bench starts"
+        );
+        ServerUnderTest::start_cluster(args.nodes, &settings)?
+    } else {
+        ServerUnderTest::start(args.server, &settings, pinning)?
+    };
     let shared = Arc::new(Shared {
         promotions: AtomicU64::new(0),
         departures: AtomicU64::new(0),
@@ -216,7 +230,7 @@ async fn run_mode(args: &Args, mode: Mode) -> anyhow::Result<Report> {
         promotion_ms: Mutex::new(Histogram::new_with_bounds(1, 600_000, 3)?),
         members: Mutex::new(VecDeque::new()),
         next_name: AtomicU64::new(0),
-        server: server.addr,
+        servers: server.nodes(),
         features: mode.features(),
         measure_from: Mutex::new(None),
         eta_errors: Mutex::new(EtaErrors::default()),
@@ -382,6 +396,7 @@ async fn run_mode(args: &Args, mode: Mode) -> anyhow::Result<Report> {
         eta_error_p50: errors.quantile(0.5),
         eta_error_p90: errors.quantile(0.9),
         pinned: server.pinned,
+        nodes: server.nodes().len(),
     };
     println!(
         "churn: {} departures, {} promotions; {} position checks, {} went up, {} stale, {} unheard for over 1 s; promotion p50 {:.2} ms p99 {:.2} ms max {:.2} ms; server CPU {:.2} s ({:.0}% of a core), {:.1} µs per departure",
@@ -424,7 +439,12 @@ fn spawn_client(
         lock(&waiting).push(state.clone());
         loop {
             let n = shared.next_name.fetch_add(1, Ordering::Relaxed);
-            let Ok(stream) = connect_spread(shared.server, n as usize).await else {
+            let Ok(stream) = connect_spread(
+                shared.servers[n as usize % shared.servers.len()],
+                n as usize,
+            )
+            .await
+            else {
                 return;
             };
             let mut connection = Connection::builder()

@@ -319,6 +319,22 @@ impl ServerUnderTest {
         Ok(first)
     }
 
+    /// Starts `nodes` anteroom nodes with `settings` as one cluster over a
+    /// `redis-server` of its own, unpinned (the nodes share the machine),
+    /// measured as one server.
+    pub fn start_cluster(nodes: usize, settings: &[(&str, String)]) -> anyhow::Result<Self> {
+        let redis = ServerUnderTest::start_external(Broker::Redis, None)?;
+        let url = format!("redis://{}", redis.addr);
+        let mut started = Vec::new();
+        for i in 0..nodes {
+            let mut settings = settings.to_vec();
+            settings.push(("ANTEROOM_CLUSTER_REDIS", url.clone()));
+            settings.push(("ANTEROOM_NODE_ID", format!("node-{i}")));
+            started.push(ServerUnderTest::start(None, &settings, None)?);
+        }
+        ServerUnderTest::cluster(started, redis)
+    }
+
     /// The chat addresses of every node (one on a single node).
     pub fn nodes(&self) -> Vec<SocketAddr> {
         std::iter::once(self.addr)

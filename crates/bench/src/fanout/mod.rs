@@ -160,30 +160,6 @@ pub(crate) fn server_settings(members: usize, payload: usize) -> Vec<(&'static s
     ]
 }
 
-/// Starts `args.nodes` anteroom nodes with `settings` as one cluster over a
-/// `redis-server` of its own; unpinned (the nodes share the machine).
-fn start_cluster(
-    args: &Args,
-    settings: Vec<(&'static str, String)>,
-    transport: Transport,
-    store: Store,
-) -> anyhow::Result<ServerUnderTest> {
-    anyhow::ensure!(
-        transport == Transport::Tcp && store == Store::Memory && args.server.is_none(),
-        "--nodes above 1 runs over TCP with the memory store, on servers the bench starts"
-    );
-    let redis = ServerUnderTest::start_external(Broker::Redis, None)?;
-    let url = format!("redis://{}", redis.addr);
-    let mut nodes = Vec::new();
-    for i in 0..args.nodes {
-        let mut settings = settings.clone();
-        settings.push(("ANTEROOM_CLUSTER_REDIS", url.clone()));
-        settings.push(("ANTEROOM_NODE_ID", format!("node-{i}")));
-        nodes.push(ServerUnderTest::start(None, &settings, None)?);
-    }
-    ServerUnderTest::cluster(nodes, redis)
-}
-
 /// Runs the fan-out workload on each chosen broker and transport.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let runs = plan(args.broker, &args.transport, args.server.is_some())?;
@@ -226,7 +202,11 @@ async fn run_broker(
             settings.push(("ANTEROOM_STORE_SYNC", args.store_sync.clone()));
             settings.push(("ANTEROOM_DATA_DIR", data_dir.path()));
             if args.nodes > 1 {
-                start_cluster(args, settings, transport, store)?
+                anyhow::ensure!(
+                    transport == Transport::Tcp && store == Store::Memory && args.server.is_none(),
+                    "--nodes above 1 runs over TCP with the memory store, on servers the bench starts"
+                );
+                ServerUnderTest::start_cluster(args.nodes, &settings)?
             } else {
                 ServerUnderTest::start(args.server, &settings, pinning)?
             }
@@ -241,9 +221,16 @@ async fn run_broker(
         args.members + args.publishers,
     )?;
     let dialer = Arc::new(dialer.spread_over(server.nodes()));
+    let filling = std::time::Instant::now();
     let mut room = connect_room(args, broker, transport, dialer.clone())
         .await
         .context("filling the room")?;
+    let filled = filling.elapsed().as_secs_f64();
+    println!(
+        "room filled: {} members in {filled:.2} s ({:.0} joins/s)",
+        args.members,
+        args.members as f64 / filled
+    );
     let args = args.clone();
     let store_shown = match (broker, store) {
         (Broker::Anteroom, Store::Sqlite) => format!(", store sqlite ({})", args.store_sync),
