@@ -430,3 +430,59 @@ fn a_soak_with_random_node_kills_keeps_one_order_and_loses_nothing_delivered() {
         );
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_postgres_log_gets_each_message_once_and_ids_never_repeat() {
+    let Some(mut redis) = redis_server() else {
+        return;
+    };
+    let Some(pg) = support::postgres_server() else {
+        return;
+    };
+    let store = pg.database("chat");
+    let with_store = |store: String| {
+        move |c: &mut Config| {
+            c.store = Some(anteroom_broker::config::StoreKind::Postgres(store));
+        }
+    };
+    let a = node(&redis.url(), "a", with_store(store.clone())).await;
+    let b = node(&redis.url(), "b", with_store(store.clone())).await;
+    let mut ann = a.join("ann").await;
+    let mut bob = b.join("bob").await;
+    saw_join(&mut ann, "bob").await;
+    for i in 0..3 {
+        ann.say(&format!("a{i}")).await;
+        bob.say(&format!("b{i}")).await;
+    }
+    for _ in 0..6 {
+        bob.recv_until(|v| v["type"].as_str() == Some("message"))
+            .await;
+    }
+    let count = "SELECT count(*) || '/' || count(DISTINCT id) FROM anteroom_messages";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pg.sql("chat", count) != "6/6" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the shared log holds {}",
+            pg.sql("chat", count)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last: u64 = pg
+        .sql("chat", "SELECT max(id) FROM anteroom_messages")
+        .parse()
+        .unwrap();
+    a.stop().await;
+    b.stop().await;
+    // Redis starts again empty; a node of the new cluster goes on after the
+    // ids the shared log holds.
+    redis.restart();
+    let c = node(&redis.url(), "c", with_store(store)).await;
+    let mut cid = c.join("cid").await;
+    cid.say("after").await;
+    let m = cid
+        .recv_until(|v| v["type"].as_str() == Some("message"))
+        .await;
+    assert!(m["id"].as_u64().unwrap() > last, "an id given again: {m}");
+    c.stop().await;
+}

@@ -273,7 +273,13 @@ impl Server {
                 error,
             })?;
         let cluster = match cluster::Settings::from_config(&config) {
-            Some(settings) => Some(Cluster::join(settings).await?),
+            Some(settings) => Some(
+                Cluster::join(cluster::Settings {
+                    last_id: chat.last_id,
+                    ..settings
+                })
+                .await?,
+            ),
             None => None,
         };
         Ok(Self {

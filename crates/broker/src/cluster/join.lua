@@ -1,7 +1,8 @@
 -- A node joins: its configuration must agree with the live nodes' (the
 -- first live node sets it), and whatever an earlier run under the same
 -- node id still holds is released. ARGV: 5 max_waiting, 6 store, 7 a new
--- epoch, used if the cluster has none or if 8 is '1' (Redis lost writes).
+-- epoch, used if the cluster has none or if 8 is '1' (Redis lost writes),
+-- 9 the last message id in this node's store: ids continue after it.
 local agreed = { 'max_active', ARGV[3], 'max_waiting', ARGV[5], 'store', ARGV[6] }
 local others = redis.call('ZCARD', NODES)
 if alive() then
@@ -22,6 +23,9 @@ if ARGV[8] == '1' then
   redis.call('SET', EPOCH, ARGV[7])
 else
   redis.call('SET', EPOCH, ARGV[7], 'NX')
+end
+if tonumber(redis.call('HGET', COUNTERS, 'msg') or '0') < tonumber(ARGV[9]) then
+  redis.call('HSET', COUNTERS, 'msg', ARGV[9])
 end
 redis.call('ZADD', NODES, NOW + LEASE, NODE)
 return { 'ok', redis.call('GET', EPOCH) }

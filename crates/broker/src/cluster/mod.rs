@@ -48,6 +48,10 @@ pub struct Settings {
     /// Whether every node keeps the whole log itself (`memory`), rather
     /// than one shared store written once per message.
     pub store_per_node: bool,
+    /// The last message id in this node's store: the cluster's ids go on
+    /// after it, so a shared store never sees one twice, even after Redis
+    /// lost its counters.
+    pub last_id: u64,
 }
 
 impl Settings {
@@ -68,6 +72,7 @@ impl Settings {
             max_waiting: config.max_waiting,
             store_per_node: store == crate::config::StoreKind::Memory,
             store: crate::server::store_shown(&store),
+            last_id: 0,
         })
     }
 }
@@ -127,6 +132,8 @@ pub struct Cluster {
     serving: AtomicBool,
     /// The epoch the node joined under.
     epoch: std::sync::Mutex<String>,
+    /// The highest message id this node has delivered.
+    last_id: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -159,6 +166,7 @@ impl Cluster {
             remote: DashMap::new(),
             serving: AtomicBool::new(false),
             epoch: std::sync::Mutex::new(String::new()),
+            last_id: std::sync::atomic::AtomicU64::new(0),
         });
         cluster.rejoin(false).await?;
         Ok(cluster)
@@ -171,7 +179,14 @@ impl Cluster {
         let candidate = crate::chat_log::random_hex(8);
         let reply = self
             .scripts
-            .join(&self.settings.store, &candidate, new_epoch)
+            .join(
+                &self.settings.store,
+                &candidate,
+                new_epoch,
+                self.settings
+                    .last_id
+                    .max(self.last_id.load(Ordering::Relaxed)),
+            )
             .await?;
         match reply.as_slice() {
             [ok, epoch] if ok == "ok" => {
@@ -201,6 +216,12 @@ impl Cluster {
     /// state (a restart without persistence, a failover).
     pub fn epoch(&self) -> String {
         self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Notes a message id delivered here, which a later join keeps the
+    /// cluster's ids above.
+    fn delivered(&self, id: u64) {
+        self.last_id.fetch_max(id, Ordering::Relaxed);
     }
 
     pub fn is_serving(&self) -> bool {

@@ -413,6 +413,7 @@ impl Node {
                 ts,
                 id,
             } => {
+                self.cluster.delivered(id);
                 let logged = self.cluster.settings.store_per_node || here(&owner);
                 self.bus
                     .room

@@ -97,16 +97,20 @@ impl Scripts {
     }
 
     /// Joins the cluster with `store` and a fresh `epoch` candidate, which
-    /// replaces the cluster's if `new_epoch`.
+    /// replaces the cluster's if `new_epoch`; message ids go on after
+    /// `last_id`.
     pub async fn join(
         &self,
         store: &str,
         epoch: &str,
         new_epoch: bool,
+        last_id: u64,
     ) -> redis::RedisResult<Reply> {
         let waiting = self.max_waiting.to_string();
         let new_epoch = if new_epoch { "1" } else { "0" };
-        self.call(&JOIN, &[&waiting, store, epoch, new_epoch]).await
+        let last_id = last_id.to_string();
+        self.call(&JOIN, &[&waiting, store, epoch, new_epoch, &last_id])
+            .await
     }
 
     pub async fn snapshot(&self) -> redis::RedisResult<Reply> {
