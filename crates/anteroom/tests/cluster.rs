@@ -197,6 +197,14 @@ async fn losing_redis_stops_admission_until_it_is_back() {
     let mut ann = n[0].join("ann").await;
     let (status, _) = support::http_get(n[0].metrics_addr, "/readyz").await;
     assert_eq!(status, 200);
+    let mut said_before = 0;
+    for i in 0..5 {
+        ann.say(&format!("before {i}")).await;
+        let m = ann
+            .recv_until(|v| v["type"].as_str() == Some("message"))
+            .await;
+        said_before = m["id"].as_u64().unwrap();
+    }
     redis.kill();
     let bye = ann.recv_type("bye").await;
     assert_eq!(bye["reason"].as_str(), Some("shutdown"), "{bye}");
@@ -235,9 +243,58 @@ async fn losing_redis_stops_admission_until_it_is_back() {
     let welcome = bob.recv_type("welcome").await;
     assert_eq!(names(&welcome["users"]), ["ann", "bob"], "{welcome}");
     saw_join(&mut ann, "bob").await;
+    // Nothing repeated or reordered: ids go on after those delivered
+    // before Redis was lost, and each message arrives once.
+    for i in 0..5 {
+        ann.say(&format!("after {i}")).await;
+    }
+    let mut ids = vec![said_before];
+    for i in 0..5 {
+        let m = bob
+            .recv_until(|v| v["type"].as_str() == Some("message"))
+            .await;
+        assert_eq!(m["text"].as_str(), Some(format!("after {i}").as_str()));
+        ids.push(m["id"].as_u64().unwrap());
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     for node in n {
         node.stop().await;
     }
+}
+
+#[test]
+fn a_node_whose_max_active_differs_exits_naming_the_key() {
+    let Some(redis) = redis_server() else { return };
+    let url = redis.url();
+    let first = support::process::spawn(
+        &[],
+        &[
+            ("ANTEROOM_CLUSTER_REDIS", url.as_str()),
+            ("ANTEROOM_NODE_ID", "n0"),
+            ("ANTEROOM_MAX_ACTIVE", "5"),
+        ],
+    );
+    let out = support::process::command(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--web-listen",
+            "",
+        ],
+        &[
+            ("ANTEROOM_CLUSTER_REDIS", url.as_str()),
+            ("ANTEROOM_NODE_ID", "n1"),
+            ("ANTEROOM_MAX_ACTIVE", "6"),
+        ],
+    )
+    .output()
+    .expect("run anteroom");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a disagreeing node started");
+    assert!(stderr.contains("max_active"), "{stderr}");
+    drop(first);
 }
 
 #[test]
@@ -485,4 +542,30 @@ async fn a_shared_postgres_log_gets_each_message_once_and_ids_never_repeat() {
         .await;
     assert!(m["id"].as_u64().unwrap() > last, "an id given again: {m}");
     c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_joins_later_serves_the_history_the_log_holds() {
+    let Some(redis) = redis_server() else { return };
+    let a = node(&redis.url(), "a", |_| {}).await;
+    let mut ann = a.join("ann").await;
+    for text in ["one", "two", "three"] {
+        ann.say(text).await;
+        ann.recv_until(|v| v["type"].as_str() == Some("message"))
+            .await;
+    }
+    let b = node(&redis.url(), "b", |_| {}).await;
+    let mut bob = b.connect().await;
+    hello_with(&mut bob, "bob", &["history"]).await;
+    bob.recv_type("welcome").await;
+    let history = bob.recv_type("history").await;
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["one", "two", "three"], "{history}");
+    a.stop().await;
+    b.stop().await;
 }

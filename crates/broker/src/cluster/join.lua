@@ -2,7 +2,8 @@
 -- first live node sets it), and whatever an earlier run under the same
 -- node id still holds is released. ARGV: 5 max_waiting, 6 store, 7 a new
 -- epoch, used if the cluster has none or if 8 is '1' (Redis lost writes),
--- 9 the last message id in this node's store: ids continue after it.
+-- 9 the last message id in this node's store: ids continue after it, 10
+-- the epoch this node knew.
 local agreed = { 'max_active', ARGV[3], 'max_waiting', ARGV[5], 'store', ARGV[6] }
 local others = redis.call('ZCARD', NODES)
 if alive() then
@@ -19,10 +20,11 @@ end
 redis.call('HSET', CONFIG, unpack(agreed))
 drop_node(NODE)
 promote()
-if ARGV[8] == '1' then
+-- A new epoch only once per loss: the first node to see it replaces the
+-- epoch it knew (10); the others then find it changed and adopt it.
+local current = redis.call('GET', EPOCH)
+if not current or (ARGV[8] == '1' and current == ARGV[10]) then
   redis.call('SET', EPOCH, ARGV[7])
-else
-  redis.call('SET', EPOCH, ARGV[7], 'NX')
 end
 if tonumber(redis.call('HGET', COUNTERS, 'msg') or '0') < tonumber(ARGV[9]) then
   redis.call('HSET', COUNTERS, 'msg', ARGV[9])

@@ -186,6 +186,7 @@ impl Cluster {
                 self.settings
                     .last_id
                     .max(self.last_id.load(Ordering::Relaxed)),
+                &self.epoch(),
             )
             .await?;
         match reply.as_slice() {

@@ -22,7 +22,7 @@ use redis::AsyncCommands;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::entry::{Entry, Owner, name_key};
 use super::scripts::{self, Scripts};
@@ -55,11 +55,16 @@ struct Local {
     queued: Option<(Instant, u64)>,
     /// Its `joined` was replayed: its `left` must be too.
     joined: bool,
+    /// This node asked for its departure: its `left` in the log is that.
+    departing: bool,
 }
 
 /// What the reader hands the component.
 enum Read {
-    Entries(Vec<(Option<u64>, Entry)>),
+    /// Each with its log sequence number (none in an inbox), and `None`
+    /// for an entry this node cannot read, which still takes its place in
+    /// the sequence.
+    Entries(Vec<(Option<u64>, Option<Entry>)>),
     Failed(String),
 }
 
@@ -68,7 +73,7 @@ struct Node {
     scripts: Scripts,
     bus: Bus,
     locals: HashMap<ConnId, Local>,
-    /// Members of other nodes, by owner, with their stand-in ids.
+    /// Members of other nodes, by `node|conn`, with their stand-in ids.
     remote: HashMap<String, (ConnId, Arc<str>)>,
     next_remote: u64,
     /// This node's joins the log carries for connections that are gone
@@ -146,6 +151,9 @@ pub async fn run(
     if let Some((_, task)) = node.reader.take() {
         task.abort();
     }
+    if node.serving() {
+        let _ = node.scripts.leave().await;
+    }
 }
 
 async fn recv(
@@ -162,10 +170,7 @@ impl Node {
     async fn start(&mut self) -> Result<(), BusClosed> {
         let snapshot = match self.scripts.snapshot().await {
             Ok(reply) if reply.len() >= 2 => reply,
-            Ok(_) | Err(_) => {
-                self.down();
-                return Ok(());
-            }
+            Ok(_) | Err(_) => return self.lose("the room could not be read from Redis").await,
         };
         let last_id = snapshot[0].clone();
         self.last_seq = snapshot[1].parse().unwrap_or(0);
@@ -176,21 +181,43 @@ impl Node {
             if *owner.node == *self.cluster.settings.node {
                 continue;
             }
-            self.remote_joined(raw.clone(), owner).await?;
+            self.remote_joined(owner).await?;
         }
-        match self.cluster.reader_connection().await {
-            Ok(conn) => {
-                let (tx, rx) = mpsc::channel(16);
-                let inbox = scripts::inbox(&self.cluster.settings.node);
-                let task = tokio::spawn(read_log(conn, last_id, inbox, tx));
-                self.reader = Some((rx, task));
-                self.cluster.serving.store(true, Ordering::SeqCst);
-                self.ready.store(true, Ordering::SeqCst);
-                metrics().cluster_nodes.set(1.0);
+        let mut conn = match self.cluster.reader_connection().await {
+            Ok(conn) => conn,
+            // What the snapshot added goes with the rest.
+            Err(error) => return self.lose(&error.to_string()).await,
+        };
+        if self.cluster.settings.store_per_node {
+            let after = self.cluster.last_id.load(Ordering::Relaxed);
+            match logged_messages(&mut conn, &last_id, after).await {
+                // Before this node has members: they reach the chat log, and
+                // the history of those who join.
+                Ok(messages) => {
+                    for message in messages {
+                        self.apply(message).await?;
+                    }
+                }
+                Err(error) => return self.lose(&error.to_string()).await,
             }
-            Err(_) => self.down(),
         }
+        let (tx, rx) = mpsc::channel(16);
+        let inbox = scripts::inbox(&self.cluster.settings.node);
+        let task = tokio::spawn(read_log(conn, last_id, inbox, tx));
+        self.reader = Some((rx, task));
+        self.cluster.serving.store(true, Ordering::SeqCst);
+        self.ready.store(true, Ordering::SeqCst);
+        metrics().cluster_nodes.set(1.0);
         Ok(())
+    }
+
+    fn owner_of(&self, peer: &Peer, name: &str) -> String {
+        Owner::encode(
+            &self.cluster.settings.node,
+            peer.id,
+            peer.features().has(Feature::Whisper),
+            name,
+        )
     }
 
     fn down(&mut self) {
@@ -222,6 +249,13 @@ impl Node {
     ) -> Result<(), BusClosed> {
         if closing {
             peer.reject();
+            if self.serving() {
+                let owner = self.owner_of(&peer, &name);
+                let _ = self
+                    .scripts
+                    .depart(&name_key(&name), &owner, LeftReason::Shutdown.as_str())
+                    .await;
+            }
             return Ok(());
         }
         if !self.serving() {
@@ -229,12 +263,7 @@ impl Node {
             return Ok(());
         }
         let key = name_key(&name);
-        let owner = Owner::encode(
-            &self.cluster.settings.node,
-            peer.id,
-            peer.features().has(Feature::Whisper),
-            &name,
-        );
+        let owner = self.owner_of(&peer, &name);
         let reply = match self.scripts.arrive(&key, &owner).await {
             Ok(reply) => reply,
             Err(error) => {
@@ -272,6 +301,7 @@ impl Node {
                 owner,
                 queued,
                 joined: false,
+                departing: false,
             },
         );
         Ok(())
@@ -294,6 +324,7 @@ impl Node {
             Ok(reply) if reply.first().is_some_and(|r| r == "member") => {
                 if let Some(local) = self.locals.get_mut(&id) {
                     local.queued = None;
+                    local.departing = true;
                 }
                 Ok(())
             }
@@ -330,7 +361,10 @@ impl Node {
         Ok(())
     }
 
-    async fn replay(&mut self, entries: Vec<(Option<u64>, Entry)>) -> Result<(), BusClosed> {
+    async fn replay(
+        &mut self,
+        entries: Vec<(Option<u64>, Option<Entry>)>,
+    ) -> Result<(), BusClosed> {
         for (seq, entry) in entries {
             if let Some(seq) = seq {
                 if self.last_seq != 0 && seq != self.last_seq + 1 {
@@ -346,7 +380,9 @@ impl Node {
                 }
                 self.last_seq = seq;
             }
-            self.apply(entry).await?;
+            if let Some(entry) = entry {
+                self.apply(entry).await?;
+            }
         }
         Ok(())
     }
@@ -369,13 +405,19 @@ impl Node {
                 };
                 self.bus.room.publish(event).await
             }
-            Entry::Joined { owner, .. } => {
-                let raw = Owner::encode(&owner.node, owner.conn, owner.whisper, &owner.name);
-                self.remote_joined(raw, owner).await
-            }
+            Entry::Joined { owner, .. } => self.remote_joined(owner).await,
             Entry::Left { owner, reason } if here(&owner) => {
                 if self.skipped.remove(&owner.conn) {
                     return Ok(());
+                }
+                match self.locals.get(&owner.conn) {
+                    None => return Ok(()),
+                    // Another node released this one's places: its lease
+                    // ran out while it was not looking.
+                    Some(local) if !local.departing => {
+                        return self.lose("this node's lease ran out").await;
+                    }
+                    Some(_) => {}
                 }
                 let joined = self.locals.remove(&owner.conn).is_some_and(|l| l.joined);
                 if !joined {
@@ -392,8 +434,7 @@ impl Node {
                     .await
             }
             Entry::Left { owner, reason } => {
-                let raw = Owner::encode(&owner.node, owner.conn, owner.whisper, &owner.name);
-                let Some((id, name)) = self.remote.remove(&raw) else {
+                let Some((id, name)) = self.remote.remove(&remote_key(&owner)) else {
                     return Ok(());
                 };
                 self.cluster.remote.remove(&name_key(&name));
@@ -433,7 +474,10 @@ impl Node {
                     return Ok(());
                 };
                 let state = local.peer.state();
-                if state.phase != Phase::Active || state.closed.is_some() {
+                if state.phase != Phase::Active
+                    || state.closed.is_some()
+                    || !local.peer.features().has(Feature::Whisper)
+                {
                     return Ok(());
                 }
                 let frame = ServerMessage::Whisper {
@@ -451,13 +495,14 @@ impl Node {
         }
     }
 
-    async fn remote_joined(&mut self, raw: String, owner: Owner) -> Result<(), BusClosed> {
-        if self.remote.contains_key(&raw) {
+    async fn remote_joined(&mut self, owner: Owner) -> Result<(), BusClosed> {
+        let key = remote_key(&owner);
+        if self.remote.contains_key(&key) {
             return Ok(());
         }
         self.next_remote += 1;
         let id = remote_id(self.next_remote);
-        self.remote.insert(raw, (id, owner.name.clone()));
+        self.remote.insert(key, (id, owner.name.clone()));
         let name = owner.name.clone();
         self.cluster.remote.insert(name_key(&name), owner);
         self.bus
@@ -612,12 +657,51 @@ impl Node {
                 }
                 Ok(())
             }
-            Err(super::ClusterError::Mismatch { .. }) => {
+            Err(error @ super::ClusterError::Mismatch { .. }) => {
                 // The others changed their configuration while this node was
                 // away; it stays out rather than serve a different room.
+                error!(%error, "not rejoining the cluster");
                 Ok(())
             }
             Err(_) => Ok(()),
+        }
+    }
+}
+
+/// A remote member's key: its node and connection.
+fn remote_key(owner: &Owner) -> String {
+    format!("{}|{}", owner.node, owner.conn)
+}
+
+/// Messages read from the log at once while a node takes the history.
+const HISTORY_PAGE: usize = 1000;
+
+/// With the `memory` store the cluster's log in Redis is the room's
+/// history: the messages it still holds up to `until`, after id `after`.
+async fn logged_messages(
+    conn: &mut redis::aio::MultiplexedConnection,
+    until: &str,
+    after: u64,
+) -> redis::RedisResult<Vec<Entry>> {
+    let mut messages = Vec::new();
+    let mut from = "-".to_string();
+    loop {
+        let page: redis::streams::StreamRangeReply = conn
+            .xrange_count(scripts::LOG, &from, until, HISTORY_PAGE)
+            .await?;
+        for item in &page.ids {
+            if let Ok((_, message @ Entry::Message { id, .. })) =
+                Entry::parse(|field| item.get::<String>(field))
+                && id > after
+            {
+                messages.push(message);
+            }
+        }
+        match page.ids.last() {
+            Some(last) if page.ids.len() == HISTORY_PAGE && last.id != until => {
+                from = format!("({}", last.id);
+            }
+            _ => return Ok(messages),
         }
     }
 }
@@ -658,6 +742,7 @@ async fn read_log(
         for stream in reply.keys {
             let from_log = stream.key == scripts::LOG;
             for item in stream.ids {
+                let seq = item.get::<String>("s").and_then(|s| s.parse().ok());
                 let parsed = Entry::parse(|field| item.get::<String>(field));
                 if from_log {
                     last = item.id.clone();
@@ -665,8 +750,11 @@ async fn read_log(
                     last_inbox = item.id.clone();
                 }
                 match parsed {
-                    Ok(entry) => entries.push(entry),
-                    Err(error) => warn!(%error, id = item.id, "skipped"),
+                    Ok((_, entry)) => entries.push((seq, Some(entry))),
+                    Err(error) => {
+                        warn!(%error, id = item.id, "skipped");
+                        entries.push((seq, None));
+                    }
                 }
             }
         }

@@ -31,6 +31,7 @@ static RENEW: LazyLock<Script> = script!("renew.lua");
 static RANKS: LazyLock<Script> = script!("ranks.lua");
 static POST: LazyLock<Script> = script!("post.lua");
 static WHISPER: LazyLock<Script> = script!("whisper.lua");
+static LEAVE: LazyLock<Script> = script!("leave.lua");
 
 /// The cluster's keys, in the order the scripts take them.
 const KEYS: [&str; 8] = [
@@ -97,20 +98,29 @@ impl Scripts {
     }
 
     /// Joins the cluster with `store` and a fresh `epoch` candidate, which
-    /// replaces the cluster's if `new_epoch`; message ids go on after
-    /// `last_id`.
+    /// replaces the cluster's if `new_epoch` and the cluster's is still
+    /// `known_epoch`; message ids go on after `last_id`.
     pub async fn join(
         &self,
         store: &str,
         epoch: &str,
         new_epoch: bool,
         last_id: u64,
+        known_epoch: &str,
     ) -> redis::RedisResult<Reply> {
         let waiting = self.max_waiting.to_string();
         let new_epoch = if new_epoch { "1" } else { "0" };
         let last_id = last_id.to_string();
-        self.call(&JOIN, &[&waiting, store, epoch, new_epoch, &last_id])
-            .await
+        self.call(
+            &JOIN,
+            &[&waiting, store, epoch, new_epoch, &last_id, known_epoch],
+        )
+        .await
+    }
+
+    /// Releases everything this node holds, as it stops.
+    pub async fn leave(&self) -> redis::RedisResult<Reply> {
+        self.call(&LEAVE, &[]).await
     }
 
     pub async fn snapshot(&self) -> redis::RedisResult<Reply> {
