@@ -72,6 +72,53 @@ async fn one_capacity_and_one_fifo_queue_across_nodes() {
     let left = bob.recv_until(|v| v["type"].as_str() == Some("left")).await;
     assert_eq!(left["name"].as_str(), Some("ann"));
     saw_join(&mut bob, "cid").await;
+    // Every node counts the cluster's live nodes.
+    for node in &n {
+        support::wait_metric(node.metrics_addr, "anteroom_cluster_nodes", |v| v == 3.0).await;
+    }
+    for node in n {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_max_waiting_across_nodes() {
+    let Some(redis) = redis_server() else { return };
+    let mut n = Vec::new();
+    for i in 0..3 {
+        n.push(
+            node(&redis.url(), &format!("n{i}"), |c| {
+                c.max_active = 1;
+                c.max_waiting = 1;
+            })
+            .await,
+        );
+    }
+    let _ann = n[0].join("ann").await;
+    let _bob = n[1].queue("bob", 1).await;
+    let mut cid = n[2].connect().await;
+    cid.hello("cid").await;
+    let bye = cid.recv_type("bye").await;
+    assert_eq!(bye["reason"].as_str(), Some("server_full"), "{bye}");
+    // Turned away, its name is free again: once the queue has room, the
+    // same name queues.
+    drop(_bob);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = n[2].connect().await;
+        again.hello("cid").await;
+        let answer = again.recv().await;
+        if answer["type"].as_str() == Some("queued") {
+            assert_eq!(answer["position"].as_u64(), Some(1), "{answer}");
+            break;
+        }
+        assert_eq!(answer["reason"].as_str(), Some("server_full"), "{answer}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the queue never had room"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for node in n {
         node.stop().await;
     }
