@@ -616,3 +616,95 @@ async fn a_node_that_joins_later_serves_the_history_the_log_holds() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_under_load_repeats_and_reorders_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let Some(mut redis) = redis_server() else {
+        return;
+    };
+    let n = nodes(&redis.url(), 2, 10).await;
+    let (writer_at, reader_at) = (n[0].addr, n[1].addr);
+    let stop = tokio::time::Instant::now() + Duration::from_secs(10);
+    // A member of one node says something every 5 ms, coming back each time
+    // it is sent away.
+    let writer = tokio::spawn(async move {
+        let mut said = 0u64;
+        for k in 0.. {
+            if tokio::time::Instant::now() >= stop {
+                break;
+            }
+            let mut c = Client::connect(writer_at).await;
+            c.hello(&format!("writer{k}")).await;
+            let first = tokio::time::timeout(Duration::from_secs(2), c.try_recv()).await;
+            if !matches!(first, Ok(Some(ref v)) if v["type"].as_str() == Some("welcome")) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            while tokio::time::Instant::now() < stop {
+                let frame = support::frame_of(&support::map(&[
+                    ("type", "say".into()),
+                    ("text", format!("m{said}").into()),
+                ]));
+                if c.stream.write_all(&frame).await.is_err() {
+                    break;
+                }
+                said += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        said
+    });
+    // A member of the other node reads, coming back too.
+    let reader = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for k in 0.. {
+            if tokio::time::Instant::now() >= stop {
+                break;
+            }
+            let mut c = Client::connect(reader_at).await;
+            c.hello(&format!("reader{k}")).await;
+            loop {
+                let next = tokio::time::timeout(Duration::from_millis(500), c.try_recv()).await;
+                match next {
+                    Ok(Some(v)) if v["type"].as_str() == Some("message") => {
+                        ids.push((v["id"].as_u64().unwrap(), tokio::time::Instant::now()));
+                    }
+                    Ok(Some(v)) if v["type"].as_str() == Some("bye") => break,
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(_) if tokio::time::Instant::now() >= stop => break,
+                    Err(_) => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ids
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.restart();
+    let restarted = tokio::time::Instant::now();
+    let said = writer.await.unwrap();
+    let read = reader.await.unwrap();
+    let after = read.iter().filter(|(_, at)| *at > restarted).count();
+    let ids: Vec<u64> = read.iter().map(|(id, _)| *id).collect();
+    assert!(said > 60, "the writer said only {said}");
+    assert!(after > 20, "only {after} messages read after the restart");
+    assert!(
+        ids.len() > after + 20,
+        "only {} read before it",
+        ids.len() - after
+    );
+    let repeated = ids.windows(2).find(|w| w[0] >= w[1]);
+    assert_eq!(repeated, None, "ids repeated or out of order");
+    println!(
+        "{said} said; {} read, {after} after the restart; last id {:?}",
+        ids.len(),
+        ids.last()
+    );
+    for node in n {
+        node.stop().await;
+    }
+}
