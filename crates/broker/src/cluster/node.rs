@@ -118,7 +118,7 @@ pub async fn run(
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_positions = tokio::time::Instant::now();
     loop {
-        let queued = node.locals.values().filter(|l| l.queued.is_some()).count();
+        let mut counted = false;
         let outcome = tokio::select! {
             event = presence.recv_direct() => match event {
                 Ok(event) => node.presence(event, shutdown.is_cancelled()).await,
@@ -129,24 +129,30 @@ pub async fn run(
                 Some(Read::Failed(why)) => node.lose(&why).await,
                 None => node.lose("the log reader stopped").await,
             },
-            _ = renew.tick() => node.renew().await,
-            _ = tokio::time::sleep_until(next_positions), if queued > 0 => {
-                next_positions = tokio::time::Instant::now() + interval(queued);
-                node.positions().await
+            _ = renew.tick() => {
+                counted = true;
+                node.renew().await
             }
+            // Idle while nobody here waits: one look every conflation tick.
+            _ = tokio::time::sleep_until(next_positions) => match node.positions().await {
+                Ok(queued) => {
+                    next_positions = tokio::time::Instant::now() + interval(queued);
+                    Ok(())
+                }
+                Err(closed) => Err(closed),
+            },
         };
         if outcome.is_err() {
             break;
         }
-        let (active, waiting) = node.locals.values().fold((0, 0), |(a, w), l| {
-            (
-                a + usize::from(l.queued.is_none()),
-                w + usize::from(l.queued.is_some()),
-            )
-        });
-        m.conn_active.set(active as f64);
-        m.conn_waiting.set(waiting as f64);
         m.lag_admission.set(presence.len() as f64);
+        // Counted on the lease tick, not per event: a count walks every
+        // local connection.
+        if counted {
+            let waiting = node.locals.values().filter(|l| l.queued.is_some()).count();
+            m.conn_active.set((node.locals.len() - waiting) as f64);
+            m.conn_waiting.set(waiting as f64);
+        }
     }
     if let Some((_, task)) = node.reader.take() {
         task.abort();
@@ -554,9 +560,10 @@ impl Node {
 
     /// Sends queued clients whose place in the global queue changed their
     /// new position.
-    async fn positions(&mut self) -> Result<(), BusClosed> {
+    /// Returns how many of this node's clients wait.
+    async fn positions(&mut self) -> Result<usize, BusClosed> {
         if !self.serving() {
-            return Ok(());
+            return Ok(0);
         }
         let queued: Vec<ConnId> = self
             .locals
@@ -564,13 +571,16 @@ impl Node {
             .filter(|(_, l)| l.queued.is_some())
             .map(|(id, _)| *id)
             .collect();
+        if queued.is_empty() {
+            return Ok(0);
+        }
         let keys: Vec<&str> = queued
             .iter()
             .map(|id| self.locals[id].key.as_str())
             .collect();
         let reply = match self.scripts.ranks(&keys).await {
             Ok(reply) => reply,
-            Err(error) => return self.lose(&error.to_string()).await,
+            Err(error) => return self.lose(&error.to_string()).await.map(|()| 0),
         };
         let waiting: u64 = reply.first().and_then(|w| w.parse().ok()).unwrap_or(0);
         for (id, rank) in queued.iter().zip(reply.iter().skip(1)) {
@@ -595,7 +605,7 @@ impl Node {
                 false,
             ));
         }
-        Ok(())
+        Ok(queued.len())
     }
 
     /// The node can no longer act for the cluster: it stops admitting, says
